@@ -1,0 +1,106 @@
+"""`lensrl` command line. Heavy libraries are imported only after the arguments parse, so --help is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
+model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, data,
+rollout, algo, optim, run (see lensrl/config.py for every field and its meaning)."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of deltas over the defaults")
+    p.add_argument("--output-dir", help="run folder (default: a new folder under runs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lensrl", description="RL with verifiable rewards: GRPO and LENS.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train with LENS (default) or GRPO; prints pass@k by level before and after",
+                       epilog=EPILOG)
+    _common(p)
+    p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
+    p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
+    _common(p)
+    p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, one run per algorithm each")
+    _common(p)
+    p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
+    p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
+    p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lensrl.config import ConfigError, load_config
+
+    try:
+        if args.command == "testbed-build":
+            return _testbed_build(args)
+        overrides = list(args.overrides)
+        if args.output_dir:
+            overrides.append(f"run.output_dir={args.output_dir}")
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"lensrl: {e}", file=sys.stderr)
+        return 2
+    if args.command == "train":
+        from lensrl.evaluate import format_table
+        from lensrl.trainer import train
+
+        result = train(config)
+        print(format_table({"before": result.first_eval, "after": result.last_eval}))
+        print(f"run folder: {result.output_dir}")
+    elif args.command == "eval":
+        return _eval(config, args.checkpoint)
+    elif args.command == "compare":
+        from lensrl.compare import compare
+
+        report = compare(config, args.seeds)
+        print(report.table)
+        print(f"results: {report.output_dir}")
+    return 0
+
+
+def _eval(config, checkpoint: str | None) -> int:
+    import json
+    from pathlib import Path
+
+    from lensrl.config import save_config
+    from lensrl.data import load_problems
+    from lensrl.evaluate import evaluate, format_table
+    from lensrl.models import load_policy
+    from lensrl.verify import verify_math
+
+    model, tokenizer = load_policy(config.model, checkpoint)
+    _, problems = load_problems(config.data, config.run.seed)
+    result = evaluate(model, tokenizer, problems, verify_math, config.rollout, config.run.eval_samples,
+                      seed=config.run.seed, progress=config.run.progress)
+    print(format_table({"eval": result}))
+    if config.run.output_dir:
+        out = Path(config.run.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+        with (out / "eval.jsonl").open("a") as f:
+            f.write(json.dumps(result.to_json()) + "\n")
+    return 0
+
+
+def _testbed_build(args) -> int:
+    from lensrl.testbed import WarmStartConfig, build_base_policy
+
+    config = WarmStartConfig() if args.steps is None else WarmStartConfig(steps=args.steps)
+    path = build_base_policy(args.output_dir, config)
+    print(f"base policy written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

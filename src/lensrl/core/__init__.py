@@ -1,0 +1,24 @@
+"""The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k."""
+
+from lensrl.core.advantages import (
+    grpo_advantages,
+    group_outcomes,
+    lens_advantages,
+    lens_rewards,
+    negative_group_signal_share,
+)
+from lensrl.core.logprobs import selective_logprobs
+from lensrl.core.loss import k3_kl, policy_loss
+from lensrl.core.passk import pass_at_k
+
+__all__ = [
+    "grpo_advantages",
+    "group_outcomes",
+    "k3_kl",
+    "lens_advantages",
+    "lens_rewards",
+    "negative_group_signal_share",
+    "pass_at_k",
+    "policy_loss",
+    "selective_logprobs",
+]

@@ -1,0 +1,180 @@
+"""Advantage estimators: GRPO and LENS (lens-spec.md Secs. 3-4; paper Sec. 5.1, Eqs. 14-15).
+
+Pure functions over tensors. Shapes: N = Q questions x G samples, the G rows of one group contiguous.
+
+GRPO:  A_i = (r_i - mean_g r) / (std_g r + eps)
+LENS:  pibar_i = exp(logp_i / |o_i|)
+       D = max(D_imp, 2 max_j pibar_j) in a mixed group, 2 max_j pibar_j in a negative group,
+           D_imp = 1 / ((1/G) sum_i r_i / pibar_i)
+       r~_i = r_i - (1 - r_i) (1/G) pibar_i / (D - pibar_i)
+       A_i = GRPO-normalised r~ (mixed), alpha (r~_i - mean r~) (negative), 0 (all correct).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+AdvantageScale = Literal["group", "batch", "none"]
+LensScope = Literal["all", "mixed", "negative"]
+DEstimator = Literal["normalized", "sequence"]
+
+
+def _check_groups(n: int, group_size: int) -> int:
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 to normalise within a group, got {group_size}")
+    if n % group_size != 0:
+        raise ValueError(f"N={n} samples is not divisible by group_size={group_size}")
+    return n // group_size
+
+
+def _check_1d(name: str, x: torch.Tensor, n: int | None = None) -> None:
+    if x.dim() != 1:
+        raise ValueError(f"{name} must be 1-D of shape (N,), got shape {tuple(x.shape)}")
+    if n is not None and x.numel() != n:
+        raise ValueError(f"{name} has {x.numel()} entries, expected N={n}")
+
+
+def grpo_advantages(
+    rewards: torch.Tensor,  # (N,)
+    group_size: int,
+    scale: AdvantageScale = "group",
+    eps: float = 1e-6,
+) -> torch.Tensor:  # (N,)
+    """GRPO advantages: reward minus its group mean, divided by the group's (or batch's) unbiased std.
+
+    scale="group": (r - mean_g) / (std_g + eps); "batch": (r - mean_g) / (std over all N + eps);
+    "none": r - mean_g (Dr. GRPO).
+    """
+    _check_1d("rewards", rewards)
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards contain NaN or inf")
+    q = _check_groups(rewards.numel(), group_size)
+    r = rewards.double().view(q, group_size)  # (Q, G)
+    centred = r - r.mean(dim=1, keepdim=True)
+    if scale == "group":
+        adv = centred / (r.std(dim=1, keepdim=True) + eps)
+    elif scale == "batch":
+        adv = centred / (r.std() + eps)
+    elif scale == "none":
+        adv = centred
+    else:
+        raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
+    return adv.view(-1).to(_out_dtype(rewards))
+
+
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
+def _check_lens_inputs(
+    correct: torch.Tensor, seq_logprobs: torch.Tensor, lengths: torch.Tensor, group_size: int
+) -> int:
+    _check_1d("correct", correct)
+    n = correct.numel()
+    _check_1d("seq_logprobs", seq_logprobs, n)
+    _check_1d("lengths", lengths, n)
+    q = _check_groups(n, group_size)
+    if not ((correct == 0) | (correct == 1)).all():
+        raise ValueError("LENS is defined for binary correctness: `correct` must hold only 0/1 (or bool)")
+    if not torch.isfinite(seq_logprobs).all():
+        raise ValueError("seq_logprobs contain NaN or inf")
+    if (seq_logprobs > 0).any():
+        raise ValueError("seq_logprobs must be <= 0 (sums of token log-probabilities)")
+    if (lengths <= 0).any():
+        raise ValueError("lengths must be >= 1: a response with 0 tokens has no confidence pibar")
+    return q
+
+
+def lens_rewards(
+    correct: torch.Tensor,  # (N,) 0/1 or bool
+    seq_logprobs: torch.Tensor,  # (N,) sum of behaviour-policy token log-probs
+    lengths: torch.Tensor,  # (N,) number of tokens in that sum
+    group_size: int,
+    d_estimator: DEstimator = "normalized",
+) -> torch.Tensor:  # (N,)
+    """Calibrated LENS rewards r~ (lens-spec.md Sec. 3 steps 1-3); right answers keep 1, wrong ones lie in [-1/G, 0)."""
+    q = _check_lens_inputs(correct, seq_logprobs, lengths, group_size)
+    g = group_size
+    r = correct.double().view(q, g)  # (Q, G)
+    log_pibar = (seq_logprobs.double() / lengths.double()).view(q, g)
+    pibar = log_pibar.exp()
+    if d_estimator == "normalized":
+        log_q = log_pibar
+    elif d_estimator == "sequence":  # raw sequence probability, as printed in the paper's Eq. 14
+        log_q = seq_logprobs.double().view(q, g)
+    else:
+        raise ValueError(f"d_estimator must be 'normalized' or 'sequence', got {d_estimator!r}")
+
+    # log D_imp = log G - log sum_{i correct} 1/q_i, kept in log space so tiny q_i cannot overflow
+    inv_q = torch.where(r > 0, -log_q, torch.full_like(log_q, -math.inf))
+    d_imp = (math.log(g) - torch.logsumexp(inv_q, dim=1, keepdim=True)).exp()  # inf in negative groups
+    floor = 2.0 * pibar.max(dim=1, keepdim=True).values
+    has_correct = r.sum(dim=1, keepdim=True) > 0
+    d = torch.where(has_correct, torch.maximum(d_imp, floor), floor)  # (Q, 1)
+
+    penalty = pibar / (d - pibar) / g  # in (0, 1/G]
+    calibrated = r - (1.0 - r) * penalty
+    return calibrated.view(-1).to(_out_dtype(seq_logprobs))
+
+
+def lens_advantages(
+    correct: torch.Tensor,  # (N,)
+    seq_logprobs: torch.Tensor,  # (N,)
+    lengths: torch.Tensor,  # (N,)
+    group_size: int,
+    alpha: float = 0.25,
+    scope: LensScope = "all",
+    d_estimator: DEstimator = "normalized",
+    eps: float = 1e-6,
+) -> torch.Tensor:  # (N,)
+    """LENS advantages (lens-spec.md Sec. 3 step 4) with the scope ablations of Sec. 4.
+
+    scope="all": mixed groups normalise r~ like GRPO, negative groups get alpha (r~ - mean r~);
+    scope="mixed": negative groups keep 0; scope="negative": mixed groups are plain GRPO on r.
+    All-correct groups always get 0.
+    """
+    if scope not in ("all", "mixed", "negative"):
+        raise ValueError(f"scope must be 'all', 'mixed' or 'negative', got {scope!r}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    calibrated = lens_rewards(correct, seq_logprobs, lengths, group_size, d_estimator).double()
+    q = correct.numel() // group_size
+    r = correct.double().view(q, group_size)
+    rt = calibrated.view(q, group_size)
+    n_correct = r.sum(dim=1, keepdim=True)
+    negative = n_correct == 0  # (Q, 1)
+    mixed = (n_correct > 0) & (n_correct < group_size)
+
+    mixed_source = r if scope == "negative" else rt
+    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (
+        mixed_source.std(dim=1, keepdim=True) + eps
+    )
+    negative_adv = alpha * (rt - rt.mean(dim=1, keepdim=True))
+    if scope == "mixed":
+        negative_adv = torch.zeros_like(negative_adv)
+
+    adv = torch.where(mixed, mixed_adv, torch.where(negative, negative_adv, torch.zeros_like(rt)))
+    return adv.view(-1).to(_out_dtype(seq_logprobs))
+
+
+def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:
+    """Shares of negative (all wrong), mixed and all-correct groups."""
+    q = _check_groups(correct.numel(), group_size)
+    n_correct = correct.double().view(q, group_size).sum(dim=1)
+    return {
+        "groups/negative": (n_correct == 0).double().mean().item(),
+        "groups/mixed": ((n_correct > 0) & (n_correct < group_size)).double().mean().item(),
+        "groups/all_correct": (n_correct == group_size).double().mean().item(),
+    }
+
+
+def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> float:
+    """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups."""
+    q = _check_groups(correct.numel(), group_size)
+    abs_adv = advantages.double().abs().view(q, group_size)
+    negative = correct.double().view(q, group_size).sum(dim=1) == 0
+    total = abs_adv.sum()
+    return (abs_adv[negative].sum() / total).item() if total > 0 else 0.0

@@ -1,0 +1,101 @@
+"""Evaluation: pass@k overall and per difficulty level from n samples per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lensrl.config import RolloutConfig
+from lensrl.core.passk import pass_at_k
+from lensrl.data import Problem
+from lensrl.rollout import Verifier, sample, score
+
+
+@dataclass
+class EvalResult:
+    """pass@k (k = 1, 2, 4, ... up to the sample count) overall and per level, one line of eval.jsonl."""
+
+    step: int
+    overall: dict[str, float]  # {"pass@1": ..., "pass@16": ...}
+    per_level: dict[str, dict[str, float]]  # {"1": {"pass@1": ...}, ...}
+    all_wrong: float  # share of problems with no correct sample
+    n_problems: int
+    samples: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def ks_for(samples: int) -> list[int]:
+    """1, 2, 4, ... up to `samples`."""
+    ks, k = [], 1
+    while k <= samples:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], samples: int) -> EvalResult:
+    """Average the unbiased pass@k of each problem, overall and by level."""
+    ks = ks_for(samples)
+
+    def mean_pass(idx: list[int]) -> dict[str, float]:
+        return {f"pass@{k}": sum(pass_at_k(samples, n_correct[i], k) for i in idx) / len(idx) for k in ks}
+
+    levels = sorted({p.level for p in problems if p.level is not None})
+    return EvalResult(
+        step=step,
+        overall=mean_pass(list(range(len(problems)))),
+        per_level={str(lv): mean_pass([i for i, p in enumerate(problems) if p.level == lv]) for lv in levels},
+        all_wrong=sum(c == 0 for c in n_correct) / len(problems),
+        n_problems=len(problems),
+        samples=samples,
+    )
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    verifier: Verifier,
+    rollout: RolloutConfig,
+    samples: int,
+    seed: int,
+    step: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Sample `samples` responses per problem at the rollout temperature / top-p and summarise pass@k."""
+    if not problems:
+        raise ValueError("evaluation needs at least one problem")
+    per_chunk = max(1, rollout.generation_batch_size // samples)
+    n_correct: list[int] = []
+    chunks = range(0, len(problems), per_chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"eval step {step}", leave=False)
+    for i, start in enumerate(chunks):
+        batch = list(problems[start : start + per_chunk])
+        out = sample(
+            model, tokenizer, batch, samples, rollout.temperature, rollout.top_p,
+            rollout.max_new_tokens, rollout.generation_batch_size, seed=seed + i,
+        )
+        correct = score(out, verifier).view(len(batch), samples)
+        n_correct.extend(int(c) for c in correct.sum(dim=1).tolist())
+    return summarise(step, problems, n_correct, samples)
+
+
+def format_table(results: dict[str, EvalResult]) -> str:
+    """A plain-text pass@k table by level, one block of rows per named result (e.g. before / after)."""
+    first = next(iter(results.values()))
+    ks = list(first.overall)
+    header = f"{'':<8}{'level':<8}" + "".join(f"{k:>9}" for k in ks)
+    lines = [header, "-" * len(header)]
+    for name, res in results.items():
+        rows = [(lv, res.per_level[lv]) for lv in res.per_level] + [("all", res.overall)]
+        for lv, vals in rows:
+            lines.append(f"{name:<8}{lv:<8}" + "".join(f"{100 * vals[k]:>8.1f}%" for k in ks))
+        lines.append(f"{name:<8}{'all-wrong problems':<26}{100 * res.all_wrong:>8.1f}%")
+    return "\n".join(lines)

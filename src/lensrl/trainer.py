@@ -1,0 +1,235 @@
+"""The RLVR trainer: GRPO, or LENS (arXiv 2510.08696), on any Hugging Face causal LM.
+
+One step:
+  1. take Q questions in a seeded order and sample G responses each at temperature T / top-p;
+  2. score every response with the verifier (0/1);
+  3. compute the behaviour log-probs log pi_old (tempered, response tokens only) with one no-grad pass;
+  4. advantages: GRPO (group-normalised correctness) or LENS (calibrated rewards, lens-spec.md Sec. 3),
+     from the same log-probs the ratio uses, so LENS costs no extra forward pass;
+  5. split the Q groups into `updates_per_rollout` minibatches (whole groups) and take one clipped
+     policy-gradient step on each (paper Eq. 3), optionally with a k3 KL term to the initial policy.
+Departures from the paper: none in the objective. The sampler is Hugging Face `generate`; evaluation
+samples at the rollout temperature. Files written to the run folder: config.yaml, metrics.jsonl,
+eval.jsonl, summary.json, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from lensrl.checkpoint import save_checkpoint
+from lensrl.config import AlgoConfig, TrainConfig, save_config
+from lensrl.core.advantages import grpo_advantages, group_outcomes, lens_advantages, lens_rewards
+from lensrl.core.advantages import negative_group_signal_share
+from lensrl.core.loss import policy_loss
+from lensrl.data import Problem, load_problems
+from lensrl.evaluate import EvalResult, evaluate
+from lensrl.models import load_policy
+from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, response_logprobs, sample, score
+from lensrl.verify import extract_answer, verify_math
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves behind."""
+
+    output_dir: Path
+    first_eval: EvalResult
+    last_eval: EvalResult
+
+
+def compute_advantages(algo: AlgoConfig, rollout: Rollout) -> torch.Tensor:  # (N,)
+    """GRPO or LENS advantages of a scored rollout with behaviour log-probs."""
+    if algo.advantage == "grpo":
+        return grpo_advantages(rollout.correct, rollout.group_size, algo.scale, algo.eps)
+    return lens_advantages(
+        rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
+        alpha=algo.alpha, scope=algo.scope, d_estimator=algo.d_estimator, eps=algo.eps,
+    )
+
+
+class DataOrder:
+    """Seeded reshuffle of the training set every epoch; `position` is enough to resume it."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.position = size, seed, 0
+
+    def take(self, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            epoch, offset = divmod(self.position, self.size)
+            if offset == 0 or not hasattr(self, "_perm") or self._epoch != epoch:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._perm, self._epoch = torch.randperm(self.size, generator=gen).tolist(), epoch
+            out.append(self._perm[offset])
+            self.position += 1
+        return out
+
+
+def update_policy(
+    model: PreTrainedModel,
+    ref_model: PreTrainedModel | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rollout: Rollout,
+    advantages: torch.Tensor,  # (N,)
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """`updates_per_rollout` clipped policy-gradient steps, each on a shuffled minibatch of whole groups."""
+    algo, optim = config.algo, config.optim
+    g, r = rollout.group_size, rollout.response_mask.shape[1]
+    groups = torch.randperm(len(rollout.problems), generator=generator)
+    sums: dict[str, float] = {}
+    skipped = 0
+    model.train()
+    for mb_groups in groups.chunk(optim.updates_per_rollout):
+        rows = (mb_groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
+        n_tokens = int(rollout.response_mask[rows].sum().item())
+        optimizer.zero_grad(set_to_none=True)
+        for micro in rows.split(optim.micro_batch_size):
+            batch = rollout.rows(micro)
+            logprobs, _ = response_logprobs(model, batch["input_ids"], batch["prompt_mask"], r, config.rollout.temperature)
+            logprobs_ref = None
+            if ref_model is not None:
+                with torch.no_grad():
+                    logprobs_ref, _ = response_logprobs(
+                        ref_model, batch["input_ids"], batch["prompt_mask"], r, config.rollout.temperature
+                    )
+            loss, metrics = policy_loss(
+                logprobs, batch["logprobs_old"], advantages[micro], batch["response_mask"],
+                clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
+                logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
+                num_seqs=len(rows), num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
+            )
+            loss.backward()
+            weight = len(micro) / len(rollout.completions)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + (v * len(micro) / len(rows) if k == "loss/policy" else v * weight)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+        else:  # a non-finite gradient would corrupt the weights: skip this minibatch
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / optim.updates_per_rollout
+    sums["loss/policy"] /= optim.updates_per_rollout
+    sums["skipped_updates"] = skipped
+    sums["lr"] = scheduler.get_last_lr()[0]
+    return sums
+
+
+def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig) -> dict[str, float]:
+    """What tells a researcher the rollouts are healthy: rewards, group outcomes, confidence, lengths."""
+    correct, g = rollout.correct, rollout.group_size
+    pibar = (rollout.seq_logprobs / rollout.lengths).exp()
+    mask = rollout.response_mask
+    lengths = rollout.lengths
+    metrics = {
+        "reward": correct.mean().item(),
+        **group_outcomes(correct, g),
+        "pibar/correct": pibar[correct > 0].mean().item() if (correct > 0).any() else math.nan,
+        "pibar/wrong": pibar[correct == 0].mean().item() if (correct == 0).any() else math.nan,
+        "entropy": ((rollout.entropy * mask).sum() / mask.sum()).item(),
+        "response_len/mean": lengths.mean().item(),
+        "response_len/max": lengths.max().item(),
+        "truncated": rollout.truncated.float().mean().item(),
+        "unparseable": sum(extract_answer(c) is None for c in rollout.completions) / len(rollout.completions),
+        "adv/abs_mean": advantages.abs().mean().item(),
+        "adv/negative_group_share": negative_group_signal_share(advantages, correct, g),
+    }
+    if algo.advantage == "lens":
+        metrics["lens/calibrated_reward"] = lens_rewards(
+            correct, rollout.seq_logprobs, lengths, g, algo.d_estimator
+        ).mean().item()
+    return metrics
+
+
+def _output_dir(config: TrainConfig) -> Path:
+    if config.run.output_dir:
+        out = Path(config.run.output_dir)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-{config.algo.advantage}-seed{config.run.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
+    """Run GRPO or LENS as configured; returns the first and last evaluation."""
+    out = _output_dir(config)
+    save_config(config, out / "config.yaml")
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    run, ro = config.run, config.rollout
+    torch.manual_seed(run.seed)
+    model, tokenizer = load_policy(config.model)
+    ref_model = None
+    if config.algo.kl_coef > 0:  # the reference policy costs memory: load it only when it is used
+        ref_model, _ = load_policy(config.model)
+        ref_model.requires_grad_(False).eval()
+    train_set, eval_set = load_problems(config.data, run.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    warmup = config.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    order = DataOrder(len(train_set), run.seed)
+    generator = torch.Generator().manual_seed(run.seed)
+
+    def run_eval(step: int) -> EvalResult:
+        result = evaluate(
+            model, tokenizer, eval_set, verifier, ro, run.eval_samples,
+            seed=run.seed * 7919 + step, step=step, progress=run.progress,
+        )
+        _append_jsonl(out / "eval.jsonl", result.to_json())
+        return result
+
+    first = last = run_eval(0)
+    bar = tqdm(range(1, run.steps + 1), desc=f"{config.algo.advantage}", disable=not run.progress)
+    for step in bar:
+        t0 = time.perf_counter()
+        problems: list[Problem] = [train_set[i] for i in order.take(ro.questions_per_step)]
+        rollout = sample(
+            model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p,
+            ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
+        )
+        rollout.correct = score(rollout, verifier)
+        t1 = time.perf_counter()
+        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
+            model, rollout, ro.temperature, config.optim.micro_batch_size
+        )
+        advantages = compute_advantages(config.algo, rollout)
+        t2 = time.perf_counter()
+        update = update_policy(model, ref_model, optimizer, scheduler, rollout, advantages, config, generator)
+        t3 = time.perf_counter()
+        metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo), **update}
+        metrics |= {"time/rollout": t1 - t0, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
+        _append_jsonl(out / "metrics.jsonl", metrics)
+        bar.set_postfix(
+            reward=f"{metrics['reward']:.3f}", neg=f"{metrics['groups/negative']:.2f}",
+            kl=f"{metrics['approx_kl']:.4f}", clip=f"{metrics['clipfrac']:.3f}",
+        )
+        if run.eval_every and step % run.eval_every == 0 and step != run.steps:
+            last = run_eval(step)
+        if run.save_every and step % run.save_every == 0 and step != run.steps:
+            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+    if run.steps > 0:
+        last = run_eval(run.steps)
+    save_checkpoint(out, run.steps, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+    summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": run.steps,
+               "algorithm": config.algo.advantage, "seed": run.seed}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return RunResult(out, first, last)

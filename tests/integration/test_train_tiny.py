@@ -1,0 +1,82 @@
+"""End-to-end training of a tiny random model through the real loading path (AutoModel from a folder)."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from lensrl.config import load_config
+from lensrl.models import load_policy
+from lensrl.rollout import behaviour_logprobs, sample
+from lensrl.testbed import generate_problems
+from lensrl.trainer import train
+from tests.conftest import tiny_overrides
+
+
+def _params(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_lens_trains_tiny_model_and_writes_run_folder(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    result = train(load_config(overrides=tiny_overrides(tiny_model_dir, out)))
+    assert result.output_dir == out
+    for name in ("config.yaml", "metrics.jsonl", "eval.jsonl", "summary.json"):
+        assert (out / name).exists(), name
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for key in ("reward", "groups/negative", "groups/mixed", "groups/all_correct", "pibar/wrong", "clipfrac",
+                "approx_kl", "entropy", "response_len/mean", "adv/negative_group_share", "grad_norm"):
+        assert key in metrics[0], key
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2]
+    assert set(evals[0]["per_level"]) == {"1", "2", "3", "4", "5"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["first_eval"]["step"] == 0 and summary["last_eval"]["step"] == 2
+
+    ckpt = out / "checkpoints" / "step_000002"
+    AutoModelForCausalLM.from_pretrained(ckpt)  # the checkpoint reloads with the Auto classes
+    before, after = _params(tiny_model_dir), _params(ckpt)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "no parameter changed"
+
+
+def test_negative_groups_train_under_lens_but_not_grpo(tiny_model_dir, tmp_path):
+    # A random model never writes a correct boxed answer, so every group is negative: GRPO's advantages
+    # are all zero (AdamW with zero gradients and no weight decay leaves weights untouched), LENS's are not.
+    results = {}
+    for algo in ("grpo", "lens"):
+        out = tmp_path / algo
+        train(load_config(overrides=tiny_overrides(tiny_model_dir, out, f"algo.advantage={algo}")))
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert all(m["groups/negative"] == 1.0 for m in metrics)
+        before, after = _params(tiny_model_dir), _params(out / "checkpoints" / "step_000002")
+        results[algo] = max((before[k] - after[k]).abs().max().item() for k in before)
+        results[algo + "_adv"] = metrics[0]["adv/abs_mean"]
+    assert results["grpo"] == 0.0 and results["grpo_adv"] == 0.0
+    assert results["lens"] > 0.0 and results["lens_adv"] > 0.0
+
+
+def test_behaviour_logprobs_match_sampling_distribution(tiny_model_dir):
+    # The log-probs the ratio and LENS use must be those of the distribution the tokens were drawn from:
+    # recompute them with one forward pass and compare with generate's own (tempered) scores.
+    model, tokenizer = load_policy(load_config(overrides=[f"model.name_or_path={tiny_model_dir}"]).model)
+    problems = generate_problems(3, levels=[1, 3, 5], seed=1)  # prompts of different lengths: left padding
+    rollout = sample(model, tokenizer, problems, group_size=2, temperature=0.7, top_p=1.0, max_new_tokens=8,
+                     batch_size=64, seed=0)
+    lp, _ = behaviour_logprobs(model, rollout, temperature=0.7, micro_batch_size=4)
+
+    torch.manual_seed(0)
+    enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(
+        input_ids=enc["input_ids"].repeat_interleave(2, 0), attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
+        do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, output_scores=True,
+        return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    scores = torch.stack(out.scores, dim=1).log_softmax(-1)  # (N, R, V), already divided by T
+    tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+    assert torch.equal(tokens, rollout.input_ids[:, rollout.prompt_len:])
+    expected = scores.gather(-1, tokens[..., None]).squeeze(-1)
+    mask = rollout.response_mask > 0
+    torch.testing.assert_close(lp[mask], expected[mask], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,46 @@
+"""Typed config: YAML deltas, key=value overrides, and clear errors."""
+
+import pytest
+
+from lensrl.config import ConfigError, TrainConfig, load_config
+
+
+def test_defaults_are_the_paper_recipe_on_the_testbed():
+    c = TrainConfig()
+    assert (c.algo.advantage, c.algo.alpha, c.algo.scope, c.algo.kl_coef) == ("lens", 0.25, "all", 0.0)
+    assert (c.rollout.group_size, c.rollout.temperature, c.rollout.top_p) == (16, 1.0, 1.0)
+    assert (c.algo.clip_low, c.algo.clip_high, c.optim.updates_per_rollout) == (0.2, 0.2, 4)
+    assert c.model.name_or_path == "testbed"
+
+
+def test_yaml_delta_then_overrides(tmp_path):
+    path = tmp_path / "grpo.yaml"
+    path.write_text("# purpose: plain GRPO\nalgo:\n  advantage: grpo\nrun:\n  steps: 5\n")
+    c = load_config(path, ["run.steps=7", "rollout.top_p=0.9", "data.train_levels=[2,3]"])
+    assert c.algo.advantage == "grpo"
+    assert c.run.steps == 7  # the override wins over the file
+    assert c.rollout.top_p == 0.9
+    assert c.data.train_levels == [2, 3]
+    assert c.algo.alpha == 0.25  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("algo.alfa=0.1", "algo.alfa: unknown key"),
+        ("algo.alpha=-1", "algo.alpha"),
+        ("algo.advantage=ppo", "algo.advantage"),
+        ("rollout.group_size=1", "rollout.group_size"),
+        ("rollout.questions_per_step=30", "divisible"),
+        ("data.train_levels=[0]", "levels"),
+        ("steps", "key=value"),
+    ],
+)
+def test_invalid_values_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=[override])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
