@@ -1,42 +1,54 @@
 """lensrl: RL with verifiable rewards for language models, with LENS (arXiv 2510.08696).
 
-The algorithm is a handful of pure tensor functions (`lensrl.core`); `lensrl.trainer.train` runs it
-on any Hugging Face causal LM; `lensrl.testbed` is the built-in arithmetic setting.
+The algorithm is a handful of pure tensor functions (`lensrl.core`); `lensrl.train` runs it on any
+Hugging Face causal LM; `lensrl.testbed` is the built-in arithmetic setting. Names are imported on
+first use, so `lensrl --help` does not pay for torch.
 """
 
-from lensrl.core import (
-    grpo_advantages,
-    k3_kl,
-    lens_advantages,
-    lens_rewards,
-    pass_at_k,
-    policy_loss,
-    selective_logprobs,
-)
-from lensrl.verify import extract_answer, verify_math
+from __future__ import annotations
 
-__all__ = [
-    "grpo_advantages",
-    "k3_kl",
-    "lens_advantages",
-    "lens_rewards",
-    "pass_at_k",
-    "policy_loss",
-    "selective_logprobs",
-    "extract_answer",
-    "verify_math",
-    "load_config",
-    "train",
-    "TrainConfig",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "grpo_advantages": "lensrl.core.advantages",
+    "lens_rewards": "lensrl.core.advantages",
+    "lens_advantages": "lensrl.core.advantages",
+    "policy_loss": "lensrl.core.loss",
+    "k3_kl": "lensrl.core.loss",
+    "selective_logprobs": "lensrl.core.logprobs",
+    "pass_at_k": "lensrl.core.passk",
+    "verify_math": "lensrl.verify",
+    "extract_answer": "lensrl.verify",
+    "Problem": "lensrl.data",
+    "load_jsonl": "lensrl.data",
+    "TrainConfig": "lensrl.config",
+    "load_config": "lensrl.config",
+    "train": "lensrl.trainer",
+    "evaluate": "lensrl.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lensrl.config import TrainConfig, load_config
+    from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_rewards
+    from lensrl.core.logprobs import selective_logprobs
+    from lensrl.core.loss import k3_kl, policy_loss
+    from lensrl.core.passk import pass_at_k
+    from lensrl.data import Problem, load_jsonl
+    from lensrl.evaluate import evaluate
+    from lensrl.trainer import train
+    from lensrl.verify import extract_answer, verify_math
 
 
-def __getattr__(name: str):
-    # the trainer and config pull in transformers/pydantic: import them only when asked for
-    if name in ("train", "TrainConfig", "load_config"):
-        import lensrl.config
-        import lensrl.trainer
-
-        return {"train": lensrl.trainer.train, "TrainConfig": lensrl.config.TrainConfig,
-                "load_config": lensrl.config.load_config}[name]
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'lensrl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

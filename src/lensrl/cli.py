@@ -16,6 +16,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lensrl", description="RL with verifiable rewards: GRPO and LENS.", epilog=EPILOG,
@@ -29,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
     _common(p)
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, one run per algorithm each")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)
     p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
@@ -38,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may follow options (argparse cannot place positionals after an optional by itself)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "overrides"):
+        args.overrides += extra
     from lensrl.config import ConfigError, load_config
 
     try:

@@ -1,0 +1,53 @@
+"""The `lensrl` command line on a tiny model: train, eval, compare, and config errors."""
+
+import json
+import subprocess
+import sys
+
+from lensrl.cli import main
+from tests.conftest import tiny_overrides
+
+
+def test_help_needs_no_heavy_imports():
+    # --help must not import torch/transformers (it is meant to be instant)
+    code = "import sys; from lensrl.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_train_prints_before_after_table(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_overrides(tiny_model_dir, out)]) == 0
+    printed = capsys.readouterr().out
+    assert "before" in printed and "after" in printed and "pass@16" not in printed  # 2 samples: k <= 2
+    assert "pass@2" in printed
+    assert (out / "summary.json").exists()
+
+
+def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), "--output-dir", str(out), "run.progress=false",
+            "data.eval_per_level=2", "run.eval_samples=4", "rollout.max_new_tokens=8"]
+    assert main(args) == 0
+    record = json.loads((out / "eval.jsonl").read_text().splitlines()[0])
+    assert set(record["overall"]) == {"pass@1", "pass@2", "pass@4"}
+    assert set(record["per_level"]) == {"1", "2", "3", "4", "5"}
+    assert "level" in capsys.readouterr().out
+
+
+def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--seeds", "0,1", *tiny_overrides(tiny_model_dir, out, "run.steps=1")]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["seeds"] == [0, 1]
+    assert set(report["final"]) == {"grpo", "lens"}
+    assert (out / "compare.png").stat().st_size > 10_000
+    assert "| all | lens |" in (out / "compare.md").read_text()
+    for algo in ("grpo", "lens"):
+        for seed in (0, 1):
+            assert (out / f"{algo}_seed{seed}" / "eval.jsonl").exists()
+
+
+def test_invalid_override_is_a_clear_error(capsys):
+    assert main(["train", "algo.alpha=-2"]) == 2
+    assert "algo.alpha" in capsys.readouterr().err
