@@ -90,7 +90,7 @@ class AlgoConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(2e-5, gt=0)
+    lr: float = Field(3e-5, gt=0)
     """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
@@ -105,7 +105,7 @@ class OptimConfig(_Section):
 
 
 class RunConfig(_Section):
-    steps: int = Field(60, ge=0)
+    steps: int = Field(40, ge=0)
     """Rollout steps (each does `updates_per_rollout` optimizer steps)."""
     seed: int = 0
     """Seed of data order, sampling and initialisation."""

@@ -20,7 +20,8 @@ class EvalResult:
     step: int
     overall: dict[str, float]  # {"pass@1": ..., "pass@16": ...}
     per_level: dict[str, dict[str, float]]  # {"1": {"pass@1": ...}, ...}
-    all_wrong: float  # share of problems with no correct sample
+    all_wrong: float  # share of problems with no correct sample (negative groups)
+    all_wrong_per_level: dict[str, float]
     n_problems: int
     samples: int
 
@@ -44,12 +45,20 @@ def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], 
     def mean_pass(idx: list[int]) -> dict[str, float]:
         return {f"pass@{k}": sum(pass_at_k(samples, n_correct[i], k) for i in idx) / len(idx) for k in ks}
 
-    levels = sorted({p.level for p in problems if p.level is not None})
+    def all_wrong(idx: list[int]) -> float:
+        return sum(n_correct[i] == 0 for i in idx) / len(idx)
+
+    by_level = {
+        str(lv): [i for i, p in enumerate(problems) if p.level == lv]
+        for lv in sorted({p.level for p in problems if p.level is not None})
+    }
+    everything = list(range(len(problems)))
     return EvalResult(
         step=step,
-        overall=mean_pass(list(range(len(problems)))),
-        per_level={str(lv): mean_pass([i for i, p in enumerate(problems) if p.level == lv]) for lv in levels},
-        all_wrong=sum(c == 0 for c in n_correct) / len(problems),
+        overall=mean_pass(everything),
+        per_level={lv: mean_pass(idx) for lv, idx in by_level.items()},
+        all_wrong=all_wrong(everything),
+        all_wrong_per_level={lv: all_wrong(idx) for lv, idx in by_level.items()},
         n_problems=len(problems),
         samples=samples,
     )
@@ -88,14 +97,16 @@ def evaluate(
 
 
 def format_table(results: dict[str, EvalResult]) -> str:
-    """A plain-text pass@k table by level, one block of rows per named result (e.g. before / after)."""
+    """A plain-text pass@k table by level (in %), one block of rows per named result (e.g. before / after).
+
+    The last column is the share of problems with no correct sample: the negative groups.
+    """
     first = next(iter(results.values()))
     ks = list(first.overall)
-    header = f"{'':<8}{'level':<8}" + "".join(f"{k:>9}" for k in ks)
+    header = f"{'':<8}{'level':<7}" + "".join(f"{k:>9}" for k in ks) + f"{'all-wrong':>11}"
     lines = [header, "-" * len(header)]
     for name, res in results.items():
-        rows = [(lv, res.per_level[lv]) for lv in res.per_level] + [("all", res.overall)]
-        for lv, vals in rows:
-            lines.append(f"{name:<8}{lv:<8}" + "".join(f"{100 * vals[k]:>8.1f}%" for k in ks))
-        lines.append(f"{name:<8}{'all-wrong problems':<26}{100 * res.all_wrong:>8.1f}%")
+        rows = [(lv, res.per_level[lv], res.all_wrong_per_level[lv]) for lv in res.per_level]
+        for lv, vals, wrong in rows + [("all", res.overall, res.all_wrong)]:
+            lines.append(f"{name:<8}{lv:<7}" + "".join(f"{100 * vals[k]:>9.1f}" for k in ks) + f"{100 * wrong:>11.1f}")
     return "\n".join(lines)

@@ -80,3 +80,12 @@ def test_behaviour_logprobs_match_sampling_distribution(tiny_model_dir):
     expected = scores.gather(-1, tokens[..., None]).squeeze(-1)
     mask = rollout.response_mask > 0
     torch.testing.assert_close(lp[mask], expected[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_default_testbed_policy_trains_one_step(tmp_path):
+    # the built-in default: model.name_or_path="testbed" resolves to the committed base policy
+    overrides = tiny_overrides("testbed", tmp_path / "run", "run.steps=1", "rollout.max_new_tokens=96")
+    result = train(load_config(overrides=overrides))
+    metrics = json.loads((result.output_dir / "metrics.jsonl").read_text())
+    assert metrics["reward"] > 0  # the warm-started policy already solves some problems
+    assert result.last_eval.samples == 2

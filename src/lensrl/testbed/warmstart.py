@@ -1,0 +1,268 @@
+"""Supervised warm-start of the testbed's base policy: a ~1M-parameter Llama trained from scratch.
+
+The policy sees `prompt + solution + <eos>` and is trained with cross-entropy on the solution and
+EOS tokens only (the prompt is context, never a target). AdamW with linear warm-up then cosine decay
+to zero, fp32, for a FIXED number of steps: the checkpoint must not depend on machine speed, and it
+is deliberately under-trained so that RL has room to improve it (level 1 mostly right, level 5
+mostly wrong but sometimes right; see `lensrl.testbed.profile`).
+
+Determinism: the only randomness is the weight init (`torch.manual_seed(seed)` inside a forked RNG,
+so the caller's global state is untouched) and the problem stream (`random.Random(seed)`); there is
+no dropout. Training runs on `num_threads` CPU threads, fixed so that float reductions, and hence
+the weights, do not change with the machine's core count.
+
+    python -m lensrl.testbed.warmstart --output-dir DIR [--steps N ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from lensrl.data import Problem
+from lensrl.testbed.problems import LEVELS, generate_problems
+from lensrl.testbed.tokenizer import build_tokenizer
+
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
+
+
+class WarmStartConfig(BaseModel):
+    """Everything that determines the warm-started base policy; the defaults build the committed one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    steps: int = Field(700, ge=1)
+    """Optimizer steps (a fixed count, never a time budget)."""
+    batch_size: int = Field(64, ge=1)
+    """Sequences per step; levels cycle evenly inside every batch."""
+    micro_batch_size: int = Field(16, ge=1)
+    """Sequences per forward pass (length-sorted, to spend little compute on padding)."""
+    lr: float = Field(2e-3, gt=0)
+    """Peak AdamW learning rate."""
+    warmup_steps: int = Field(50, ge=0)
+    """Steps of linear warm-up before the cosine decay to zero."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW decoupled weight decay."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient-norm clipping threshold."""
+    seed: int = 0
+    """Seed of the weight init and of the training problems."""
+    levels: tuple[int, ...] = LEVELS
+    """Difficulty levels of the training problems, cycled evenly."""
+    hidden_size: int = Field(128, ge=8)
+    """Width of the residual stream."""
+    intermediate_size: int = Field(512, ge=8)
+    """Width of the SwiGLU MLP."""
+    num_layers: int = Field(4, ge=1)
+    """Transformer blocks."""
+    num_heads: int = Field(4, ge=1)
+    """Attention heads (no grouped-query sharing)."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding and the output projection."""
+    max_position_embeddings: int = Field(256, ge=128)
+    """Longest sequence the model is configured for (prompt + completion)."""
+    num_threads: int = Field(2, ge=1)
+    """CPU threads while training; fixed so the weights do not depend on the machine's core count."""
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: tuple[int, ...]) -> tuple[int, ...]:
+        if not levels or any(level not in LEVELS for level in levels):
+            raise ValueError(f"levels must be a non-empty selection of {LEVELS}, got {levels}")
+        return levels
+
+
+def encode_batch(
+    problems: list[Problem], tokenizer: PreTrainedTokenizerFast
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded `prompt + solution + <eos>` ids, attention mask and labels (solution and EOS only).
+
+    Returns three (B, T) tensors: input_ids, attention_mask, labels.
+    """
+    rows: list[tuple[list[int], list[int]]] = []
+    for problem in problems:
+        if problem.solution is None:
+            raise ValueError(f"problem {problem.id!r} has no solution to train on")
+        prompt = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
+        target = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt, target))
+    width = max(len(prompt) + len(target) for prompt, target in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for i, (prompt, target) in enumerate(rows):
+        start = width - len(prompt) - len(target)
+        input_ids[i, start:] = torch.tensor(prompt + target)
+        attention_mask[i, start:] = 1
+        labels[i, width - len(target) :] = torch.tensor(target)
+    return input_ids, attention_mask, labels
+
+
+def build_model(config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """A freshly initialised fp32 Llama sized by `config`, seeded by `config.seed`."""
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=config.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = LlamaForCausalLM(model_config)
+    return model.float()
+
+
+def _cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier: linear 0 -> 1 over the warm-up, then cosine 1 -> 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def solution_loss_sum(
+    model: LlamaForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled (solution and EOS) tokens of a (B, T) batch."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
+    targets = labels[:, 1:]  # (B, T-1): token t is predicted from the prefix ending at t-1
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def train_policy(
+    config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast, progress: bool = True
+) -> tuple[LlamaForCausalLM, float]:
+    """Train a fresh policy on `config.steps` batches of testbed problems; returns it and its last loss.
+
+    The loss of a step is the mean over all solution tokens of its batch. The batch is sorted by
+    length and cut into micro-batches, so short level-1 rows are not padded to level-5 length.
+    """
+    problems = generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)
+    model = build_model(config, tokenizer)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _cosine_with_warmup(step, config.warmup_steps, config.steps)
+    )
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads)
+    loss_value = float("nan")
+    try:
+        bar = tqdm(range(config.steps), desc="warm-start", disable=not progress)
+        for step in bar:
+            batch = problems[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = sorted(batch, key=lambda p: len(p.prompt) + len(p.solution or ""))
+            micro_batches = [
+                encode_batch(batch[i : i + config.micro_batch_size], tokenizer)
+                for i in range(0, len(batch), config.micro_batch_size)
+            ]
+            num_targets = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, _, labels in micro_batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss_total = 0.0
+            for input_ids, attention_mask, labels in micro_batches:
+                loss = solution_loss_sum(model, input_ids, attention_mask, labels) / num_targets
+                loss.backward()
+                loss_total += loss.item()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            loss_value = loss_total
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}", refresh=False)
+    finally:
+        torch.set_num_threads(previous_threads)
+    model.eval()
+    return model, loss_value
+
+
+def rebuild_command(output_dir: str | Path, config: WarmStartConfig) -> str:
+    """The shell command that rebuilds a policy with `config` (only non-default fields are spelled out)."""
+    parts = ["python -m lensrl.testbed.warmstart", f"--output-dir {output_dir}"]
+    defaults = WarmStartConfig()
+    for name in WarmStartConfig.model_fields:
+        value = getattr(config, name)
+        if value == getattr(defaults, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            parts.append(flag + " " + " ".join(str(v) for v in value))
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def build_base_policy(
+    output_dir: str | Path, config: WarmStartConfig | None = None, progress: bool = True
+) -> Path:
+    """Train the base policy and save model, tokenizer and `warmstart.json` into `output_dir`."""
+    config = config or WarmStartConfig()
+    output_dir = Path(output_dir)
+    tokenizer = build_tokenizer()
+    started = time.perf_counter()
+    model, final_loss = train_policy(config, tokenizer, progress=progress)
+    seconds = time.perf_counter() - started
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(output_dir)  # model.safetensors + config.json + generation_config.json
+    tokenizer.save_pretrained(output_dir)
+    record = {
+        "config": config.model_dump(mode="json"),
+        "command": rebuild_command(output_dir, config),
+        "final_loss": final_loss,
+        "train_seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    (output_dir / "warmstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return output_dir
+
+
+def _parse_args(argv: list[str]) -> tuple[Path, WarmStartConfig, bool]:
+    """Command-line flags generated from `WarmStartConfig`: one `--field-name` per field."""
+    parser = argparse.ArgumentParser(description="Build the lensrl testbed base policy.")
+    parser.add_argument("--output-dir", type=Path, required=True, help="Folder to save the policy into.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    for name, field in WarmStartConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default: {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif name == "levels":
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=None, help=help_text)
+    args = vars(parser.parse_args(argv))
+    output_dir, no_progress = args.pop("output_dir"), args.pop("no_progress")
+    overrides = {name: value for name, value in args.items() if value is not None}
+    return output_dir, WarmStartConfig(**overrides), not no_progress
+
+
+if __name__ == "__main__":
+    output_dir, config, progress = _parse_args(sys.argv[1:])
+    path = build_base_policy(output_dir, config, progress=progress)
+    print(f"saved base policy to {path}")

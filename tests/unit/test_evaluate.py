@@ -1,0 +1,30 @@
+"""pass@k summaries by level, hand-worked."""
+
+import pytest
+
+from lensrl.data import Problem
+from lensrl.evaluate import format_table, ks_for, summarise
+
+
+def test_summarise_hand_worked():
+    # three problems, 4 samples each, with c = 0, 2, 4 correct; levels 1, 1, 2
+    problems = [Problem("a", "1", level=1), Problem("b", "1", level=1), Problem("c", "1", level=2)]
+    res = summarise(step=5, problems=problems, n_correct=[0, 2, 4], samples=4)
+    # pass@1 = mean(c/n) = (0 + 0.5 + 1) / 3 = 0.5
+    assert res.overall["pass@1"] == pytest.approx(0.5)
+    # pass@2 at c=2: 1 - C(2,2)/C(4,2) = 5/6, so (0 + 5/6 + 1) / 3 = 11/18
+    assert res.overall["pass@2"] == pytest.approx(11 / 18)
+    # pass@4 at c=2: n - c = 2 < 4, so 1; hence (0 + 1 + 1) / 3
+    assert res.overall["pass@4"] == pytest.approx(2 / 3)
+    assert res.per_level["1"]["pass@1"] == pytest.approx(0.25)  # (0 + 0.5) / 2
+    assert res.per_level["2"]["pass@4"] == 1.0
+    assert res.all_wrong == pytest.approx(1 / 3)
+    assert res.all_wrong_per_level == {"1": 0.5, "2": 0.0}
+    assert res.step == 5 and res.n_problems == 3
+    table = format_table({"x": res})
+    assert "pass@4" in table and "all-wrong" in table
+
+
+def test_ks_for():
+    assert ks_for(16) == [1, 2, 4, 8, 16]
+    assert ks_for(6) == [1, 2, 4]
