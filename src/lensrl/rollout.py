@@ -48,15 +48,6 @@ class Rollout:
         assert self.logprobs_old is not None, "behaviour log-probs not computed yet"
         return (self.logprobs_old * self.response_mask).sum(dim=1)
 
-    def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The per-row tensors the loss needs, restricted to `index`."""
-        return {
-            "input_ids": self.input_ids[index],
-            "prompt_mask": self.prompt_mask[index],
-            "response_mask": self.response_mask[index],
-            "logprobs_old": self.logprobs_old[index],
-        }
-
 
 def response_mask_from_tokens(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """(N, R) 1 up to and including the first EOS of each row, 0 after it."""

@@ -61,14 +61,15 @@ class DataOrder:
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.position = size, seed, 0
+        self._epoch, self._perm = -1, []
 
     def take(self, n: int) -> list[int]:
         out = []
         for _ in range(n):
             epoch, offset = divmod(self.position, self.size)
-            if offset == 0 or not hasattr(self, "_perm") or self._epoch != epoch:
+            if epoch != self._epoch:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._perm, self._epoch = torch.randperm(self.size, generator=gen).tolist(), epoch
+                self._epoch, self._perm = epoch, torch.randperm(self.size, generator=gen).tolist()
             out.append(self._perm[offset])
             self.position += 1
         return out
@@ -88,44 +89,41 @@ def update_policy(
     algo, optim = config.algo, config.optim
     g, r = rollout.group_size, rollout.response_mask.shape[1]
     groups = torch.randperm(len(rollout.problems), generator=generator)
-    sums: dict[str, float] = {}
-    skipped = 0
+    n_rows = rollout.input_ids.shape[0]
+    totals: dict[str, float] = {"loss/policy": 0.0, "grad_norm": 0.0, "skipped_updates": 0}
     model.train()
     for mb_groups in groups.chunk(optim.updates_per_rollout):
         rows = (mb_groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
         n_tokens = int(rollout.response_mask[rows].sum().item())
         optimizer.zero_grad(set_to_none=True)
         for micro in rows.split(optim.micro_batch_size):
-            batch = rollout.rows(micro)
-            logprobs, _ = response_logprobs(model, batch["input_ids"], batch["prompt_mask"], r, config.rollout.temperature)
+            input_ids, prompt_mask = rollout.input_ids[micro], rollout.prompt_mask[micro]
+            logprobs, _ = response_logprobs(model, input_ids, prompt_mask, r, config.rollout.temperature)
             logprobs_ref = None
             if ref_model is not None:
                 with torch.no_grad():
-                    logprobs_ref, _ = response_logprobs(
-                        ref_model, batch["input_ids"], batch["prompt_mask"], r, config.rollout.temperature
-                    )
+                    logprobs_ref, _ = response_logprobs(ref_model, input_ids, prompt_mask, r, config.rollout.temperature)
             loss, metrics = policy_loss(
-                logprobs, batch["logprobs_old"], advantages[micro], batch["response_mask"],
+                logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
                 clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
                 logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
                 num_seqs=len(rows), num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
             )
             loss.backward()
-            weight = len(micro) / len(rollout.completions)
+            totals["loss/policy"] += loss.item() / optim.updates_per_rollout  # micro losses sum to the minibatch's
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + (v * len(micro) / len(rows) if k == "loss/policy" else v * weight)
+                if k != "loss/policy":  # health metrics: averaged over all rows of the rollout
+                    totals[k] = totals.get(k, 0.0) + v * len(micro) / n_rows
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
         else:  # a non-finite gradient would corrupt the weights: skip this minibatch
-            skipped += 1
+            totals["skipped_updates"] += 1
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / optim.updates_per_rollout
-    sums["loss/policy"] /= optim.updates_per_rollout
-    sums["skipped_updates"] = skipped
-    sums["lr"] = scheduler.get_last_lr()[0]
-    return sums
+        totals["grad_norm"] += grad_norm.item() / optim.updates_per_rollout
+    totals["lr"] = scheduler.get_last_lr()[0]
+    return totals
 
 
 def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig) -> dict[str, float]:
@@ -218,10 +216,11 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
         metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo), **update}
         metrics |= {"time/rollout": t1 - t0, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
         _append_jsonl(out / "metrics.jsonl", metrics)
-        bar.set_postfix(
-            reward=f"{metrics['reward']:.3f}", neg=f"{metrics['groups/negative']:.2f}",
-            kl=f"{metrics['approx_kl']:.4f}", clip=f"{metrics['clipfrac']:.3f}",
-        )
+        bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples
+            "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
+            "pass": f"{metrics['reward']:.3f}", "neg": f"{metrics['groups/negative']:.2f}",
+            "kl": f"{metrics['approx_kl']:.4f}", "clip": f"{metrics['clipfrac']:.3f}",
+        })
         if run.eval_every and step % run.eval_every == 0 and step != run.steps:
             last = run_eval(step)
         if run.save_every and step % run.save_every == 0 and step != run.steps:
