@@ -14,14 +14,17 @@ from functools import lru_cache
 from math_verify import parse, verify
 
 MAX_ANSWER_CHARS = 256  # a longer "final answer" is treated as unparseable
+MAX_BOX_TRIES = 16  # unbalanced `\\boxed{` openings skipped before giving up
 _GSM8K = re.compile(r"####\s*([^\n]+)")
 
 
 def extract_answer(completion: str) -> str | None:
     """Content of the last balanced `\\boxed{...}`, else the text after the last `####`, else None."""
     start = completion.rfind("\\boxed{")
-    while start != -1:
-        depth, i = 0, start + len("\\boxed")
+    for _ in range(MAX_BOX_TRIES):  # bounded: hostile text can hold thousands of unbalanced boxes
+        if start == -1:
+            break
+        depth = 0
         for i in range(start + len("\\boxed"), len(completion)):
             c = completion[i]
             depth += (c == "{") - (c == "}")

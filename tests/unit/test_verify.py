@@ -49,3 +49,9 @@ def test_hostile_strings_fail_fast():
         t0 = time.perf_counter()
         assert verify_math(s, "34") is False
         assert time.perf_counter() - t0 < 10
+
+
+def test_many_unbalanced_boxes_give_no_answer():
+    # 10,000 unbalanced openings: only the last few are tried, so this stays linear-time
+    assert extract_answer("\\boxed{34} " + "\\boxed{" * 10_000) is None
+    assert extract_answer("\\boxed{34} " + "\\boxed{" * 3) == "34"
