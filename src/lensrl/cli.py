@@ -6,8 +6,8 @@ import argparse
 import sys
 
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
-model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, data,
-rollout, algo, optim, run (see lensrl/config.py for every field and its meaning)."""
+model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
+data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and its meaning)."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
+    _common(p)
+    p = sub.add_parser("sft", help="supervised warm-start on worked solutions (teaches the answer format)",
+                       epilog=EPILOG)
     _common(p)
     p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
@@ -72,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config)
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
         print(f"run folder: {result.output_dir}")
+    elif args.command == "sft":
+        from lensrl.evaluate import format_table
+        from lensrl.sft import sft
+
+        result = sft(config)
+        print(format_table({"before": result.first_eval, "after": result.last_eval}))
+        print(f"run folder: {result.output_dir}")
     elif args.command == "eval":
         return _eval(config, args.checkpoint)
     elif args.command == "compare":
@@ -90,13 +100,15 @@ def _eval(config, checkpoint: str | None) -> int:
     from lensrl.config import save_config
     from lensrl.data import load_problems
     from lensrl.evaluate import evaluate, format_table
-    from lensrl.models import load_policy
+    from lensrl.models import autocast, load_policy
+    from lensrl.prompts import format_problems
     from lensrl.verify import verify_math
 
     model, tokenizer = load_policy(config.model, checkpoint)
-    _, problems = load_problems(config.data, config.run.seed)
-    result = evaluate(model, tokenizer, problems, verify_math, config.rollout, config.run.eval_samples,
-                      seed=config.run.seed, progress=config.run.progress)
+    problems = format_problems(load_problems(config.data, config.run.seed)[1], tokenizer, config.prompt)
+    with autocast(config.model, model.device)():
+        result = evaluate(model, tokenizer, problems, verify_math, config.rollout, config.run.eval_samples,
+                          seed=config.run.seed, progress=config.run.progress)
     print(format_table({"eval": result}))
     if config.run.output_dir:
         out = Path(config.run.output_dir)

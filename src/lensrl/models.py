@@ -1,12 +1,20 @@
-"""Loading a policy and its tokenizer through the Hugging Face Auto classes."""
+"""Loading a policy and its tokenizer through the Hugging Face Auto classes.
+
+Any `AutoModelForCausalLM` loads by hub id or local folder; a GGUF file (`model.gguf_file`) is
+de-quantised into an ordinary model so it trains and saves like any other. Optional: LoRA adapters
+through `peft`, gradient checkpointing, and mixed-precision autocast on CUDA.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import ModelConfig
 
@@ -20,17 +28,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """"testbed" names the built-in base policy; anything else is a hub id or a folder."""
+    """"testbed" is the built-in base policy, "pkg:NAME" an installed package's folder, else a hub id or folder."""
     if name_or_path == "testbed":
         from lensrl.testbed import base_policy_path
 
         return str(base_policy_path())
+    if name_or_path.startswith("pkg:"):
+        spec = importlib.util.find_spec(name_or_path[4:])
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(f"{name_or_path!r}: no installed package named {name_or_path[4:]!r}")
+        return spec.submodule_search_locations[0]
     return name_or_path
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer with left padding (prompts are left-padded for batched sampling) and a pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {name_or_path!r} has no EOS token; responses could never end")
     if tokenizer.pad_token_id is None:
@@ -40,11 +54,82 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def _from_gguf(path: str, gguf_file: str, dtype: torch.dtype, **kwargs) -> PreTrainedModel:
+    """De-quantise a GGUF checkpoint into a plain model (one that `save_pretrained` accepts)."""
+    loaded = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype, **kwargs)
+    config = loaded.config.to_dict()
+    config.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=dtype, **kwargs)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model
+
+
+def _add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.lora
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
 def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (on its device, in its dtype) and tokenizer; `path` overrides `config.name_or_path`."""
-    name = str(path) if path is not None else config.name_or_path
-    tokenizer = load_tokenizer(name)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=_DTYPES[config.dtype])
+    """Model (on its device, in its dtype, with LoRA adapters if configured) and tokenizer.
+
+    `path` is a checkpoint folder that replaces `config.name_or_path`: a full model, or a LoRA
+    adapter folder (`adapter_config.json`), which is loaded on top of the configured base model.
+    """
+    dtype = _DTYPES[config.dtype]
+    kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
+    adapter = path is not None and (Path(path) / "adapter_config.json").exists()
+    if path is not None and not adapter:
+        tokenizer = load_tokenizer(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+    else:
+        name = resolve_model_path(config.name_or_path)
+        tokenizer = load_tokenizer(str(path) if adapter else name, None if adapter else config.gguf_file)
+        if config.gguf_file:
+            model = _from_gguf(name, config.gguf_file, dtype, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+    if config.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    elif config.lora.r > 0:
+        model = _add_lora(model, config)
     model.to(resolve_device(config.device))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def autocast(config: ModelConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for forward passes ("auto": bfloat16 on CUDA, off elsewhere)."""
+    mode = config.autocast
+    if mode == "auto":
+        mode = "bfloat16" if device.type == "cuda" else "off"
+    if mode == "off":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=_DTYPES[mode])
+
+
+@contextlib.contextmanager
+def reference_policy(policy: PreTrainedModel, ref_model: PreTrainedModel | None) -> Iterator[PreTrainedModel]:
+    """The KL reference: a separate frozen copy, or for LoRA the policy with its adapter switched off."""
+    if ref_model is not None:
+        yield ref_model
+    else:
+        with policy.disable_adapter():
+            yield policy
+
+
+def is_lora(model: PreTrainedModel) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")

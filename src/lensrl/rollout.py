@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.core.logprobs import selective_logprobs
+from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.data import Problem
 
 Verifier = Callable[[str, str], bool]  # (completion, gold answer) -> correct
@@ -135,6 +135,23 @@ def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:
     return torch.tensor([float(v) for v in verdicts], device=rollout.input_ids.device)
 
 
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # head != plain linear layer
+
+
+def _decoder_and_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """The transformer body and output layer when logits are exactly head(body(x)), else None."""
+    config = model.config
+    if any(getattr(config, name, None) not in (None, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
 def response_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,  # (n, P+R)
@@ -143,19 +160,28 @@ def response_logprobs(
     temperature: float,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:  # (n, R), (n, R) or None
-    """Log-probs of the response tokens under `model` at `temperature`; logits only for the response."""
+    """Log-probs of the response tokens under `model` at `temperature`.
+
+    Only the response positions reach the output layer, chunk by chunk (`head_logprobs`), so the
+    full (n, P+R, V) logits are never made; models whose logits are not a plain linear head of the
+    hidden states fall back to `logits_to_keep`.
+    """
     n = input_ids.shape[0]
     attention_mask = torch.cat(
         [prompt_mask, torch.ones(n, response_len, dtype=prompt_mask.dtype, device=prompt_mask.device)], dim=1
     )
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # as `generate` does for left padding
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        logits_to_keep=response_len + 1,
-    ).logits[:, :-1]  # (n, R, V): position P-1+t predicts response token t
-    return selective_logprobs(logits, input_ids[:, -response_len:], temperature, with_entropy)
+    tokens = input_ids[:, -response_len:]
+    parts = _decoder_and_head(model)
+    if parts is None:
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            logits_to_keep=response_len + 1,
+        ).logits[:, :-1]  # (n, R, V): position P-1+t predicts response token t
+        return selective_logprobs(logits, tokens, temperature, with_entropy)
+    decoder, head = parts
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    return head_logprobs(hidden[:, -response_len - 1 : -1], head, tokens, temperature, with_entropy)
 
 
 @torch.no_grad()

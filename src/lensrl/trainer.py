@@ -32,8 +32,10 @@ from lensrl.core.advantages import negative_group_signal_share
 from lensrl.core.loss import policy_loss
 from lensrl.data import Problem, load_problems
 from lensrl.evaluate import EvalResult, evaluate
-from lensrl.models import load_policy
+from lensrl.models import autocast, is_lora, load_policy, reference_policy
+from lensrl.prompts import format_problems
 from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, response_logprobs, sample, score
+from lensrl import verify
 from lensrl.verify import extract_answer, verify_math
 
 
@@ -89,8 +91,10 @@ def update_policy(
     algo, optim = config.algo, config.optim
     g, r = rollout.group_size, rollout.response_mask.shape[1]
     groups = torch.randperm(len(rollout.problems), generator=generator)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     n_rows = rollout.input_ids.shape[0]
     totals: dict[str, float] = {"loss/policy": 0.0, "grad_norm": 0.0, "skipped_updates": 0}
+    amp = autocast(config.model, model.device)
     model.train()
     for mb_groups in groups.chunk(optim.updates_per_rollout):
         rows = (mb_groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
@@ -98,23 +102,24 @@ def update_policy(
         optimizer.zero_grad(set_to_none=True)
         for micro in rows.split(optim.micro_batch_size):
             input_ids, prompt_mask = rollout.input_ids[micro], rollout.prompt_mask[micro]
-            logprobs, _ = response_logprobs(model, input_ids, prompt_mask, r, config.rollout.temperature)
             logprobs_ref = None
-            if ref_model is not None:
-                with torch.no_grad():
-                    logprobs_ref, _ = response_logprobs(ref_model, input_ids, prompt_mask, r, config.rollout.temperature)
-            loss, metrics = policy_loss(
-                logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
-                clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
-                logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
-                num_seqs=len(rows), num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
-            )
+            with amp():
+                if algo.kl_coef > 0:
+                    with torch.no_grad(), reference_policy(model, ref_model) as ref:
+                        logprobs_ref, _ = response_logprobs(ref, input_ids, prompt_mask, r, config.rollout.temperature)
+                logprobs, _ = response_logprobs(model, input_ids, prompt_mask, r, config.rollout.temperature)
+                loss, metrics = policy_loss(
+                    logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
+                    clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
+                    logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
+                    num_seqs=len(rows), num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
+                )
             loss.backward()
             totals["loss/policy"] += loss.item() / optim.updates_per_rollout  # micro losses sum to the minibatch's
             for k, v in metrics.items():
                 if k != "loss/policy":  # health metrics: averaged over all rows of the rollout
                     totals[k] = totals.get(k, 0.0) + v * len(micro) / n_rows
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim.max_grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
         else:  # a non-finite gradient would corrupt the weights: skip this minibatch
@@ -152,47 +157,51 @@ def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig
     return metrics
 
 
-def _output_dir(config: TrainConfig) -> Path:
+def make_output_dir(config: TrainConfig, kind: str) -> Path:
+    """`run.output_dir`, or a new time-stamped folder under runs/ named after the kind of run."""
     if config.run.output_dir:
         out = Path(config.run.output_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{config.algo.advantage}-seed{config.run.seed}"
+        out = Path("runs") / f"{stamp}-{kind}-seed{config.run.seed}"
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
+def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
     """Run GRPO or LENS as configured; returns the first and last evaluation."""
-    out = _output_dir(config)
+    out = make_output_dir(config, config.algo.advantage)
     save_config(config, out / "config.yaml")
     for name in ("metrics.jsonl", "eval.jsonl"):
         (out / name).unlink(missing_ok=True)
     run, ro = config.run, config.rollout
     torch.manual_seed(run.seed)
     model, tokenizer = load_policy(config.model)
+    amp = autocast(config.model, model.device)
     ref_model = None
-    if config.algo.kl_coef > 0:  # the reference policy costs memory: load it only when it is used
+    if config.algo.kl_coef > 0 and not is_lora(model):  # a frozen copy costs memory: only when it is used
         ref_model, _ = load_policy(config.model)
         ref_model.requires_grad_(False).eval()
-    train_set, eval_set = load_problems(config.data, run.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    train_set, eval_set = (format_problems(ps, tokenizer, config.prompt) for ps in load_problems(config.data, run.seed))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     warmup = config.optim.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     order = DataOrder(len(train_set), run.seed)
     generator = torch.Generator().manual_seed(run.seed)
 
     def run_eval(step: int) -> EvalResult:
-        result = evaluate(
-            model, tokenizer, eval_set, verifier, ro, run.eval_samples,
-            seed=run.seed * 7919 + step, step=step, progress=run.progress,
-        )
-        _append_jsonl(out / "eval.jsonl", result.to_json())
+        with amp():
+            result = evaluate(
+                model, tokenizer, eval_set, verifier, ro, run.eval_samples,
+                seed=run.seed * 7919 + step, step=step, progress=run.progress,
+            )
+        append_jsonl(out / "eval.jsonl", result.to_json())
         return result
 
     first = last = run_eval(0)
@@ -200,22 +209,26 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
     for step in bar:
         t0 = time.perf_counter()
         problems: list[Problem] = [train_set[i] for i in order.take(ro.questions_per_step)]
-        rollout = sample(
-            model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p,
-            ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
-        )
+        verify_before = verify.stats()
+        with amp():
+            rollout = sample(
+                model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p,
+                ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
+            )
         rollout.correct = score(rollout, verifier)
+        verify_counts = {f"verify/{k}": v - verify_before[k] for k, v in verify.stats().items()}
         t1 = time.perf_counter()
-        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
-            model, rollout, ro.temperature, config.optim.micro_batch_size
-        )
+        with amp():
+            rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
+                model, rollout, ro.temperature, config.optim.micro_batch_size
+            )
         advantages = compute_advantages(config.algo, rollout)
         t2 = time.perf_counter()
         update = update_policy(model, ref_model, optimizer, scheduler, rollout, advantages, config, generator)
         t3 = time.perf_counter()
-        metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo), **update}
+        metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo), **verify_counts, **update}
         metrics |= {"time/rollout": t1 - t0, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
-        _append_jsonl(out / "metrics.jsonl", metrics)
+        append_jsonl(out / "metrics.jsonl", metrics)
         bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples
             "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
             "pass": f"{metrics['reward']:.3f}", "neg": f"{metrics['groups/negative']:.2f}",

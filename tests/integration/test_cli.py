@@ -27,7 +27,7 @@ def test_train_prints_before_after_table(tiny_model_dir, tmp_path, capsys):
 def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["eval", str(tiny_model_dir), "--output-dir", str(out), "run.progress=false",
-            "data.eval_per_level=2", "run.eval_samples=4", "rollout.max_new_tokens=8"]
+            "data.eval={path: testbed, per_level: 2}", "run.eval_samples=4", "rollout.max_new_tokens=8"]
     assert main(args) == 0
     record = json.loads((out / "eval.jsonl").read_text().splitlines()[0])
     assert set(record["overall"]) == {"pass@1", "pass@2", "pass@4"}

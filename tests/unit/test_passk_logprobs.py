@@ -33,7 +33,7 @@ def test_selective_logprobs_match_full_log_softmax(temperature):
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, 11, generator=gen)
     tokens = torch.randint(0, 11, (3, 5), generator=gen)
-    lp, ent = selective_logprobs(logits, tokens, temperature, with_entropy=True, chunk_rows=4)
+    lp, ent = selective_logprobs(logits, tokens, temperature, with_entropy=True, chunk_tokens=4)
     full = torch.log_softmax(logits / temperature, dim=-1)
     torch.testing.assert_close(lp, full.gather(-1, tokens[..., None]).squeeze(-1))
     torch.testing.assert_close(ent, torch.distributions.Categorical(logits=logits / temperature).entropy())

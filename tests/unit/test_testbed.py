@@ -21,7 +21,8 @@ from lensrl.testbed import (
 )
 from lensrl.testbed.problems import MAX_NUMBER, MAX_TOTAL
 from lensrl.testbed.profile import measure_profile
-from lensrl.testbed.warmstart import IGNORE_INDEX, encode_batch, rebuild_command
+from lensrl.sft import IGNORE_INDEX, encode_batch
+from lensrl.testbed.warmstart import rebuild_command
 from lensrl.verify import extract_answer, verify_math
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")

@@ -18,24 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import transformers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lensrl.data import Problem
+from lensrl.sft import cosine_with_warmup, sft_step
 from lensrl.testbed.problems import LEVELS, generate_problems
 from lensrl.testbed.tokenizer import build_tokenizer
-
-IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
-
 
 class WarmStartConfig(BaseModel):
     """Everything that determines the warm-started base policy; the defaults build the committed one."""
@@ -83,32 +78,6 @@ class WarmStartConfig(BaseModel):
         return levels
 
 
-def encode_batch(
-    problems: list[Problem], tokenizer: PreTrainedTokenizerFast
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded `prompt + solution + <eos>` ids, attention mask and labels (solution and EOS only).
-
-    Returns three (B, T) tensors: input_ids, attention_mask, labels.
-    """
-    rows: list[tuple[list[int], list[int]]] = []
-    for problem in problems:
-        if problem.solution is None:
-            raise ValueError(f"problem {problem.id!r} has no solution to train on")
-        prompt = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
-        target = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append((prompt, target))
-    width = max(len(prompt) + len(target) for prompt, target in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    for i, (prompt, target) in enumerate(rows):
-        start = width - len(prompt) - len(target)
-        input_ids[i, start:] = torch.tensor(prompt + target)
-        attention_mask[i, start:] = 1
-        labels[i, width - len(target) :] = torch.tensor(target)
-    return input_ids, attention_mask, labels
-
-
 def build_model(config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     """A freshly initialised fp32 Llama sized by `config`, seeded by `config.seed`."""
     model_config = LlamaConfig(
@@ -130,25 +99,6 @@ def build_model(config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return model.float()
 
 
-def _cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier: linear 0 -> 1 over the warm-up, then cosine 1 -> 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def solution_loss_sum(
-    model: LlamaForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """Summed next-token cross-entropy over the labelled (solution and EOS) tokens of a (B, T) batch."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
-    targets = labels[:, 1:]  # (B, T-1): token t is predicted from the prefix ending at t-1
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-
-
 def train_policy(
     config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast, progress: bool = True
 ) -> tuple[LlamaForCausalLM, float]:
@@ -164,7 +114,7 @@ def train_policy(
         model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _cosine_with_warmup(step, config.warmup_steps, config.steps)
+        optimizer, lambda step: cosine_with_warmup(step, config.warmup_steps, config.steps)
     )
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.num_threads)
@@ -173,22 +123,12 @@ def train_policy(
         bar = tqdm(range(config.steps), desc="warm-start", disable=not progress)
         for step in bar:
             batch = problems[step * config.batch_size : (step + 1) * config.batch_size]
-            batch = sorted(batch, key=lambda p: len(p.prompt) + len(p.solution or ""))
-            micro_batches = [
-                encode_batch(batch[i : i + config.micro_batch_size], tokenizer)
-                for i in range(0, len(batch), config.micro_batch_size)
-            ]
-            num_targets = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, _, labels in micro_batches)
             optimizer.zero_grad(set_to_none=True)
-            loss_total = 0.0
-            for input_ids, attention_mask, labels in micro_batches:
-                loss = solution_loss_sum(model, input_ids, attention_mask, labels) / num_targets
-                loss.backward()
-                loss_total += loss.item()
+            # default positions: the committed policy was built that way, and rebuilds must be bit-identical
+            loss_value = sft_step(model, batch, tokenizer, config.micro_batch_size, pad_aware_positions=False)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             schedule.step()
-            loss_value = loss_total
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}", refresh=False)
     finally:
         torch.set_num_threads(previous_threads)

@@ -1,0 +1,177 @@
+"""Supervised warm-start (`lensrl sft`): teach a policy the answer format on worked solutions.
+
+Small models often cannot follow the `\\boxed{}` format on their own, and RL from a policy that never
+produces a verifiable answer has no signal. The policy sees `prompt + solution + EOS` (the prompt
+formatted exactly as in RL) and is trained with cross-entropy on the solution and EOS tokens only.
+AdamW with linear warm-up then cosine decay to zero, for a fixed number of steps. The run folder gets
+config.yaml, metrics.jsonl, eval.jsonl (pass@k before and after), summary.json and checkpoints/; the
+final checkpoint is an ordinary Hugging Face folder that `model.name_or_path` can point at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lensrl.checkpoint import save_checkpoint
+from lensrl.config import TrainConfig, save_config
+from lensrl.data import Problem, load_problems
+from lensrl.evaluate import EvalResult, evaluate
+from lensrl.models import autocast, load_policy
+from lensrl.prompts import format_problems
+from lensrl.trainer import DataOrder, RunResult, append_jsonl, make_output_dir
+from lensrl.verify import verify_math
+
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
+
+
+def encode_batch(
+    problems: list[Problem], tokenizer: PreTrainedTokenizerBase, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded `prompt + solution + EOS` ids, attention mask and labels (solution and EOS only).
+
+    Rows longer than `max_length` lose the end of their solution. Returns three (B, T) tensors:
+    input_ids, attention_mask, labels.
+    """
+    rows: list[tuple[list[int], list[int]]] = []
+    for problem in problems:
+        if problem.solution is None:
+            raise ValueError(f"problem {problem.id!r} has no solution to train on")
+        prompt = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
+        target = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if max_length is not None:
+            if len(prompt) >= max_length:
+                raise ValueError(f"problem {problem.id!r}: prompt of {len(prompt)} tokens exceeds max_length={max_length}")
+            target = target[: max_length - len(prompt)]
+        rows.append((prompt, target))
+    width = max(len(prompt) + len(target) for prompt, target in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for i, (prompt, target) in enumerate(rows):
+        start = width - len(prompt) - len(target)
+        input_ids[i, start:] = torch.tensor(prompt + target)
+        attention_mask[i, start:] = 1
+        labels[i, width - len(target) :] = torch.tensor(target)
+    return input_ids, attention_mask, labels
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate multiplier: linear 0 -> 1 over the warm-up, then cosine 1 -> 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def solution_loss_sum(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    pad_aware_positions: bool = True,
+) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled (solution and EOS) tokens of a (B, T) batch.
+
+    Positions count from each row's first real token, as in sampling (`pad_aware_positions=False`
+    keeps the model's default positions; with rotary embeddings only rounding differs).
+    """
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0) if pad_aware_positions else None
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits[:, :-1]
+    targets = labels[:, 1:]  # (B, T-1): token t is predicted from the prefix ending at t-1
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def sft_step(
+    model: PreTrainedModel,
+    batch: list[Problem],
+    tokenizer: PreTrainedTokenizerBase,
+    micro_batch_size: int,
+    max_length: int | None = None,
+    amp: Callable[[], AbstractContextManager] = nullcontext,
+    pad_aware_positions: bool = True,
+) -> float:
+    """Accumulate the gradient of the mean solution-token loss of `batch`; returns that loss.
+
+    The batch is sorted by length and cut into micro-batches, so short rows are not padded to long ones.
+    """
+    batch = sorted(batch, key=lambda p: len(p.prompt) + len(p.solution or ""))
+    micro_batches = [
+        encode_batch(batch[i : i + micro_batch_size], tokenizer, max_length)
+        for i in range(0, len(batch), micro_batch_size)
+    ]
+    device = model.device
+    num_targets = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, _, labels in micro_batches)
+    total = 0.0
+    for input_ids, attention_mask, labels in micro_batches:
+        with amp():
+            loss = solution_loss_sum(
+                model, input_ids.to(device), attention_mask.to(device), labels.to(device), pad_aware_positions
+            ) / num_targets
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def sft(config: TrainConfig) -> RunResult:
+    """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after."""
+    out = make_output_dir(config, "sft")
+    save_config(config, out / "config.yaml")
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    run, cfg = config.run, config.sft
+    torch.manual_seed(run.seed)
+    model, tokenizer = load_policy(config.model)
+    amp = autocast(config.model, model.device)
+    train_set, eval_set = (format_problems(ps, tokenizer, config.prompt) for ps in load_problems(config.data, run.seed))
+    train_set = [p for p in train_set if p.solution]
+    if not train_set:
+        raise ValueError("no training problem has a worked solution; sft needs a `solution` field")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps)
+    )
+    order = DataOrder(len(train_set), run.seed)
+
+    def run_eval(step: int) -> EvalResult:
+        with amp():
+            result = evaluate(model, tokenizer, eval_set, verify_math, config.rollout, run.eval_samples,
+                              seed=run.seed * 7919 + step, step=step, progress=run.progress)
+        append_jsonl(out / "eval.jsonl", result.to_json())
+        return result
+
+    first = run_eval(0)
+    model.train()
+    bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not run.progress)
+    for step in bar:
+        t0 = time.perf_counter()
+        batch = [train_set[i] for i in order.take(cfg.batch_size)]
+        optimizer.zero_grad(set_to_none=True)
+        loss = sft_step(model, batch, tokenizer, cfg.micro_batch_size, cfg.max_length, amp)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        record = {"step": step, "loss": loss, "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
+                  "time/step": time.perf_counter() - t0}
+        append_jsonl(out / "metrics.jsonl", record)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+        if run.save_every and step % run.save_every == 0 and step != cfg.steps:
+            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+    model.eval()
+    last = run_eval(cfg.steps) if cfg.steps > 0 else first
+    final = save_checkpoint(out, cfg.steps, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+    summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": cfg.steps,
+               "algorithm": "sft", "seed": run.seed, "model": str(final)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return RunResult(out, first, last)
