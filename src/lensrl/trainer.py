@@ -31,10 +31,14 @@ from lensrl.core.advantages import grpo_advantages, group_outcomes, lens_advanta
 from lensrl.core.advantages import negative_group_signal_share
 from lensrl.core.loss import policy_loss
 from lensrl.data import Problem, load_problems
+from lensrl.distributed import (
+    World, all_gather_objects, all_reduce_sum, average_gradients, clip_grad_norm, device_for, init_world, is_sharded,
+    shard_model,
+)
 from lensrl.evaluate import EvalResult, evaluate
 from lensrl.models import autocast, is_lora, load_policy, reference_policy
 from lensrl.prompts import format_problems
-from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, response_logprobs, sample, score
+from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, gather_rollout, response_logprobs, sample, score
 from lensrl import verify
 from lensrl.verify import extract_answer, verify_math
 
@@ -86,21 +90,29 @@ def update_policy(
     advantages: torch.Tensor,  # (N,)
     config: TrainConfig,
     generator: torch.Generator,
+    world: World = World(),
 ) -> dict[str, float]:
-    """`updates_per_rollout` clipped policy-gradient steps, each on a shuffled minibatch of whole groups."""
+    """`updates_per_rollout` clipped policy-gradient steps, each on a shuffled minibatch of whole groups.
+
+    With several ranks, each takes an equal share of every minibatch's groups; its loss is scaled by
+    the world size and gradients are averaged over ranks, giving the whole minibatch's gradient.
+    """
     algo, optim = config.algo, config.optim
     g, r = rollout.group_size, rollout.response_mask.shape[1]
     groups = torch.randperm(len(rollout.problems), generator=generator)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # the optimizer's own list: FSDP2 leaves unsharded stand-ins on the root module after a forward pass
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     n_rows = rollout.input_ids.shape[0]
-    totals: dict[str, float] = {"loss/policy": 0.0, "grad_norm": 0.0, "skipped_updates": 0}
+    summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of rollout-wide averages
+    totals: dict[str, float] = {"grad_norm": 0.0, "skipped_updates": 0}
     amp = autocast(config.model, model.device)
     model.train()
     for mb_groups in groups.chunk(optim.updates_per_rollout):
         rows = (mb_groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
-        n_tokens = int(rollout.response_mask[rows].sum().item())
+        n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
+        mine = (mb_groups[world.share(len(mb_groups))][:, None] * g + torch.arange(g)).flatten()
         optimizer.zero_grad(set_to_none=True)
-        for micro in rows.split(optim.micro_batch_size):
+        for micro in mine.to(rollout.input_ids.device).split(optim.micro_batch_size):
             input_ids, prompt_mask = rollout.input_ids[micro], rollout.prompt_mask[micro]
             logprobs_ref = None
             with amp():
@@ -112,14 +124,16 @@ def update_policy(
                     logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
                     clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
                     logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
-                    num_seqs=len(rows), num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
+                    num_seqs=n_seqs, num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
                 )
-            loss.backward()
-            totals["loss/policy"] += loss.item() / optim.updates_per_rollout  # micro losses sum to the minibatch's
+            (loss * world.size).backward()
+            summed["loss/policy"] += loss.item() / optim.updates_per_rollout  # micro losses sum to the minibatch's
             for k, v in metrics.items():
                 if k != "loss/policy":  # health metrics: averaged over all rows of the rollout
-                    totals[k] = totals.get(k, 0.0) + v * len(micro) / n_rows
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim.max_grad_norm)
+                    summed[k] = summed.get(k, 0.0) + v * len(micro) / n_rows
+        if not is_sharded(model):  # FSDP2 reduces its gradients itself
+            average_gradients(world, trainable)
+        grad_norm = clip_grad_norm(trainable, optim.max_grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
         else:  # a non-finite gradient would corrupt the weights: skip this minibatch
@@ -128,7 +142,7 @@ def update_policy(
         scheduler.step()
         totals["grad_norm"] += grad_norm.item() / optim.updates_per_rollout
     totals["lr"] = scheduler.get_last_lr()[0]
-    return totals
+    return {**all_reduce_sum(world, summed), **totals}
 
 
 def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig) -> dict[str, float]:
@@ -174,19 +188,35 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
-    """Run GRPO or LENS as configured; returns the first and last evaluation."""
-    out = make_output_dir(config, config.algo.advantage)
-    save_config(config, out / "config.yaml")
-    for name in ("metrics.jsonl", "eval.jsonl"):
-        (out / name).unlink(missing_ok=True)
+    """Run GRPO or LENS as configured; returns the first and last evaluation.
+
+    Launched by torchrun / accelerate with several processes, it trains data-parallel (or sharded,
+    `run.parallel=fsdp`) as `lensrl.distributed` describes; rank 0 writes the run folder.
+    """
     run, ro = config.run, config.rollout
+    world = init_world(config.model.device)
+    if ro.questions_per_step % (config.optim.updates_per_rollout * world.size):
+        raise ValueError(
+            f"rollout.questions_per_step={ro.questions_per_step} must be divisible by optim.updates_per_rollout"
+            f" x world size = {config.optim.updates_per_rollout} x {world.size} (every rank gets whole groups)"
+        )
+    out = Path(all_gather_objects(world, str(make_output_dir(config, config.algo.advantage)) if world.is_main else None)[0])
+    if world.is_main:
+        save_config(config, out / "config.yaml")
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            (out / name).unlink(missing_ok=True)
     torch.manual_seed(run.seed)
-    model, tokenizer = load_policy(config.model)
-    amp = autocast(config.model, model.device)
+    model_config = config.model.model_copy(update={"device": device_for(world, config.model.device)})
+    model, tokenizer = load_policy(model_config)
     ref_model = None
     if config.algo.kl_coef > 0 and not is_lora(model):  # a frozen copy costs memory: only when it is used
-        ref_model, _ = load_policy(config.model)
+        ref_model, _ = load_policy(model_config)
         ref_model.requires_grad_(False).eval()
+    sharded = world.distributed and run.parallel == "fsdp"
+    if sharded:
+        model = shard_model(model)
+        ref_model = shard_model(ref_model) if ref_model is not None else None
+    amp = autocast(config.model, model.device)
     train_set, eval_set = (format_problems(ps, tokenizer, config.prompt) for ps in load_problems(config.data, run.seed))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -194,26 +224,34 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     order = DataOrder(len(train_set), run.seed)
     generator = torch.Generator().manual_seed(run.seed)
+    progress = run.progress and world.is_main
 
     def run_eval(step: int) -> EvalResult:
         with amp():
             result = evaluate(
                 model, tokenizer, eval_set, verifier, ro, run.eval_samples,
-                seed=run.seed * 7919 + step, step=step, progress=run.progress,
+                seed=run.seed * 7919 + step, step=step, progress=progress, world=world, synced_gpus=sharded,
             )
-        append_jsonl(out / "eval.jsonl", result.to_json())
+        if world.is_main:
+            append_jsonl(out / "eval.jsonl", result.to_json())
         return result
 
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints, world)
+
     first = last = run_eval(0)
-    bar = tqdm(range(1, run.steps + 1), desc=f"{config.algo.advantage}", disable=not run.progress)
+    local_groups = ro.questions_per_step // world.size
+    chunks_per_rank = -(-local_groups // max(1, ro.generation_batch_size // ro.group_size))
+    bar = tqdm(range(1, run.steps + 1), desc=f"{config.algo.advantage}", disable=not progress)
     for step in bar:
         t0 = time.perf_counter()
         problems: list[Problem] = [train_set[i] for i in order.take(ro.questions_per_step)]
         verify_before = verify.stats()
-        with amp():
+        with amp():  # this rank's share of whole groups
             rollout = sample(
-                model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p,
+                model, tokenizer, problems[world.share(len(problems))], ro.group_size, ro.temperature, ro.top_p,
                 ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
+                first_chunk=world.rank * chunks_per_rank, synced_gpus=sharded,
             )
         rollout.correct = score(rollout, verifier)
         verify_counts = {f"verify/{k}": v - verify_before[k] for k, v in verify.stats().items()}
@@ -222,13 +260,16 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
             rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
                 model, rollout, ro.temperature, config.optim.micro_batch_size
             )
+        rollout = gather_rollout(world, rollout, tokenizer.pad_token_id)
         advantages = compute_advantages(config.algo, rollout)
         t2 = time.perf_counter()
-        update = update_policy(model, ref_model, optimizer, scheduler, rollout, advantages, config, generator)
+        update = update_policy(model, ref_model, optimizer, scheduler, rollout, advantages, config, generator, world)
         t3 = time.perf_counter()
-        metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo), **verify_counts, **update}
+        metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
+                   **all_reduce_sum(world, verify_counts), **update}
         metrics |= {"time/rollout": t1 - t0, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
-        append_jsonl(out / "metrics.jsonl", metrics)
+        if world.is_main:
+            append_jsonl(out / "metrics.jsonl", metrics)
         bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples
             "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
             "pass": f"{metrics['reward']:.3f}", "neg": f"{metrics['groups/negative']:.2f}",
@@ -237,11 +278,12 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
         if run.eval_every and step % run.eval_every == 0 and step != run.steps:
             last = run_eval(step)
         if run.save_every and step % run.save_every == 0 and step != run.steps:
-            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+            checkpoint(step)
     if run.steps > 0:
         last = run_eval(run.steps)
-    save_checkpoint(out, run.steps, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
-    summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": run.steps,
-               "algorithm": config.algo.advantage, "seed": run.seed}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    checkpoint(run.steps)
+    if world.is_main:
+        summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": run.steps,
+                   "algorithm": config.algo.advantage, "seed": run.seed, "world_size": world.size}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return RunResult(out, first, last)

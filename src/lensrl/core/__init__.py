@@ -7,13 +7,14 @@ from lensrl.core.advantages import (
     lens_rewards,
     negative_group_signal_share,
 )
-from lensrl.core.logprobs import selective_logprobs
+from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.core.loss import k3_kl, policy_loss
 from lensrl.core.passk import pass_at_k
 
 __all__ = [
     "grpo_advantages",
     "group_outcomes",
+    "head_logprobs",
     "k3_kl",
     "lens_advantages",
     "lens_rewards",

@@ -1,0 +1,318 @@
+"""LENS in TRL: `GRPOTrainer` with LENS advantages (lens-spec.md Sec. 3; arXiv 2510.08696 Sec. 5.1).
+
+`LensGRPOTrainer` is TRL's `GRPOTrainer` with one change: the per-completion advantages are LENS
+advantages, computed by `lensrl.core.advantages.lens_advantages`, instead of GRPO's. Generation
+(transformers or vLLM), the clipped loss and its variants (`loss_type`), DeepSpeed, FSDP, PEFT and
+logging are TRL's own. Needs `pip install "trl>=1.16,<2"`.
+
+    from lensrl.integrations.trl import LensGRPOConfig, LensGRPOTrainer, math_reward
+
+    # a dataset with a "prompt" column (text or chat messages) and an "answer" column (the gold answer)
+    trainer = LensGRPOTrainer(
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        reward_funcs=math_reward,  # or any reward function that returns 0/1 per completion
+        args=LensGRPOConfig(output_dir="out", num_generations=16, loss_type="grpo", lens_alpha=0.25),
+        train_dataset=ds,
+    )
+    trainer.train()
+
+Settings (`LensGRPOConfig` fields; with a plain `GRPOConfig` the defaults apply):
+
+* `lens_alpha` (0.25): weight of negative-group advantages, LENS's only hyperparameter.
+* `lens_scope` ("all"): "all" (full LENS), "mixed" (negative groups keep 0) or "negative" (mixed
+  groups are plain GRPO); the ablations of lens-spec.md Sec. 4.
+* `lens_d_estimator` ("normalized"): the D_imp estimator, "normalized" (pibar) or "sequence".
+
+What LENS does with TRL's options:
+
+* Rewards must be binary. The weighted sum of the reward functions (`reward_weights`, as TRL sums
+  them) is the correctness; any value other than 0 or 1 raises a ValueError, and so does a
+  completion that no reward function scored (every function returned None).
+* LENS normalises by its own rule (lens-spec.md Sec. 3 step 4: group std for mixed groups,
+  `alpha` times the de-meaned calibrated reward for negative groups, 0 for all-correct groups), so
+  `scale_rewards` and `multi_objective_aggregation` have no effect on the advantages; TRL's reward
+  metrics are still logged as usual.
+* `mask_truncated_completions=True` is rejected: LENS scores truncated responses like any other and
+  they take part in the calibration (lens-spec.md Sec. 4), while TRL would mask their tokens out of
+  the very forward pass that gives their log-probs.
+* The paper's loss is `loss_type="grpo"` (token mean, then response mean), `beta=0.0`,
+  `epsilon=0.2`, `temperature=1.0`, `num_generations=16`; TRL's default `loss_type` is "dapo".
+
+Confidence log-probs. LENS needs, per completion, the sum over its tokens of log pi_old (the
+sampling policy, logits divided by `temperature`) and the number of those tokens; the tokens are
+TRL's completion mask times its tool mask (tool output is not the policy's). When TRL computes
+`old_per_token_logps` itself (vLLM with importance-sampling correction, `num_iterations > 1`, or
+`steps_per_generation` not dividing `gradient_accumulation_steps`), they are reused: no extra
+forward pass. Otherwise (on-policy: TRL reuses the current log-probs in the loss) the trainer runs
+one no-grad forward pass of the policy over the generation batch with TRL's own
+`_get_per_token_logps_and_entropies`, at the same weights that sampled, and does not hand them to
+the loss, so TRL's loss is unchanged. vLLM's own sampling log-probs are not used: the spec asks for
+the log-probs that the PPO ratio uses.
+
+Several processes. TRL gathers the rewards of the whole generation batch across processes (the
+groups of `num_generations` consecutive samples of one prompt can span processes) and slices each
+process's rows back out. The per-sequence log-prob sums and lengths are gathered the same way (same
+process order, hence the same row order), LENS runs over whole groups on every process, and each
+process keeps the rows `process_index * n_local : (process_index + 1) * n_local`, as TRL does.
+
+Metrics, in TRL's metrics dict: `lens/groups/negative`, `lens/groups/mixed`,
+`lens/groups/all_correct` (shares of groups), `lens/negative_signal_share` (share of the advantage
+mass sum |A| from negative groups), `lens/confidence/mean` and `lens/confidence/wrong_mean` (pibar).
+The completions table shows LENS advantages. `trainer.lens_last_batch` holds the last batch's
+gathered inputs and advantages for inspection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+try:
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as exc:  # pragma: no cover - exercised only without TRL
+    raise ImportError(
+        'lensrl.integrations.trl needs TRL, which is not installed: pip install "trl>=1.16,<2"'
+    ) from exc
+
+try:
+    from trl.models.utils import disable_gradient_checkpointing
+except ImportError:  # pragma: no cover - older or newer TRL layouts
+
+    def disable_gradient_checkpointing(model: Any, gradient_checkpointing_kwargs: Any = None) -> Any:
+        return nullcontext()
+
+
+from lensrl.core.advantages import group_outcomes, lens_advantages, negative_group_signal_share
+
+_HOOKS = ("_generate_and_score_completions", "_calculate_rewards", "_get_per_token_logps_and_entropies")
+_missing = [name for name in _HOOKS if not hasattr(GRPOTrainer, name)]
+if _missing:  # pragma: no cover - depends on the installed TRL
+    raise ImportError(
+        f"TRL {trl.__version__} has no GRPOTrainer.{', '.join(_missing)}; "
+        'lensrl.integrations.trl supports pip install "trl>=1.16,<2"'
+    )
+
+# Model inputs besides ids and masks that `_generate_and_score_completions` returns and the
+# log-prob helper takes (multimodal models); the same keys TRL's `_compute_loss` passes on.
+_FORWARD_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+    "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
+_BINARY_ATOL = 1e-6  # a weighted sum of 0/1 rewards in float32 may miss 0 or 1 by rounding
+
+__all__ = ["LensGRPOConfig", "LensGRPOTrainer", "math_reward"]
+
+
+def _check_lens_settings(alpha: float, scope: str, d_estimator: str) -> None:
+    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"lens_alpha must be a finite number >= 0, got {alpha!r}")
+    if scope not in ("all", "mixed", "negative"):
+        raise ValueError(f"lens_scope must be 'all', 'mixed' or 'negative', got {scope!r}")
+    if d_estimator not in ("normalized", "sequence"):
+        raise ValueError(f"lens_d_estimator must be 'normalized' or 'sequence', got {d_estimator!r}")
+
+
+def _reject_truncation_masking(args: Any) -> None:
+    if getattr(args, "mask_truncated_completions", False):
+        raise ValueError(
+            "LENS does not support mask_truncated_completions=True: truncated responses are scored and take part "
+            "in the LENS calibration (lens-spec.md Sec. 4), and TRL would mask them out of the forward pass that "
+            "gives their log-probs. Set mask_truncated_completions=False."
+        )
+
+
+@dataclass
+class LensGRPOConfig(GRPOConfig):
+    """`GRPOConfig` plus the LENS settings; every GRPO field keeps its TRL meaning and default."""
+
+    lens_alpha: float = field(
+        default=0.25,
+        metadata={"help": "LENS: weight of the advantages of negative (all-wrong) groups; 0.25 in the paper."},
+    )
+    lens_scope: str = field(
+        default="all",
+        metadata={
+            "help": "LENS: 'all' (full LENS), 'mixed' (only wrong answers in mixed groups are recalibrated, negative "
+            "groups keep 0) or 'negative' (mixed groups are plain GRPO, only negative groups get LENS)."
+        },
+    )
+    lens_d_estimator: str = field(
+        default="normalized",
+        metadata={
+            "help": "LENS: importance-sampling estimate of D(q) from the length-normalised confidence "
+            "('normalized') or the raw sequence probability ('sequence')."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_lens_settings(self.lens_alpha, self.lens_scope, self.lens_d_estimator)
+        _reject_truncation_masking(self)
+
+
+class LensGRPOTrainer(GRPOTrainer):
+    """TRL's `GRPOTrainer` with LENS advantages; takes exactly `GRPOTrainer`'s arguments.
+
+    The LENS settings come from `args` (a `LensGRPOConfig`); a plain `GRPOConfig` gets the defaults
+    alpha=0.25, scope="all", d_estimator="normalized". See the module docstring.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lens_alpha = float(getattr(self.args, "lens_alpha", 0.25))
+        self.lens_scope = getattr(self.args, "lens_scope", "all")
+        self.lens_d_estimator = getattr(self.args, "lens_d_estimator", "normalized")
+        _check_lens_settings(self.lens_alpha, self.lens_scope, self.lens_d_estimator)
+        _reject_truncation_masking(self.args)
+        self._lens_rewards_per_func: torch.Tensor | None = None
+        self.lens_last_batch: dict[str, Any] | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # noqa: ANN001, ANN202
+        # TRL returns the rewards gathered across processes, in process order; keep them for LENS
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._lens_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):  # noqa: ANN001, ANN202
+        self._lens_rewards_per_func = None
+        output = super()._generate_and_score_completions(inputs)
+        rewards_per_func, self._lens_rewards_per_func = self._lens_rewards_per_func, None
+        if rewards_per_func is None:
+            raise RuntimeError(
+                f"LensGRPOTrainer: GRPOTrainer._generate_and_score_completions of TRL {trl.__version__} did not call "
+                '_calculate_rewards; this TRL version is not supported (pip install "trl>=1.16,<2")'
+            )
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        if group_size < 2:  # evaluation with num_generations_eval=1: no groups, keep TRL's advantages
+            return output
+
+        correct = self._lens_correctness(rewards_per_func)  # (N,) all processes
+        local_logprobs, local_lengths = self._lens_sequence_logprobs(output, mode)  # (n_local,)
+        seq_logprobs = self.accelerator.gather(local_logprobs)  # same process order as the rewards
+        lengths = self.accelerator.gather(local_lengths)
+        if seq_logprobs.numel() != correct.numel():
+            raise RuntimeError(
+                f"LensGRPOTrainer: {correct.numel()} gathered rewards but {seq_logprobs.numel()} gathered log-probs"
+            )
+        advantages = lens_advantages(
+            correct, seq_logprobs, lengths, group_size,
+            alpha=self.lens_alpha, scope=self.lens_scope, d_estimator=self.lens_d_estimator,
+        )
+
+        n_local = local_logprobs.numel()
+        process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
+        old = output["advantages"]
+        output["advantages"] = advantages[process_slice].to(device=old.device, dtype=old.dtype)
+        self._lens_log(mode, correct, seq_logprobs, lengths, advantages, group_size)
+        self.lens_last_batch = {
+            "correct": correct.detach().cpu(), "seq_logprobs": seq_logprobs.detach().cpu(),
+            "lengths": lengths.detach().cpu(), "advantages": advantages.detach().cpu(),
+            "group_size": group_size, "process_slice": process_slice,
+        }
+        return output
+
+    def _lens_correctness(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """0/1 correctness from TRL's gathered (N, n_funcs) rewards, summed with the reward weights as TRL does."""
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        if unscored.any():
+            raise ValueError(
+                f"LENS needs binary verifiable rewards for every completion, but every reward function returned None "
+                f"for {int(unscored.sum())} of {unscored.numel()} completions."
+            )
+        weights = self.reward_weights.to(rewards_per_func.device, rewards_per_func.dtype)
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        is_one = (rewards - 1).abs() <= _BINARY_ATOL
+        binary = is_one | (rewards.abs() <= _BINARY_ATOL)
+        if not binary.all():
+            examples = sorted({round(v, 6) for v in rewards[~binary].tolist()})[:5]
+            raise ValueError(
+                "LENS needs binary verifiable rewards: the weighted sum of the reward functions must be 0 (wrong) or "
+                f"1 (right) for every completion, got {examples} for {int((~binary).sum())} of {binary.numel()} "
+                "completions. Use a single 0/1 verifier (e.g. lensrl.integrations.trl.math_reward), or reward "
+                "weights that keep the sum in {0, 1}."
+            )
+        return is_one.float()
+
+    def _lens_sequence_logprobs(self, output: dict[str, Any], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local sum of pi_old token log-probs over each completion's policy tokens, and their number."""
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        old = output.get("old_per_token_logps")
+        if old is None:  # on-policy: TRL skipped them and reuses the current log-probs in the loss
+            old = self._lens_old_logprobs(output, mode)
+        mask = mask.bool()
+        # a log-prob may come out a hair above 0 in float32 when the token's probability is ~1
+        token_logprobs = torch.where(mask, old.detach().float().clamp(max=0.0), torch.zeros((), device=old.device))
+        return token_logprobs.sum(dim=1), mask.sum(dim=1)
+
+    def _lens_old_logprobs(self, output: dict[str, Any], mode: str) -> torch.Tensor:
+        """Per-token log-probs of the completions under the current (= sampling) weights, as TRL computes them."""
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        forward_kwargs = {key: output[key] for key in _FORWARD_KEYS if key in output}
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            result = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, output["completion_ids"].size(1),
+                batch_size=batch_size, **forward_kwargs,
+            )
+        return result[0]  # (logps, entropies, aux_loss) in TRL 1.10-1.16
+
+    def _lens_log(
+        self, mode: str, correct: torch.Tensor, seq_logprobs: torch.Tensor, lengths: torch.Tensor,
+        advantages: torch.Tensor, group_size: int,
+    ) -> None:
+        metrics = self._metrics[mode]
+        for key, value in group_outcomes(correct, group_size).items():
+            metrics[f"lens/{key}"].append(value)
+        metrics["lens/negative_signal_share"].append(negative_group_signal_share(advantages, correct, group_size))
+        pibar = (seq_logprobs.double() / lengths.double()).exp()
+        wrong = correct == 0
+        metrics["lens/confidence/mean"].append(pibar.mean().item())
+        metrics["lens/confidence/wrong_mean"].append(pibar[wrong].mean().item() if wrong.any() else math.nan)
+        # TRL has just appended its GRPO advantages for the completions table: show LENS's instead
+        logged = self._logs["advantages"]
+        for _ in range(min(advantages.numel(), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+
+
+def _completion_text(completion: Any) -> str:
+    """The text of a completion: a string, or chat messages whose assistant content is joined."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, Sequence):
+        messages = [m for m in completion if isinstance(m, dict)]
+        assistant = [m for m in messages if m.get("role", "assistant") == "assistant"] or messages
+        parts = []
+        for message in assistant:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, Sequence):  # content blocks: [{"type": "text", "text": ...}, ...]
+                parts.extend(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        return "\n".join(p for p in parts if p)
+    raise TypeError(f"a completion must be a string or a list of chat messages, got {type(completion).__name__}")
+
+
+def math_reward(completions: list[Any], answer: list[Any], **kwargs: Any) -> list[float]:
+    """TRL reward function: 1.0 when the completion's final answer matches the gold `answer` (Math-Verify), else 0.0.
+
+    Completions may be text or chat messages (the assistant content is checked). Plug a dataset with an
+    `answer` column directly; see `lensrl.verify_math` for how the final answer is found.
+    """
+    from lensrl.verify import verify_math
+
+    if len(completions) != len(answer):
+        raise ValueError(f"{len(completions)} completions but {len(answer)} answers")
+    return [float(verify_math(_completion_text(c), str(a))) for c, a in zip(completions, answer, strict=True)]

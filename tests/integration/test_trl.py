@@ -1,0 +1,267 @@
+"""LENS inside TRL's GRPOTrainer (lensrl.integrations.trl) on tiny random models, on the CPU."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from lensrl import lens_advantages, selective_logprobs  # noqa: E402
+from lensrl.integrations.trl import LensGRPOConfig, LensGRPOTrainer, math_reward  # noqa: E402
+
+G = 4
+TEMPERATURE = 0.7
+
+
+def _config(cls, tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+        max_steps=2, per_device_train_batch_size=2 * G, num_generations=G, max_completion_length=8,
+        temperature=TEMPERATURE, learning_rate=1e-2, logging_steps=1, seed=0, disable_tqdm=True, shuffle_dataset=False,
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def _text_dataset():
+    # even rows always score 0 (a negative group), odd rows score by completion length (usually mixed)
+    rows = [{"prompt": f"Q{i}: {i}+{i}=", "answer": "neg" if i % 2 == 0 else "len"} for i in range(8)]
+    return Dataset.from_list(rows)
+
+
+def _parity_reward():
+    def parity_reward(completions, answer, **kwargs):
+        rewards = [0.0 if a == "neg" else float(len(c) % 2 == 0) for c, a in zip(completions, answer, strict=True)]
+        parity_reward.calls.append(rewards)
+        return rewards
+
+    parity_reward.calls = []
+    return parity_reward
+
+
+class _Recorder:
+    """Records what `_generate_and_score_completions` returned, and the no-grad log-prob passes inside it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records = []
+        self._nograd_logp_calls = 0
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            self._nograd_logp_calls += 1
+        return super()._get_per_token_logps_and_entropies(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        calls = self._nograd_logp_calls
+        out = super()._generate_and_score_completions(inputs)
+        record = {"answers": [x["answer"] for x in inputs], "logp_passes": self._nograd_logp_calls - calls}
+        record.update({k: v.detach().clone() for k, v in out.items() if isinstance(v, torch.Tensor)})
+        record["reference_logps"] = self._reference_logps(out)
+        record["lens"] = getattr(self, "lens_last_batch", None)
+        self.records.append(record)
+        return out
+
+    @torch.no_grad()
+    def _reference_logps(self, out):
+        # log pi of the completion tokens at the sampling temperature, from the plain model forward (not TRL's
+        # fused head) at the weights that sampled: nothing has been updated since generation
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        c = out["completion_ids"].size(1)
+        lp, _ = selective_logprobs(logits[:, -c - 1 : -1], out["completion_ids"], temperature=TEMPERATURE)
+        return lp
+
+
+class RecordingLensTrainer(_Recorder, LensGRPOTrainer):
+    pass
+
+
+class RecordingGRPOTrainer(_Recorder, GRPOTrainer):
+    pass
+
+
+def _params(trainer):
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def test_lens_trainer_trains_tiny_chat_model_and_logs_lens_metrics(tiny_chat_model_dir, tmp_path):
+    questions = [("What is 2+3?", "5"), ("Compute 12-7.", "5"), ("What is 1+1?", "2"), ("What is 3*3?", "9")]
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": a} for q, a in questions * 2])
+    args = _config(  # TRL's default gradient checkpointing stays on; one evaluation at the end
+        LensGRPOConfig, tmp_path, lens_alpha=0.5, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=G,
+    )
+    trainer = LensGRPOTrainer(
+        model=str(tiny_chat_model_dir), reward_funcs=math_reward, train_dataset=ds, eval_dataset=ds.select([0]),
+        args=args,
+    )
+    assert trainer.lens_alpha == 0.5 and trainer.lens_scope == "all" and trainer.lens_d_estimator == "normalized"
+    assert trainer.args.gradient_checkpointing
+    before = _params(trainer)
+    trainer.train()
+
+    logs = [entry for entry in trainer.state.log_history if "lens/groups/negative" in entry]
+    assert len(logs) == 2
+    assert any("eval_lens/groups/negative" in entry for entry in trainer.state.log_history)
+    for key in ("lens/groups/mixed", "lens/groups/all_correct", "lens/negative_signal_share", "lens/confidence/mean"):
+        assert key in logs[0], key
+    # a random model never boxes the right answer: every group is negative, so GRPO would not move at all
+    assert all(entry["lens/groups/negative"] == 1.0 for entry in logs)
+    assert all(entry["lens/negative_signal_share"] == 1.0 for entry in logs)
+    after = _params(trainer)
+    assert any(not torch.equal(before[n], after[n]) for n in before), "no parameter changed"
+    assert trainer.lens_last_batch["advantages"].abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        # on-policy: TRL skips old_per_token_logps, the LENS trainer runs one no-grad pass itself
+        dict(per_device_train_batch_size=2 * G),
+        # steps_per_generation=2 > gradient_accumulation_steps=1: TRL computes them and LENS reuses them
+        dict(per_device_train_batch_size=G, steps_per_generation=2),
+    ],
+    ids=["on_policy", "trl_old_logps"],
+)
+def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir, tmp_path, schedule):
+    ds, trl_has_old = _text_dataset(), "steps_per_generation" in schedule
+    reward = _parity_reward()
+    lens = RecordingLensTrainer(
+        model=str(tiny_model_dir), reward_funcs=reward, train_dataset=ds,
+        args=_config(LensGRPOConfig, tmp_path / "lens", **schedule),
+    )
+    lens.train()
+    assert len(lens.records) == len(reward.calls) == (1 if trl_has_old else 2)
+    for rec, rewards in zip(lens.records, reward.calls, strict=True):
+        answers = rec["answers"]
+        assert len(answers) == 2 * G
+        assert all(len(set(answers[i : i + G])) == 1 for i in range(0, 2 * G, G))  # groups are consecutive
+        assert ("old_per_token_logps" in rec) == trl_has_old
+        assert rec["logp_passes"] == 1  # TRL's pass or the LENS trainer's, never both
+
+        # the inputs LENS must use: TRL's old log-probs when it has them, else the sampling policy's, both at
+        # the sampling temperature, summed over the completion mask
+        mask = rec["completion_mask"]
+        correct, lengths = torch.tensor(rewards), mask.sum(dim=1)
+        reference = (rec["reference_logps"] * mask).sum(dim=1)
+        if trl_has_old:
+            seq = (rec["old_per_token_logps"] * mask).sum(dim=1)
+            torch.testing.assert_close(seq, reference, atol=1e-4, rtol=1e-4)
+            tol = dict(atol=1e-6, rtol=1e-6)
+        else:
+            seq, tol = reference, dict(atol=1e-4, rtol=1e-3)
+        expected = lens_advantages(correct, seq, lengths, G)  # alpha=0.25, scope="all", d_estimator="normalized"
+        torch.testing.assert_close(rec["advantages"], expected, **tol)
+        assert torch.equal(rec["lens"]["correct"], correct)
+        assert torch.equal(rec["lens"]["lengths"], lengths)
+
+        neg = torch.tensor([a == "neg" for a in answers])
+        assert neg.any() and (correct[neg] == 0).all()
+        assert rec["advantages"][neg].abs().min() > 0, "a negative group got zero LENS advantages"
+
+    grpo = RecordingGRPOTrainer(
+        model=str(tiny_model_dir), reward_funcs=_parity_reward(), train_dataset=ds,
+        args=_config(GRPOConfig, tmp_path / "grpo", **schedule),
+    )
+    grpo.train()
+    assert grpo.records
+    for rec in grpo.records:
+        neg = torch.tensor([a == "neg" for a in rec["answers"]])
+        assert neg.any()
+        assert torch.equal(rec["advantages"][neg], torch.zeros(int(neg.sum())))
+
+
+def test_non_binary_rewards_raise(tiny_model_dir, tmp_path):
+    trainer = LensGRPOTrainer(
+        model=str(tiny_model_dir), reward_funcs=lambda completions, **kw: [0.5] * len(completions),
+        train_dataset=_text_dataset(), args=_config(LensGRPOConfig, tmp_path, max_steps=1),
+    )
+    with pytest.raises(ValueError, match="LENS needs binary verifiable rewards"):
+        trainer.train()
+
+
+def test_config_rejects_bad_lens_settings(tmp_path):
+    with pytest.raises(ValueError, match="lens_scope"):
+        _config(LensGRPOConfig, tmp_path, lens_scope="both")
+    with pytest.raises(ValueError, match="lens_alpha"):
+        _config(LensGRPOConfig, tmp_path, lens_alpha=-1.0)
+    with pytest.raises(ValueError, match="mask_truncated_completions"):
+        _config(LensGRPOConfig, tmp_path, mask_truncated_completions=True)
+
+
+def test_math_reward_reads_text_and_chat_completions():
+    completions = [
+        "so the answer is \\boxed{5}",
+        [{"role": "assistant", "content": "12-7 = \\boxed{5}"}],
+        [{"role": "assistant", "content": [{"type": "text", "text": "\\boxed{4}"}]}],
+        "no answer",
+    ]
+    assert math_reward(completions, answer=["5", "5", "5", "5"]) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_lensrl_imports_without_trl():
+    code = (
+        "import sys; sys.modules['trl'] = None\n"  # makes `import trl` fail
+        "import lensrl, lensrl.integrations; lensrl.lens_advantages\n"
+        "try:\n    import lensrl.integrations.trl\nexcept ImportError as e:\n    print('ERR', e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ERR" in result.stdout and "pip install" in result.stdout
+
+
+_TWO_PROCESS_WORKER = """
+import json, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {root!r})
+from tests.integration import test_trl as t
+
+model_dir, out, schedule = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+ds = t.Dataset.from_list([{{"prompt": f"Q{{i}}: {{i}}+{{i}}=", "answer": "neg" if i % 2 == 0 else "len"}} for i in range(12)])
+reward = t._parity_reward()
+trainer = t.RecordingLensTrainer(
+    model=model_dir, reward_funcs=reward, train_dataset=ds, args=t._config(t.LensGRPOConfig, out, **schedule))
+trainer.train()
+rank = trainer.accelerator.process_index
+torch.save({{"records": trainer.records, "rewards": reward.calls}}, f"{{out}}/rank{{rank}}.pt")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "schedule",
+    [dict(per_device_train_batch_size=6), dict(per_device_train_batch_size=6, steps_per_generation=2)],
+    ids=["on_policy", "trl_old_logps"],
+)
+def test_two_processes_compute_lens_over_groups_that_span_processes(tiny_model_dir, tmp_path, schedule):
+    # 2 CPU processes x 6 rows: the middle group of each 12-row generation batch is split between the processes
+    import json
+    from pathlib import Path
+
+    script = tmp_path / "worker.py"
+    script.write_text(_TWO_PROCESS_WORKER.format(root=str(Path(__file__).resolve().parents[2])))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+           str(tiny_model_dir), str(tmp_path), json.dumps(schedule)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert len(ranks[0]["records"]) == len(ranks[1]["records"]) > 0
+    for k, (rec0, rec1) in enumerate(zip(ranks[0]["records"], ranks[1]["records"], strict=True)):
+        answers = rec0["answers"] + rec1["answers"]
+        assert all(len(set(answers[i : i + G])) == 1 for i in range(0, len(answers), G))
+        correct = torch.tensor(ranks[0]["rewards"][k] + ranks[1]["rewards"][k])
+        key = "old_per_token_logps" if "steps_per_generation" in schedule else "reference_logps"
+        seq = torch.cat([(rec[key] * rec["completion_mask"]).sum(dim=1) for rec in (rec0, rec1)])
+        lengths = torch.cat([rec["completion_mask"].sum(dim=1) for rec in (rec0, rec1)])
+        expected = lens_advantages(correct, seq, lengths, G)
+        torch.testing.assert_close(torch.cat([rec0["advantages"], rec1["advantages"]]), expected, atol=1e-4, rtol=1e-3)
+        assert rec0["logp_passes"] == rec1["logp_passes"] == 1
