@@ -9,8 +9,9 @@ One step:
   5. split the Q groups into `updates_per_rollout` minibatches (whole groups) and take one clipped
      policy-gradient step on each (paper Eq. 3), optionally with a k3 KL term to the initial policy.
 Departures from the paper: none in the objective. The sampler is Hugging Face `generate`; evaluation
-samples at the rollout temperature. Files written to the run folder: config.yaml, metrics.jsonl,
-eval.jsonl, summary.json, checkpoints/.
+samples at the rollout temperature. Under torchrun each rank does steps 1-3 for its share of the
+groups and the rollout is gathered before step 4 (`lensrl.distributed`). Files written to the run
+folder: config.yaml, metrics.jsonl, eval.jsonl, summary.json, checkpoints/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from lensrl import verify
 from lensrl.checkpoint import save_checkpoint
 from lensrl.config import AlgoConfig, TrainConfig, save_config
 from lensrl.core.advantages import grpo_advantages, group_outcomes, lens_advantages, lens_rewards
@@ -39,7 +41,6 @@ from lensrl.evaluate import EvalResult, evaluate
 from lensrl.models import autocast, is_lora, load_policy, reference_policy
 from lensrl.prompts import format_problems
 from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, gather_rollout, response_logprobs, sample, score
-from lensrl import verify
 from lensrl.verify import extract_answer, verify_math
 
 
