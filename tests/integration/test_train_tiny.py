@@ -89,3 +89,26 @@ def test_default_testbed_policy_trains_one_step(tmp_path):
     metrics = json.loads((result.output_dir / "metrics.jsonl").read_text())
     assert metrics["reward"] > 0  # the warm-started policy already solves some problems
     assert result.last_eval.samples == 2
+
+
+def test_lora_run_with_kl_trains_adapters_and_its_checkpoint_evaluates(tiny_chat_model_dir, tmp_path):
+    # LoRA + KL: the reference is the policy with its adapter off (no second model); the checkpoint
+    # holds the adapter only, and `lensrl eval` loads it onto the configured base model.
+    out = tmp_path / "run"
+    overrides = tiny_overrides(tiny_chat_model_dir, out, "model.lora.r=4", "algo.kl_coef=0.05", "run.steps=1")
+    train(load_config(overrides=overrides))
+    metrics = json.loads((out / "metrics.jsonl").read_text())
+    assert metrics["kl_ref"] >= 0 and "verify/timeouts" in metrics and "verify/unparseable" in metrics
+    ckpt = out / "checkpoints" / "step_000001"
+    assert (ckpt / "adapter_config.json").exists() and not (ckpt / "model.safetensors").exists()
+    adapter = load_file(str(ckpt / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0
+
+    from lensrl.cli import main
+
+    args = ["eval", str(ckpt), "--output-dir", str(tmp_path / "eval"), f"model.name_or_path={tiny_chat_model_dir}",
+            "model.lora.r=4", "data.eval={path: testbed, per_level: 1}", "run.eval_samples=2",
+            "rollout.max_new_tokens=4", "run.progress=false"]
+    assert main(args) == 0
+    assert (tmp_path / "eval" / "eval.jsonl").exists()
