@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)
+    p = sub.add_parser("study", help="a resumable multi-seed study (main, ablation, alpha, d_estimator, group_size, "
+                       "remedies): results/study_NAME/ with JSON, table and plots", epilog=EPILOG)
+    p.add_argument("name", help="which study")
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's, 0,1,2)")
+    p.add_argument("--results-dir", help="default: results/study_NAME")
+    p.add_argument("--runs-dir", help="default: runs/study/NAME")
+    p.add_argument("--config", help="YAML file of deltas under every arm")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides under every arm")
     p = sub.add_parser("sft", help="supervised warm-start on worked solutions (teaches the answer format)",
                        epilog=EPILOG)
     _common(p)
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "testbed-build":
             return _testbed_build(args)
+        if args.command == "study":
+            return _study(args)
         overrides = list(args.overrides)
         if args.output_dir:
             overrides.append(f"run.output_dir={args.output_dir}")
@@ -116,6 +126,18 @@ def _eval(config, checkpoint: str | None) -> int:
         save_config(config, out / "config.yaml")
         with (out / "eval.jsonl").open("a") as f:
             f.write(json.dumps(result.to_json()) + "\n")
+    return 0
+
+
+def _study(args) -> int:
+    from lensrl.study import STUDIES, run_study
+
+    if args.name not in STUDIES:
+        print(f"lensrl: unknown study {args.name!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
+        return 2
+    result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
+    print(result.table)
+    print(f"results: {result.output_dir}")
     return 0
 
 

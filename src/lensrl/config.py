@@ -146,10 +146,14 @@ class RolloutConfig(_Section):
 
 
 class AlgoConfig(_Section):
-    advantage: Literal["lens", "grpo"] = "lens"
-    """Advantage estimator: LENS (calibrated rewards for wrong answers) or plain GRPO."""
+    advantage: Literal["lens", "grpo", "uniform_negative"] = "lens"
+    """Advantage estimator: LENS (calibrated rewards for wrong answers), plain GRPO, or GRPO with a
+    flat -alpha on every sample of a negative group (the NSR-style baseline)."""
     alpha: float = Field(0.25, ge=0)
     """LENS weight of negative-group advantages (the paper uses 0.25)."""
+    filter_groups: bool = False
+    """DAPO-style filtering: leave groups without reward variance out of the update (no refill);
+    under LENS only all-correct groups are left out, negative groups carry its signal."""
     scope: Literal["all", "mixed", "negative"] = "all"
     """LENS ablation: recalibrate wrong answers in all groups, mixed groups only, negative groups only."""
     d_estimator: Literal["normalized", "sequence"] = "normalized"

@@ -29,8 +29,10 @@ from transformers import PreTrainedModel
 from lensrl import verify
 from lensrl.checkpoint import save_checkpoint
 from lensrl.config import AlgoConfig, TrainConfig, save_config
-from lensrl.core.advantages import grpo_advantages, group_outcomes, lens_advantages, lens_rewards
-from lensrl.core.advantages import negative_group_signal_share
+from lensrl.core.advantages import (
+    grpo_advantages, group_outcomes, kept_groups, lens_advantages, lens_rewards, negative_group_signal_share,
+    uniform_negative_advantages,
+)
 from lensrl.core.loss import policy_loss
 from lensrl.data import Problem, load_problems
 from lensrl.distributed import (
@@ -57,6 +59,8 @@ def compute_advantages(algo: AlgoConfig, rollout: Rollout) -> torch.Tensor:  # (
     """GRPO or LENS advantages of a scored rollout with behaviour log-probs."""
     if algo.advantage == "grpo":
         return grpo_advantages(rollout.correct, rollout.group_size, algo.scale, algo.eps)
+    if algo.advantage == "uniform_negative":
+        return uniform_negative_advantages(rollout.correct, rollout.group_size, algo.alpha, algo.scale, algo.eps)
     return lens_advantages(
         rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
         alpha=algo.alpha, scope=algo.scope, d_estimator=algo.d_estimator, eps=algo.eps,
@@ -95,20 +99,27 @@ def update_policy(
 ) -> dict[str, float]:
     """`updates_per_rollout` clipped policy-gradient steps, each on a shuffled minibatch of whole groups.
 
-    With several ranks, each takes an equal share of every minibatch's groups; its loss is scaled by
-    the world size and gradients are averaged over ranks, giving the whole minibatch's gradient.
+    With `algo.filter_groups` the groups without a learning signal are left out first (fewer or smaller
+    minibatches). With several ranks, each takes an equal share of every minibatch's groups; its loss
+    is scaled by the world size and gradients are averaged over ranks: the whole minibatch's gradient.
     """
     algo, optim = config.algo, config.optim
     g, r = rollout.group_size, rollout.response_mask.shape[1]
     groups = torch.randperm(len(rollout.problems), generator=generator)
+    if algo.filter_groups:
+        groups = groups[kept_groups(rollout.correct, g, algo.advantage).cpu()[groups]]
     # the optimizer's own list: FSDP2 leaves unsharded stand-ins on the root module after a forward pass
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    n_rows = rollout.input_ids.shape[0]
-    summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of rollout-wide averages
+    n_rows = len(groups) * g
+    summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of averages over the updated rows
     totals: dict[str, float] = {"grad_norm": 0.0, "skipped_updates": 0}
+    totals["groups/updated"] = len(groups) / len(rollout.problems)
+    minibatches = groups.chunk(optim.updates_per_rollout) if len(groups) else ()  # fewer after filtering
+    if not minibatches:  # filtering left nothing to learn from: no step, no change
+        return {**summed, **totals, "clipfrac": 0.0, "approx_kl": 0.0, "lr": scheduler.get_last_lr()[0]}
     amp = autocast(config.model, model.device)
     model.train()
-    for mb_groups in groups.chunk(optim.updates_per_rollout):
+    for mb_groups in minibatches:
         rows = (mb_groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
         n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
         mine = (mb_groups[world.share(len(mb_groups))][:, None] * g + torch.arange(g)).flatten()
@@ -128,7 +139,7 @@ def update_policy(
                     num_seqs=n_seqs, num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
                 )
             (loss * world.size).backward()
-            summed["loss/policy"] += loss.item() / optim.updates_per_rollout  # micro losses sum to the minibatch's
+            summed["loss/policy"] += loss.item() / len(minibatches)  # micro losses sum to the minibatch's
             for k, v in metrics.items():
                 if k != "loss/policy":  # health metrics: averaged over all rows of the rollout
                     summed[k] = summed.get(k, 0.0) + v * len(micro) / n_rows
@@ -141,7 +152,7 @@ def update_policy(
             totals["skipped_updates"] += 1
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        totals["grad_norm"] += grad_norm.item() / optim.updates_per_rollout
+        totals["grad_norm"] += grad_norm.item() / len(minibatches)
     totals["lr"] = scheduler.get_last_lr()[0]
     return {**all_reduce_sum(world, summed), **totals}
 
@@ -196,6 +207,8 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
     """
     run, ro = config.run, config.rollout
     world = init_world(config.model.device)
+    if world.distributed and config.algo.filter_groups:
+        raise ValueError("algo.filter_groups needs a single process (ranks would get unequal numbers of groups)")
     if ro.questions_per_step % (config.optim.updates_per_rollout * world.size):
         raise ValueError(
             f"rollout.questions_per_step={ro.questions_per_step} must be divisible by optim.updates_per_rollout"

@@ -160,6 +160,30 @@ def lens_advantages(
     return adv.view(-1).to(_out_dtype(seq_logprobs))
 
 
+def uniform_negative_advantages(
+    correct: torch.Tensor,  # (N,) 0/1
+    group_size: int,
+    alpha: float = 0.25,
+    scale: AdvantageScale = "group",
+    eps: float = 1e-6,
+) -> torch.Tensor:  # (N,)
+    """The simple remedy for negative groups (NSR-style): GRPO, plus a flat -alpha on every sample of a
+    negative group, whatever the policy's confidence in it (LENS instead weighs each wrong answer by it)."""
+    adv = grpo_advantages(correct, group_size, scale, eps)
+    q = _check_groups(correct.numel(), group_size)
+    negative = (correct.view(q, group_size).sum(dim=1) == 0).repeat_interleave(group_size)  # (N,)
+    return torch.where(negative, torch.full_like(adv, -alpha), adv)
+
+
+def kept_groups(correct: torch.Tensor, group_size: int, advantage: str) -> torch.Tensor:  # (Q,) bool
+    """Groups that DAPO-style filtering keeps: those with both right and wrong answers. Under LENS
+    negative groups are kept too (dropping them would delete LENS's signal; lens-spec.md Sec. 4)."""
+    q = _check_groups(correct.numel(), group_size)
+    n_correct = correct.view(q, group_size).sum(dim=1)
+    keep = (n_correct > 0) & (n_correct < group_size)
+    return keep | (n_correct == 0) if advantage == "lens" else keep
+
+
 def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:
     """Shares of negative (all wrong), mixed and all-correct groups."""
     q = _check_groups(correct.numel(), group_size)

@@ -1,0 +1,224 @@
+"""Studies: every arm of a comparison, over several seeds, resumable, with an aggregate and plots.
+
+`lensrl study NAME` trains each (arm, seed) into `runs/study/NAME/<arm>_seed<s>/` (a run whose
+`summary.json` exists with the same resolved config is reused, so an interrupted study resumes
+without redoing finished runs) and writes `results/study_NAME/`: `runs/<arm>_seed<s>.json` (its
+evaluations and per-step metrics), `study.json` (means, spreads and differences against the first
+arm), `study.md` and `study.png`. Arms differ only in their overrides: the same base policy, the
+same data order and the same sampling seeds, so the samples differ only through the policies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lensrl.config import TrainConfig, load_config
+from lensrl.evaluate import ks_for
+
+CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str
+    arms: tuple[Arm, ...]  # the first is the reference the others are compared with
+    seeds: tuple[int, ...] = (0, 1, 2)
+    overrides: tuple[str, ...] = ("run.eval_every=10",)  # common to every arm
+
+
+def _alpha(a: float) -> Arm:
+    return Arm(f"lens_alpha{a:g}", ("algo.advantage=lens", f"algo.alpha={a}"))
+
+
+STUDIES = {s.name: s for s in (
+    Study("main", "Does LENS beat GRPO at pass@1..16, overall and on the hardest levels?",
+          (Arm("grpo", ("algo.advantage=grpo",)), Arm("lens", ("algo.advantage=lens",)))),
+    Study("ablation", "Which part of LENS helps: the mixed-group or the negative-group reweighting? (paper Table 2)",
+          (Arm("grpo", ("algo.advantage=grpo",)), Arm("lens", ("algo.advantage=lens",)),
+           Arm("lens_mixed_only", ("algo.advantage=lens", "algo.scope=mixed")),
+           Arm("lens_negative_only", ("algo.advantage=lens", "algo.scope=negative")))),
+    Study("alpha", "How does LENS depend on alpha, the weight of negative groups?",
+          tuple(_alpha(a) for a in (0.25, 0.0, 0.1, 0.5, 1.0))),
+    Study("d_estimator", "Length-normalised (pibar) or raw sequence probability in D_imp?",
+          (Arm("normalized", ("algo.d_estimator=normalized",)), Arm("sequence", ("algo.d_estimator=sequence",)))),
+    Study("group_size", "G = 16 or G = 8 at the same number of samples per step?",
+          (Arm("G16", ("rollout.group_size=16", "rollout.questions_per_step=32")),
+           Arm("G8", ("rollout.group_size=8", "rollout.questions_per_step=64")))),
+    Study("remedies", "What does LENS buy over the simple remedies for all-wrong groups?",
+          (Arm("grpo", ("algo.advantage=grpo",)),
+           Arm("grpo_filtered", ("algo.advantage=grpo", "algo.filter_groups=true")),
+           Arm("uniform_negative", ("algo.advantage=uniform_negative",)),
+           Arm("lens", ("algo.advantage=lens",)))),
+)}
+
+
+@dataclass
+class StudyResult:
+    output_dir: Path
+    table: str
+    aggregate: dict = field(default_factory=dict)
+
+
+def arm_config(study: Study, arm: Arm, seed: int, runs_dir: Path, config_path: str | None,
+               extra: list[str]) -> TrainConfig:
+    overrides = [*study.overrides, *arm.overrides, *extra, f"run.seed={seed}",
+                 f"run.output_dir={runs_dir / f'{arm.name}_seed{seed}'}"]
+    return load_config(config_path, overrides)
+
+
+def is_finished(config: TrainConfig) -> bool:
+    """A run of exactly this config already completed (its summary exists and its config matches)."""
+    out = Path(config.run.output_dir)
+    if not (out / "summary.json").exists() or not (out / "config.yaml").exists():
+        return False
+    return yaml.safe_load((out / "config.yaml").read_text()) == config.model_dump()
+
+
+def run_record(run_dir: Path) -> dict:
+    """A run's evaluations and per-step curves, the part of it that is committed."""
+    evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curves = {k: [m.get(k) for m in metrics] for k in ("step", *CURVE_METRICS)}
+    return {"evals": evals, "curves": curves}
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean difference b - a, its standard error and Welch's t; `exceeds_noise` when |diff| > 2 SE."""
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    var = (statistics.variance(a) / len(a) if len(a) > 1 else 0.0) + (
+        statistics.variance(b) / len(b) if len(b) > 1 else 0.0)
+    se = math.sqrt(var)
+    return {"diff": diff, "se": se, "t": diff / se if se > 0 else math.nan,
+            "exceeds_noise": bool(se > 0 and abs(diff) > 2 * se)}
+
+
+def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
+    """Final pass@k per arm (mean, std over seeds, per level) and each arm's difference from the first."""
+    first = next(iter(records.values()))[0]["evals"]
+    ks = [f"pass@{k}" for k in ks_for(first[-1]["samples"])]
+    scopes = ["all", *first[-1]["per_level"]]
+
+    def finals(arm: str, scope: str, k: str) -> list[float]:
+        ends = [r["evals"][-1] for r in records[arm]]
+        return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in ends]
+
+    ref = study.arms[0].name
+    out: dict = {"question": study.question, "reference": ref, "ks": ks, "scopes": scopes,
+                 "base": {s: (first[0]["overall"] if s == "all" else first[0]["per_level"][s]) for s in scopes},
+                 "arms": {}}
+    for arm in records:
+        out["arms"][arm] = {}
+        for scope in scopes:
+            cells = {}
+            for k in ks:
+                vals = finals(arm, scope, k)
+                cell = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                        "values": vals}
+                if arm != ref:
+                    cell["vs_reference"] = welch(finals(ref, scope, k), vals)
+                cells[k] = cell
+            out["arms"][arm][scope] = cells
+    return out
+
+
+def format_study_table(agg: dict, n_seeds: int) -> str:
+    lines = [f"pass@k in % after training, mean +- std over {n_seeds} seeds; "
+             f"[d +x.x*] = difference from {agg['reference']}, * when it exceeds 2 standard errors", "",
+             "| level | arm | " + " | ".join(agg["ks"]) + " |", "|---|---|" + "---|" * len(agg["ks"])]
+    for scope in agg["scopes"]:
+        lines.append(f"| {scope} | base | " + " | ".join(f"{100 * agg['base'][scope][k]:.1f}" for k in agg["ks"]) + " |")
+        for arm, by_scope in agg["arms"].items():
+            cells = []
+            for k in agg["ks"]:
+                c = by_scope[scope][k]
+                text = f"{100 * c['mean']:.1f} +- {100 * c['std']:.1f}"
+                if "vs_reference" in c:
+                    w = c["vs_reference"]
+                    text += f" [d {100 * w['diff']:+.1f}{'*' if w['exceeds_noise'] else ''}]"
+                cells.append(text)
+            lines.append(f"| {scope} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_study(name: str, seeds: list[int] | None = None, config_path: str | None = None,
+              extra: list[str] | None = None, runs_dir: str | Path | None = None,
+              results_dir: str | Path | None = None) -> StudyResult:
+    """Train every missing (arm, seed) of study `name`, then aggregate and plot all of them."""
+    from lensrl.trainer import train
+
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    study = STUDIES[name]
+    seeds = list(seeds or study.seeds)
+    runs = Path(runs_dir or f"runs/study/{name}")
+    results = Path(results_dir or f"results/study_{name}")
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    records: dict[str, list[dict]] = {arm.name: [] for arm in study.arms}
+    for seed in seeds:
+        for arm in study.arms:
+            config = arm_config(study, arm, seed, runs, config_path, list(extra or []))
+            if not is_finished(config):
+                train(config)
+            record = {"arm": arm.name, "seed": seed, **run_record(Path(config.run.output_dir))}
+            (results / "runs" / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))
+            records[arm.name].append(record)
+    agg = aggregate(study, records)
+    table = format_study_table(agg, len(seeds))
+    command = f"lensrl study {name} --seeds {','.join(map(str, seeds))}" + "".join(f" {o}" for o in extra or [])
+    (results / "study.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
+    (results / "study.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
+    plot_study(results / "study.png", study, agg, records)
+    return StudyResult(results, table, agg)
+
+
+def plot_study(path: Path, study: Study, agg: dict, records: dict[str, list[dict]]) -> None:
+    """pass@k by arm; pass@1 over training overall and on the two hardest levels; negative groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [s for s in agg["scopes"] if s != "all"][-2:]
+    panels = ["all", *levels]
+    fig, axes = plt.subplots(1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4.2))
+    kv = [int(k.split("@")[1]) for k in agg["ks"]]
+    ax = axes[0]
+    ax.plot(kv, [100 * agg["base"]["all"][k] for k in agg["ks"]], "k--o", label="base")
+    for arm in records:
+        cells = agg["arms"][arm]["all"]
+        ax.errorbar(kv, [100 * cells[k]["mean"] for k in agg["ks"]], yerr=[100 * cells[k]["std"] for k in agg["ks"]],
+                    marker="o", capsize=3, label=arm)
+    ax.set(xscale="log", xlabel="k", ylabel="pass@k (%)", title=f"{study.name}: pass@k after training")
+    ax.set_xticks(kv, [str(k) for k in kv])
+    ax.legend(fontsize=8)
+    for ax, scope in zip(axes[1:], panels):
+        for i, arm in enumerate(records):
+            for j, rec in enumerate(records[arm]):
+                steps = [e["step"] for e in rec["evals"]]
+                vals = [100 * (e["overall"] if scope == "all" else e["per_level"][scope])["pass@1"] for e in rec["evals"]]
+                ax.plot(steps, vals, color=f"C{i}", alpha=0.7, marker=".", label=arm if j == 0 else None)
+        ax.set(xlabel="step", ylabel="pass@1 (%)", title=f"pass@1 over training: {'all levels' if scope == 'all' else 'level ' + scope}")
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    for i, arm in enumerate(records):
+        for j, rec in enumerate(records[arm]):
+            ax.plot(rec["curves"]["step"], [100 * v for v in rec["curves"]["groups/negative"]], color=f"C{i}",
+                    alpha=0.7, label=arm if j == 0 else None)
+    ax.set(xlabel="step", ylabel="negative groups (%)", title="share of all-wrong groups in the rollouts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

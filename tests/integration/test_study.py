@@ -1,0 +1,54 @@
+"""`lensrl study` on a tiny model: every arm and seed runs once, a rerun resumes without retraining."""
+
+import json
+
+from lensrl.cli import main
+from lensrl.config import load_config
+from lensrl.trainer import train
+from tests.conftest import tiny_overrides
+
+
+def _study_args(model_dir, tmp_path, *extra):
+    overrides = [o for o in tiny_overrides(model_dir, tmp_path / "unused") if not o.startswith("run.output_dir")]
+    return ["study", "main", "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), *overrides, "run.steps=1", "run.eval_every=1", *extra]
+
+
+def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, capsys):
+    assert main(_study_args(tiny_model_dir, tmp_path)) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["grpo_seed0", "grpo_seed1", "lens_seed0", "lens_seed1"]
+    study = json.loads((tmp_path / "results" / "study.json").read_text())
+    assert study["reference"] == "grpo" and study["seeds"] == [0, 1]
+    assert set(study["arms"]) == {"grpo", "lens"} and "vs_reference" in study["arms"]["lens"]["all"]["pass@1"]
+    for name in ("study.md", "study.png", "runs/lens_seed1.json"):
+        assert (tmp_path / "results" / name).exists(), name
+    record = json.loads((tmp_path / "results" / "runs" / "lens_seed1.json").read_text())
+    assert record["seed"] == 1 and [e["step"] for e in record["evals"]] == [0, 1]
+
+    stamps = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    (tmp_path / "runs" / "lens_seed1" / "summary.json").unlink()  # as if killed before it finished
+    assert main(_study_args(tiny_model_dir, tmp_path)) == 0
+    after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert {k for k in stamps if stamps[k] != after[k]} == {"lens_seed1"}  # only the unfinished run reran
+    assert "lens" in capsys.readouterr().out
+
+    assert main(_study_args(tiny_model_dir, tmp_path, "optim.lr=2e-3")) == 0  # a changed config reruns all
+    changed = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert all(changed[k] != after[k] for k in after)
+
+
+def test_unknown_study_is_a_clear_error(capsys):
+    assert main(["study", "nope"]) == 2
+    assert "unknown study 'nope'" in capsys.readouterr().err
+
+
+def test_filtered_groups_leave_an_all_negative_rollout_without_update(tiny_model_dir, tmp_path):
+    # the random tiny model is always wrong: filtering drops every group under GRPO (nothing to learn),
+    # but under LENS the negative groups stay in the update
+    for algo, share in (("grpo", 0.0), ("lens", 1.0)):
+        out = tmp_path / algo
+        train(load_config(overrides=tiny_overrides(tiny_model_dir, out, f"algo.advantage={algo}",
+                                                   "algo.filter_groups=true", "run.steps=1")))
+        metrics = json.loads((out / "metrics.jsonl").read_text())
+        assert metrics["groups/negative"] == 1.0 and metrics["groups/updated"] == share

@@ -1,0 +1,59 @@
+"""The remedies' advantages, group filtering, and the study's statistics, with hand-worked values."""
+
+import math
+
+import pytest
+import torch
+
+from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
+from lensrl.study import STUDIES, aggregate, format_study_table, welch
+
+
+def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
+    # group 1: [1, 0] mixed -> GRPO: mean 0.5, unbiased std 0.7071 -> +-0.7071; group 2: [0, 0] -> -alpha each
+    correct = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    adv = uniform_negative_advantages(correct, group_size=2, alpha=0.3)
+    torch.testing.assert_close(adv[:2], grpo_advantages(correct, 2)[:2])
+    torch.testing.assert_close(adv[:2], torch.tensor([0.70710, -0.70710]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(adv[2:], torch.tensor([-0.3, -0.3]))
+
+
+def test_kept_groups_never_drop_lens_negative_groups():
+    correct = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # mixed, negative, all correct
+    assert kept_groups(correct, 2, "grpo").tolist() == [True, False, False]
+    assert kept_groups(correct, 2, "uniform_negative").tolist() == [True, False, False]
+    assert kept_groups(correct, 2, "lens").tolist() == [True, True, False]
+
+
+def test_welch_by_hand():
+    # a = [1, 3]: mean 2, var 2; b = [4, 6]: mean 5, var 2; SE = sqrt(2/2 + 2/2) = sqrt(2); t = 3 / 1.4142
+    w = welch([1.0, 3.0], [4.0, 6.0])
+    assert w["diff"] == 3.0 and w["se"] == pytest.approx(math.sqrt(2)) and w["t"] == pytest.approx(2.1213, abs=1e-4)
+    assert w["exceeds_noise"]  # 3 > 2 * 1.414
+    assert not welch([1.0, 3.0], [2.0, 4.0])["exceeds_noise"]  # 1 < 2.83
+    assert math.isnan(welch([1.0], [2.0])["t"])  # one seed: no noise estimate, never "exceeds"
+
+
+def _record(p1_by_step, level_p1):
+    evals = [{"step": s, "samples": 2, "overall": {"pass@1": v, "pass@2": v + 0.1},
+              "per_level": {"5": {"pass@1": level_p1, "pass@2": level_p1}}} for s, v in p1_by_step]
+    return {"evals": evals, "curves": {"step": [1], "groups/negative": [0.5]}}
+
+
+def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
+    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1), _record([(0, 0.3), (10, 0.32)], 0.1)],
+               "lens": [_record([(0, 0.3), (10, 0.40)], 0.2), _record([(0, 0.3), (10, 0.42)], 0.2)]}
+    agg = aggregate(STUDIES["main"], records)
+    cell = agg["arms"]["lens"]["all"]["pass@1"]
+    assert cell["mean"] == pytest.approx(0.41) and cell["values"] == [0.40, 0.42]
+    assert cell["vs_reference"]["diff"] == pytest.approx(0.10) and cell["vs_reference"]["exceeds_noise"]
+    assert "vs_reference" not in agg["arms"]["grpo"]["all"]["pass@1"]
+    assert agg["base"]["all"]["pass@1"] == 0.3 and agg["scopes"] == ["all", "5"]
+    table = format_study_table(agg, 2)
+    assert "| all | lens | 41.0 +- 1.4 [d +10.0*]" in table
+
+
+def test_every_study_names_its_arms_uniquely():
+    for study in STUDIES.values():
+        names = [a.name for a in study.arms]
+        assert len(names) == len(set(names)) >= 2, study.name
