@@ -5,12 +5,7 @@
 # Missing pure-Python packages may be supplied as wheels in .whl/ (installed into /tmp/site).
 set -euo pipefail
 OUT=${OUT:-results/gpu_check}
-mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 python3 - <<'PY' | tee "$OUT/device.txt"
 import torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__)

@@ -9,12 +9,7 @@ set -euo pipefail
 OUT=${OUT:-results/smollm2_gsm8k_gpu}
 GGUF_DIR=${GGUF_DIR:-}
 DATA_DIR=${DATA_DIR:-../shared/data}
-mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -n "$GGUF_DIR" ] && [ ! -f "$GGUF_DIR/$GGUF" ] && compgen -G "$GGUF_DIR/$GGUF.part-*" >/dev/null; then
   cat "$GGUF_DIR/$GGUF".part-* > "$GGUF_DIR/$GGUF"
