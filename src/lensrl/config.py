@@ -216,7 +216,7 @@ class SFTConfig(_Section):
     micro_batch_size: int = Field(16, ge=1)
     """Sequences per forward/backward pass."""
     lr: float = Field(2e-5, gt=0)
-    """AdamW learning rate (linear warm-up, then cosine decay to 10%)."""
+    """AdamW learning rate (linear warm-up, then cosine decay to zero)."""
     warmup_steps: int = Field(10, ge=0)
     """Linear warm-up steps."""
     max_length: int = Field(512, ge=8)

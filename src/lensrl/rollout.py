@@ -97,12 +97,11 @@ def merge_rollouts(parts: Sequence[Rollout], pad_token_id: int) -> Rollout:
     def cat(get, width: int, value: float, left: bool) -> torch.Tensor:
         return torch.cat([_pad(get(r), width, value, left) for r in parts])
 
-    def cat_optional(name: str) -> torch.Tensor | None:
-        if any(getattr(r, name) is None for r in parts):
+    def cat_optional(name: str) -> torch.Tensor | None:  # (n,) per-row values, or (n, R) per-token ones
+        values = [getattr(r, name) for r in parts]
+        if any(v is None for v in values):
             return None
-        if name == "correct":
-            return torch.cat([r.correct for r in parts])
-        return cat(lambda r: getattr(r, name), w, 0.0, left=False)
+        return torch.cat([v if v.dim() == 1 else _pad(v, w, 0.0, left=False) for v in values])
 
     return Rollout(
         problems=[q for r in parts for q in r.problems],

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.checkpoint import save_checkpoint
-from lensrl.config import TrainConfig, save_config
+from lensrl.config import TrainConfig
 from lensrl.data import Problem, load_problems
 from lensrl.evaluate import EvalResult, evaluate
 from lensrl.models import autocast, load_policy
 from lensrl.prompts import format_problems
-from lensrl.trainer import DataOrder, RunResult, append_jsonl, make_output_dir
+from lensrl.trainer import DataOrder, RunResult, append_jsonl, start_run_folder
 from lensrl.verify import verify_math
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
@@ -125,10 +125,7 @@ def sft_step(
 
 def sft(config: TrainConfig) -> RunResult:
     """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after."""
-    out = make_output_dir(config, "sft")
-    save_config(config, out / "config.yaml")
-    for name in ("metrics.jsonl", "eval.jsonl"):
-        (out / name).unlink(missing_ok=True)
+    out = start_run_folder(config, "sft")
     run, cfg = config.run, config.sft
     torch.manual_seed(run.seed)
     model, tokenizer = load_policy(config.model)

@@ -183,14 +183,18 @@ def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig
     return metrics
 
 
-def make_output_dir(config: TrainConfig, kind: str) -> Path:
-    """`run.output_dir`, or a new time-stamped folder under runs/ named after the kind of run."""
+def start_run_folder(config: TrainConfig, kind: str) -> Path:
+    """`run.output_dir` (or a new time-stamped folder under runs/), holding the resolved config and
+    no logs of an earlier run."""
     if config.run.output_dir:
         out = Path(config.run.output_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-{kind}-seed{config.run.seed}"
     out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        (out / name).unlink(missing_ok=True)
     return out
 
 
@@ -214,11 +218,7 @@ def train(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
             f"rollout.questions_per_step={ro.questions_per_step} must be divisible by optim.updates_per_rollout"
             f" x world size = {config.optim.updates_per_rollout} x {world.size} (every rank gets whole groups)"
         )
-    out = Path(all_gather_objects(world, str(make_output_dir(config, config.algo.advantage)) if world.is_main else None)[0])
-    if world.is_main:
-        save_config(config, out / "config.yaml")
-        for name in ("metrics.jsonl", "eval.jsonl"):
-            (out / name).unlink(missing_ok=True)
+    out = Path(all_gather_objects(world, str(start_run_folder(config, config.algo.advantage)) if world.is_main else None)[0])
     torch.manual_seed(run.seed)
     model_config = config.model.model_copy(update={"device": device_for(world, config.model.device)})
     model, tokenizer = load_policy(model_config)
