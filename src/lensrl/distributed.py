@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 
 
 @dataclass(frozen=True)
@@ -101,21 +100,6 @@ def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
-
-
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """`clip_grad_norm_`; for sharded (DTensor) gradients the global norm is summed over ranks explicitly."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not any(isinstance(g, DTensor) for g in grads):
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    shards = [g.to_local() for g in grads]  # FSDP2 shards every parameter: no element is counted twice
-    squares = torch.stack([s.float().pow(2).sum() for s in shards]).sum()
-    dist.all_reduce(squares)
-    norm = squares.sqrt()
-    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for s in shards:
-        s.mul_(scale.to(s.dtype))
-    return norm
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:

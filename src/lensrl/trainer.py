@@ -36,7 +36,7 @@ from lensrl.core.advantages import (
 from lensrl.core.loss import policy_loss
 from lensrl.data import Problem, load_problems
 from lensrl.distributed import (
-    World, all_gather_objects, all_reduce_sum, average_gradients, clip_grad_norm, device_for, init_world, is_sharded,
+    World, all_gather_objects, all_reduce_sum, average_gradients, device_for, init_world, is_sharded,
     shard_model,
 )
 from lensrl.evaluate import EvalResult, evaluate
@@ -145,7 +145,9 @@ def update_policy(
                     summed[k] = summed.get(k, 0.0) + v * len(micro) / n_rows
         if not is_sharded(model):  # FSDP2 reduces its gradients itself
             average_gradients(world, trainable)
-        grad_norm = clip_grad_norm(trainable, optim.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor holding the global norm
+            grad_norm = grad_norm.full_tensor()
         if torch.isfinite(grad_norm):
             optimizer.step()
         else:  # a non-finite gradient would corrupt the weights: skip this minibatch
