@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from pathlib import Path
 
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train with LENS (default) or GRPO; prints pass@k by level before and after",
                        epilog=EPILOG)
     _common(p)
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
+                        "config unless --config is given); overrides may only extend run.steps or bookkeeping")
     p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
     p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
     _common(p)
@@ -74,15 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if args.output_dir:
             overrides.append(f"run.output_dir={args.output_dir}")
-        config = load_config(args.config, overrides)
+        config_path = args.config
+        saved = Path(args.output_dir or ".") / "config.yaml"
+        if getattr(args, "resume", False) and config_path is None and args.output_dir and saved.exists():
+            config_path = str(saved)
+        config = load_config(config_path, overrides)
     except ConfigError as e:
         print(f"lensrl: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, config)
+    except ValueError as e:  # bad input: a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
+        if os.environ.get("LENSRL_TRACEBACK"):
+            raise
+        print(f"lensrl: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args, config) -> int:
     if args.command == "train":
         from lensrl.evaluate import format_table
         from lensrl.trainer import train
 
-        result = train(config)
+        result = train(config, resume=args.resume)
+        if result.stopped_by:
+            print(f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
+                  f"lensrl train --resume --output-dir {result.output_dir}", file=sys.stderr)
+            return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
         print(f"run folder: {result.output_dir}")
     elif args.command == "sft":
@@ -105,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _eval(config, checkpoint: str | None) -> int:
     import json
-    from pathlib import Path
 
     from lensrl.config import save_config
     from lensrl.data import load_problems

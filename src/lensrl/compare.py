@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lensrl.config import TrainConfig
-from lensrl.trainer import train
+from lensrl.trainer import train_or_resume
 
 ALGORITHMS = ("grpo", "lens")
 
@@ -25,7 +25,10 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def compare(config: TrainConfig, seeds: list[int]) -> CompareReport:
-    """Train each algorithm once per seed (same data order and sampling seeds) and aggregate pass@k."""
+    """Train each algorithm once per seed (same data order and sampling seeds) and aggregate pass@k.
+
+    Runs go on from their checkpoints, so an interrupted comparison resumes and a finished run of
+    the same config is not trained again."""
     root = Path(config.run.output_dir or "runs/compare")
     runs: dict[str, list[dict]] = {a: [] for a in ALGORITHMS}
     for seed in seeds:
@@ -34,7 +37,7 @@ def compare(config: TrainConfig, seeds: list[int]) -> CompareReport:
             cfg.algo.advantage = algo
             cfg.run.seed = seed
             cfg.run.output_dir = str(root / f"{algo}_seed{seed}")
-            result = train(cfg)
+            result = train_or_resume(cfg)
             evals = [json.loads(line) for line in (result.output_dir / "eval.jsonl").read_text().splitlines()]
             runs[algo].append({"seed": seed, "evals": evals})
 

@@ -143,6 +143,9 @@ class RolloutConfig(_Section):
     """Longest response; longer ones are cut and scored as they are."""
     generation_batch_size: int = Field(512, ge=1)
     """Sequences sampled together."""
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
+    prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""
 
 
 class AlgoConfig(_Section):
@@ -196,10 +199,13 @@ class RunConfig(_Section):
     """Evaluate every this many steps (0: only before and after training)."""
     eval_samples: int = Field(16, ge=1)
     """Samples per evaluation problem (pass@k up to this k)."""
-    save_every: int = Field(0, ge=0)
-    """Checkpoint every this many steps (0: only at the end)."""
+    save_every: int = Field(10, ge=0)
+    """Checkpoint every this many steps (0: only at the end); `--resume` restarts from the newest."""
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept on disk."""
+    on_nonfinite: Literal["skip", "stop"] = "skip"
+    """NaN or inf in log-probs, advantages, loss or gradients: skip that update and count it, or stop
+    the run (the last checkpoint stays as it was)."""
     output_dir: str | None = None
     """Run folder; default: a new folder under runs/."""
     progress: bool = True
@@ -296,6 +302,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             got = f" (got {err.get('input')!r})" if loc else ""
             lines.append(f"  {loc or '(config)'}: {msg}{got}")
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+
+
+BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints")
+"""Fields that do not change what a run computes: two runs that differ only here are the same run."""
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
+    """The keys (dotted) where a saved config.yaml and `config` differ, besides `ignore`.
+
+    The saved config is read through today's schema, so a field added since it was written takes its
+    default, and one that no longer exists is a difference.
+    """
+    try:
+        then = _flatten(TrainConfig.model_validate(saved).model_dump())
+    except ValidationError as e:
+        return sorted({".".join(str(x) for x in err["loc"]) for err in e.errors()})
+    now = _flatten(config.model_dump())
+    return sorted(k for k in then.keys() | now.keys() if k not in ignore and then.get(k) != now.get(k))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

@@ -453,6 +453,8 @@ def _to_problem(row: Any, layout: _Layout, loc: str, default_id: str) -> Problem
 
 def _load_rows(source: SourceConfig, skip_bad_rows: bool) -> list[Problem]:
     rows = _open_rows(source)
+    if rows.count == 0:
+        raise ValueError(f"data source {_describe(source)} is empty: it holds no rows")
     layout = _layout(source, rows.first())
     problems: list[Problem] = []
     bad: list[str] = []

@@ -7,11 +7,12 @@ text the policy is conditioned on, so sampling, scoring and the supervised warm-
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from lensrl.config import PromptConfig
+from lensrl.config import PromptConfig, RolloutConfig
 from lensrl.data import Problem
 
 
@@ -40,3 +41,44 @@ def format_problems(
     problems: Sequence[Problem], tokenizer: PreTrainedTokenizerBase, config: PromptConfig
 ) -> list[Problem]:
     return [dataclasses.replace(p, prompt=format_prompt(tokenizer, p.prompt, config)) for p in problems]
+
+
+def prompt_token_limit(model_config: PretrainedConfig, rollout: RolloutConfig) -> int | None:
+    """`rollout.max_prompt_tokens`, capped by what the model's context leaves after a full response."""
+    context = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    room = context - rollout.max_new_tokens if context else None
+    if room is not None and room < 1:
+        raise ValueError(f"rollout.max_new_tokens={rollout.max_new_tokens} leaves no room for a prompt in the "
+                         f"model's context of {context} tokens")
+    limits = [x for x in (rollout.max_prompt_tokens, room) if x is not None]
+    return min(limits) if limits else None
+
+
+def check_prompt_lengths(
+    problems: Sequence[Problem], tokenizer: PreTrainedTokenizerBase, model_config: PretrainedConfig,
+    rollout: RolloutConfig, skip: bool = False,
+) -> list[Problem]:
+    """The formatted problems, after checking every prompt fits `prompt_token_limit`.
+
+    A longer prompt raises ValueError naming the problem, or with `skip` is left out, with one
+    warning that counts them.
+    """
+    limit = prompt_token_limit(model_config, rollout)
+    if limit is None or not problems:
+        return list(problems)
+    lengths = [len(ids) for ids in tokenizer([p.prompt for p in problems], add_special_tokens=False)["input_ids"]]
+    too_long = [(p, n) for p, n in zip(problems, lengths) if n > limit]
+    if not too_long:
+        return list(problems)
+    first, n = too_long[0]
+    where = f"problem {first.id!r} has a prompt of {n} tokens, over the limit of {limit} (rollout.max_prompt_tokens, " \
+            f"or the model's context minus rollout.max_new_tokens)"
+    if not skip:
+        raise ValueError(f"{where}; {len(too_long)} prompt(s) are too long: shorten them, raise the limit, or skip "
+                         "them with data.skip_bad_rows=true")
+    warnings.warn(f"skipped {len(too_long)} problem(s) with prompts over {limit} tokens; the first: {where}",
+                  stacklevel=2)
+    kept = [p for p, n in zip(problems, lengths) if n <= limit]
+    if not kept:
+        raise ValueError(f"every prompt is over the limit of {limit} tokens; {where}")
+    return kept

@@ -8,6 +8,7 @@ The response mask covers the generated tokens up to and including the first EOS.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -182,13 +183,25 @@ def sample(
 
 
 def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:
-    """(N,) 0/1 correctness of every completion against its problem's gold answer."""
-    golds = [p.answer for p in rollout.problems for _ in range(rollout.group_size)]
-    verdicts = [verifier(c, g) for c, g in zip(rollout.completions, golds)]
-    for v in verdicts:
-        if not isinstance(v, (bool, int, float)) or v not in (0, 1):
-            raise ValueError(f"verifier must return True/False (or 0/1), got {v!r}")
-    return torch.tensor([float(v) for v in verdicts], device=rollout.input_ids.device)
+    """(N,) 0/1 correctness of every completion against its problem's gold answer.
+
+    The verifier is user code: an exception in it, or a verdict that is not True/False (or 0/1),
+    stops the run with an error naming the problem, never a silently wrong reward.
+    """
+    name = getattr(verifier, "__qualname__", repr(verifier))
+    verdicts = []
+    for i, completion in enumerate(rollout.completions):
+        problem = rollout.problems[i // rollout.group_size]
+        where = f"problem {problem.id!r} (gold {problem.answer!r}), sample {i % rollout.group_size}"
+        try:
+            v = verifier(completion, problem.answer)
+        except Exception as e:
+            raise RuntimeError(f"reward function {name} raised {type(e).__name__}: {e} on {where}") from e
+        if isinstance(v, (bool, np.bool_, numbers.Integral, float)) and v in (0, 1):
+            verdicts.append(float(v))
+        else:
+            raise ValueError(f"reward function {name} returned {v!r} on {where}; it must return True/False (or 0/1)")
+    return torch.tensor(verdicts, device=rollout.input_ids.device)
 
 
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # head != plain linear layer

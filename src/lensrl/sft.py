@@ -164,10 +164,12 @@ def sft(config: TrainConfig) -> RunResult:
         append_jsonl(out / "metrics.jsonl", record)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
         if run.save_every and step % run.save_every == 0 and step != cfg.steps:
-            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, {"data_position": order.position},
+                                run.keep_checkpoints)
     model.eval()
     last = run_eval(cfg.steps) if cfg.steps > 0 else first
-    final = save_checkpoint(out, cfg.steps, model, tokenizer, optimizer, scheduler, order.position, run.keep_checkpoints)
+    final = save_checkpoint(out, cfg.steps, model, tokenizer, optimizer, scheduler, {"data_position": order.position},
+                            run.keep_checkpoints)
     summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": cfg.steps,
                "algorithm": "sft", "seed": run.seed, "model": str(final)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,8 +1,9 @@
 """Studies: every arm of a comparison, over several seeds, resumable, with an aggregate and plots.
 
 `lensrl study NAME` trains each (arm, seed) into `runs/study/NAME/<arm>_seed<s>/` (a run whose
-`summary.json` exists with the same resolved config is reused, so an interrupted study resumes
-without redoing finished runs) and writes `results/study_NAME/`: `runs/<arm>_seed<s>.json` (its
+`summary.json` exists with the same resolved config, in this study's folder or another study's, is
+reused, so an interrupted study resumes without redoing finished runs and studies share their
+common arms) and writes `results/study_NAME/`: `runs/<arm>_seed<s>.json` (its
 evaluations and per-step metrics), `study.json` (means, spreads and differences against the first
 arm), `study.md` and `study.png`. Arms differ only in their overrides: the same base policy, the
 same data order and the same sampling seeds, so the samples differ only through the policies.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from lensrl.config import TrainConfig, load_config
+from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
 
 CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy")
@@ -79,12 +80,20 @@ def arm_config(study: Study, arm: Arm, seed: int, runs_dir: Path, config_path: s
     return load_config(config_path, overrides)
 
 
-def is_finished(config: TrainConfig) -> bool:
-    """A run of exactly this config already completed (its summary exists and its config matches)."""
-    out = Path(config.run.output_dir)
-    if not (out / "summary.json").exists() or not (out / "config.yaml").exists():
-        return False
-    return yaml.safe_load((out / "config.yaml").read_text()) == config.model_dump()
+def finished_run(config: TrainConfig, search_root: Path) -> Path | None:
+    """The folder of a completed run of this config: its own output folder, else any study's.
+
+    Runs are the same when their configs differ only in bookkeeping (`config.BOOKKEEPING`). Studies
+    share arms (`lens` of main is `normalized` of d_estimator and `lens_alpha0.25` of alpha), so a run
+    trained for one study is reused by the others instead of being trained again.
+    """
+    own = Path(config.run.output_dir)
+    for folder in [own, *sorted(p.parent for p in search_root.glob("*/*/summary.json"))]:
+        saved = folder / "config.yaml"
+        if (folder / "summary.json").exists() and saved.exists():
+            if not config_differences(yaml.safe_load(saved.read_text()), config):
+                return folder
+    return None
 
 
 def run_record(run_dir: Path) -> dict:
@@ -157,7 +166,7 @@ def run_study(name: str, seeds: list[int] | None = None, config_path: str | None
               extra: list[str] | None = None, runs_dir: str | Path | None = None,
               results_dir: str | Path | None = None) -> StudyResult:
     """Train every missing (arm, seed) of study `name`, then aggregate and plot all of them."""
-    from lensrl.trainer import train
+    from lensrl.trainer import train_or_resume
 
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
@@ -170,9 +179,11 @@ def run_study(name: str, seeds: list[int] | None = None, config_path: str | None
     for seed in seeds:
         for arm in study.arms:
             config = arm_config(study, arm, seed, runs, config_path, list(extra or []))
-            if not is_finished(config):
-                train(config)
-            record = {"arm": arm.name, "seed": seed, **run_record(Path(config.run.output_dir))}
+            run_dir = finished_run(config, runs.parent)
+            if run_dir is None:
+                train_or_resume(config)
+                run_dir = Path(config.run.output_dir)
+            record = {"arm": arm.name, "seed": seed, **run_record(run_dir)}
             (results / "runs" / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))
             records[arm.name].append(record)
     agg = aggregate(study, records)

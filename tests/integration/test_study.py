@@ -8,10 +8,10 @@ from lensrl.trainer import train
 from tests.conftest import tiny_overrides
 
 
-def _study_args(model_dir, tmp_path, *extra):
+def _study_args(model_dir, tmp_path, *extra, name="main", seeds="0,1", runs="runs", results="results"):
     overrides = [o for o in tiny_overrides(model_dir, tmp_path / "unused") if not o.startswith("run.output_dir")]
-    return ["study", "main", "--seeds", "0,1", "--runs-dir", str(tmp_path / "runs"),
-            "--results-dir", str(tmp_path / "results"), *overrides, "run.steps=1", "run.eval_every=1", *extra]
+    return ["study", name, "--seeds", seeds, "--runs-dir", str(tmp_path / runs),
+            "--results-dir", str(tmp_path / results), *overrides, "run.steps=1", "run.eval_every=1", *extra]
 
 
 def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, capsys):
@@ -36,6 +36,22 @@ def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, ca
     assert main(_study_args(tiny_model_dir, tmp_path, "optim.lr=2e-3")) == 0  # a changed config reruns all
     changed = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
     assert all(changed[k] != after[k] for k in after)
+
+
+def test_a_study_reuses_the_runs_another_study_already_trained(tiny_model_dir, tmp_path):
+    assert main(_study_args(tiny_model_dir, tmp_path, name="main", seeds="0", runs="study/main",
+                            results="results_main")) == 0
+    assert main(_study_args(tiny_model_dir, tmp_path, name="remedies", seeds="0", runs="study/remedies",
+                            results="results_remedies")) == 0
+    # grpo and lens are the same configs in both studies: only the two new arms were trained
+    assert sorted(p.name for p in (tmp_path / "study" / "remedies").iterdir()) == [
+        "grpo_filtered_seed0", "uniform_negative_seed0"]
+    for arm in ("grpo", "lens"):
+        main_run = json.loads((tmp_path / "results_main" / "runs" / f"{arm}_seed0.json").read_text())
+        reused = json.loads((tmp_path / "results_remedies" / "runs" / f"{arm}_seed0.json").read_text())
+        assert reused["evals"] == main_run["evals"]
+    study = json.loads((tmp_path / "results_remedies" / "study.json").read_text())
+    assert list(study["arms"]) == ["grpo", "grpo_filtered", "uniform_negative", "lens"]
 
 
 def test_unknown_study_is_a_clear_error(capsys):

@@ -231,7 +231,7 @@ def test_testbed_sources():
         ([{"problem": "a", "answer": "1", "level": "hard"}], r"p\.jsonl:1: field 'level' is 'hard'"),
         ([{"problem": "a", "answer": [1], "level": 1}], r"p\.jsonl:1: field 'answer' holds a list"),
         ([{"problem": "a", "solution": "no box", "level": 1}], r"p\.jsonl:1: missing .*'answer' and no \\boxed"),
-        ([""], "no problems"),
+        ([""], "is empty: it holds no rows"),  # blank lines only
     ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, rows, match):
@@ -254,6 +254,13 @@ def test_empty_after_filtering_names_source_and_filters(tmp_path):
     path = _numbered(tmp_path, 6)
     with pytest.raises(ValueError, match=r"n\.jsonl' \(levels=\[5\], subjects=\['Algebra'\]\) has no problems left"):
         load_source(SourceConfig(path=str(path), levels=[5], subjects=["Algebra"]))
+
+
+@pytest.mark.parametrize("name, text", [("e.jsonl", ""), ("e.json", "[]")])
+def test_empty_file_is_a_clear_error(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=rf"{name}' is empty: it holds no rows"):
+        load_source(SourceConfig(path=str(tmp_path / name)))
 
 
 def test_missing_local_file_is_a_clear_error(tmp_path):
