@@ -51,6 +51,11 @@ class ModelConfig(_Section):
     """Recompute activations in the backward pass (less memory, about a third more update time)."""
     lora: LoraSettings = LoraSettings()
 
+    @field_validator("autocast", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as False
+
 
 class PromptConfig(_Section):
     style: Literal["auto", "chat", "plain"] = "auto"
@@ -186,8 +191,10 @@ class OptimConfig(_Section):
     """Gradient clipping norm."""
     updates_per_rollout: int = Field(4, ge=1)
     """Minibatches (optimizer steps) per rollout batch; the paper uses 4."""
-    micro_batch_size: int = Field(128, ge=1)
-    """Sequences per forward/backward pass (gradient accumulation inside a minibatch)."""
+    micro_batch_size: int = Field(32, ge=1)
+    """Sequences per forward/backward pass (gradient accumulation inside a minibatch). Rows are grouped
+    by response length and each pass drops the columns its rows do not use, so smaller micro-batches
+    compute less padding."""
 
 
 class RunConfig(_Section):
@@ -304,8 +311,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
 
 
-BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints")
-"""Fields that do not change what a run computes: two runs that differ only here are the same run."""
+BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size")
+"""Fields that do not change what a run computes: two runs that differ only here are the same run
+(`micro_batch_size` splits the same gradient sum differently, which changes only float rounding; a
+run that ran out of memory can resume with smaller micro-batches)."""
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

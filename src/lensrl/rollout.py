@@ -255,18 +255,44 @@ def response_logprobs(
     return head_logprobs(hidden[:, -response_len - 1 : -1], head, tokens, temperature, with_entropy)
 
 
+def by_length(rows: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """`rows` longest response first, in micro-batches of `size`: rows of similar length share one."""
+    order = torch.argsort(lengths[rows], descending=True, stable=True)
+    return rows[order].split(size)
+
+
+def trimmed_logprobs(
+    model: PreTrainedModel, rollout: Rollout, rows: torch.Tensor, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # (n, R), (n, R) or None
+    """`response_logprobs` of some rows of a rollout, over only the columns they use.
+
+    Prompt columns that are padding in every row and response columns past the rows' longest
+    response are dropped before the forward pass and the result is padded back to the rollout's
+    width with zeros (those positions are masked out everywhere). Positions come from the attention
+    mask, so the kept tokens see exactly what they saw before.
+    """
+    prompt_mask, response_mask = rollout.prompt_mask[rows], rollout.response_mask[rows]
+    p, width = prompt_mask.shape[1], response_mask.shape[1]
+    first = int(prompt_mask.any(dim=0).int().argmax())  # prompts are left-padded
+    used = response_mask.any(dim=0).nonzero()
+    r = int(used.max()) + 1 if len(used) else 1
+    lp, ent = response_logprobs(
+        model, rollout.input_ids[rows, first : p + r], prompt_mask[:, first:], r, temperature, with_entropy
+    )
+    pad = (0, width - r)
+    return torch.nn.functional.pad(lp, pad), (torch.nn.functional.pad(ent, pad) if ent is not None else None)
+
+
 @torch.no_grad()
 def behaviour_logprobs(
     model: PreTrainedModel, rollout: Rollout, temperature: float, micro_batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:  # (N, R), (N, R)
-    """Behaviour-policy log-probs and entropies of a rollout, in micro-batches."""
-    r = rollout.response_mask.shape[1]
-    lps, ents = [], []
-    for start in range(0, rollout.input_ids.shape[0], micro_batch_size):
-        sl = slice(start, start + micro_batch_size)
-        lp, ent = response_logprobs(
-            model, rollout.input_ids[sl], rollout.prompt_mask[sl], r, temperature, with_entropy=True
-        )
-        lps.append(lp)
-        ents.append(ent)
-    return torch.cat(lps), torch.cat(ents)
+    """Behaviour-policy log-probs and entropies of a rollout, in micro-batches of similar lengths."""
+    n = rollout.input_ids.shape[0]
+    logprobs = entropy = None
+    for rows in by_length(torch.arange(n, device=rollout.input_ids.device), rollout.lengths, micro_batch_size):
+        lp, ent = trimmed_logprobs(model, rollout, rows, temperature, with_entropy=True)
+        if logprobs is None:
+            logprobs, entropy = lp.new_zeros(n, lp.shape[1]), ent.new_zeros(n, ent.shape[1])
+        logprobs[rows], entropy[rows] = lp, ent
+    return logprobs, entropy

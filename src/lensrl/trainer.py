@@ -53,7 +53,9 @@ from lensrl.distributed import (
 from lensrl.evaluate import EvalResult, evaluate
 from lensrl.models import autocast, is_lora, load_policy, reference_policy
 from lensrl.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, gather_rollout, response_logprobs, sample, score
+from lensrl.rollout import (
+    Rollout, Verifier, behaviour_logprobs, by_length, gather_rollout, sample, score, trimmed_logprobs,
+)
 from lensrl.verify import extract_answer, verify_math
 
 
@@ -130,14 +132,15 @@ def update_policy(
     is scaled by the world size and gradients are averaged over ranks: the whole minibatch's gradient.
     """
     algo, optim = config.algo, config.optim
-    g, r = rollout.group_size, rollout.response_mask.shape[1]
+    g = rollout.group_size
     groups = torch.randperm(len(rollout.problems), generator=generator)
     if algo.filter_groups:
         groups = groups[kept_groups(rollout.correct, g, algo.advantage).cpu()[groups]]
     # the optimizer's own list: FSDP2 leaves unsharded stand-ins on the root module after a forward pass
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    n_rows = len(groups) * g
-    summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of averages over the updated rows
+    updated_rows = (groups[:, None] * g + torch.arange(g)).flatten().to(rollout.input_ids.device)
+    n_updated_tokens = rollout.response_mask[updated_rows].sum().item()
+    summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of the means over the update
     totals: dict[str, float] = {"skipped_updates": 0}
     grad_norms = []
     totals["groups/updated"] = len(groups) / len(rollout.problems)
@@ -152,14 +155,13 @@ def update_policy(
         n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
         mine = (mb_groups[world.share(len(mb_groups))][:, None] * g + torch.arange(g)).flatten()
         optimizer.zero_grad(set_to_none=True)
-        for micro in mine.to(rollout.input_ids.device).split(optim.micro_batch_size):
-            input_ids, prompt_mask = rollout.input_ids[micro], rollout.prompt_mask[micro]
+        for micro in by_length(mine.to(rollout.input_ids.device), rollout.lengths, optim.micro_batch_size):
             logprobs_ref = None
             with amp():
                 if algo.kl_coef > 0:
                     with torch.no_grad(), reference_policy(model, ref_model) as ref:
-                        logprobs_ref, _ = response_logprobs(ref, input_ids, prompt_mask, r, config.rollout.temperature)
-                logprobs, _ = response_logprobs(model, input_ids, prompt_mask, r, config.rollout.temperature)
+                        logprobs_ref, _ = trimmed_logprobs(ref, rollout, micro, config.rollout.temperature)
+                logprobs, _ = trimmed_logprobs(model, rollout, micro, config.rollout.temperature)
                 loss, metrics = policy_loss(
                     logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
                     clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
@@ -169,8 +171,8 @@ def update_policy(
             (loss * world.size).backward()
             summed["loss/policy"] += loss.item() / len(minibatches)  # micro losses sum to the minibatch's
             for k, v in metrics.items():
-                if k != "loss/policy":  # health metrics: averaged over all rows of the rollout
-                    summed[k] = summed.get(k, 0.0) + v * len(micro) / n_rows
+                if k != "loss/policy":  # health metrics: token means over every updated token
+                    summed[k] = summed.get(k, 0.0) + v * rollout.response_mask[micro].sum().item() / n_updated_tokens
         if not is_sharded(model):  # FSDP2 reduces its gradients itself
             average_gradients(world, trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim.max_grad_norm)
@@ -424,6 +426,7 @@ def _train(config: TrainConfig, verifier: Verifier, resume: bool, stop: Graceful
                 ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
                 first_chunk=world.rank * chunks_per_rank, synced_gpus=sharded,
             )
+        t_sampled = time.perf_counter()
         rollout.correct = score(rollout, verifier)
         verify_counts = {f"verify/{k}": v - verify_before[k] for k, v in verify.stats().items()}
         t1 = time.perf_counter()
@@ -446,7 +449,8 @@ def _train(config: TrainConfig, verifier: Verifier, resume: bool, stop: Graceful
         t3 = time.perf_counter()
         metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
                    **all_reduce_sum(world, verify_counts), **update}
-        metrics |= {"time/rollout": t1 - t0, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
+        metrics |= {"time/rollout": t1 - t0, "time/sample": t_sampled - t0, "time/reward": t1 - t_sampled,
+                    "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
         if world.is_main:
             append_jsonl(out / "metrics.jsonl", metrics)
         bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples

@@ -24,6 +24,11 @@ def test_yaml_delta_then_overrides(tmp_path):
     assert c.algo.alpha == 0.25  # untouched defaults stay
 
 
+def test_bare_off_is_the_autocast_choice_not_a_boolean():
+    # YAML 1.1 reads `off` as False; `model.autocast=off` must still mean "off"
+    assert load_config(overrides=["model.autocast=off"]).model.autocast == "off"
+
+
 @pytest.mark.parametrize(
     "override, match",
     [

