@@ -258,6 +258,29 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict], title: str, path: Path) -> None:
+    """Seconds per rollout by phase, one stacked bar per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [r["engine"] for r in results]
+    bottom = [0.0] * len(results)
+    for phase in ("sample", "reward", "logprobs", "update"):
+        values = [r["phases"][phase] for r in results]
+        ax.bar(names, values, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for i, total in enumerate(bottom):
+        ax.text(i, total, f"{total:.2f} s", ha="center", va="bottom", fontsize=9)
+    ax.set(ylabel="seconds per rollout (lower is better)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=PRESETS, default="cpu-testbed")
@@ -294,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "machine": machine(), "settings": settings, "results": results,
                                               "advantage_cost": advantages,
                                               "report": text}, indent=2))
+        plot(results, f"{args.preset}: {machine()}", Path(args.out).with_suffix(".png"))
     return 0
 
 
