@@ -7,15 +7,16 @@ The response mask covers the generated tokens up to and including the first EOS.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.data import Problem
@@ -152,34 +153,60 @@ def sample(
     """
     per_chunk = max(1, batch_size // group_size)
     stop_ids = stop_token_ids(model, tokenizer)
+    sampling = GenerationConfig(
+        do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+    )
     was_training = model.training
     model.eval()
     parts = []
     starts = range(0, len(problems), per_chunk)
-    for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
-        chunk = list(problems[start : start + per_chunk])
-        enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-        ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
-        mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
-        torch.manual_seed(chunk_seed(seed, first_chunk + c))
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
-            synced_gpus=synced_gpus,
-        )
-        responses = out[:, ids.shape[1] :]  # (n, R)
-        response_mask = response_mask_from_tokens(responses, stop_ids)
-        ended = (torch.isin(responses, torch.tensor(stop_ids, device=responses.device)) & (response_mask > 0)).any(1)
-        responses = responses.masked_fill(response_mask == 0, tokenizer.pad_token_id)
-        completions = tokenizer.batch_decode(
-            [resp[m > 0] for resp, m in zip(responses, response_mask)], skip_special_tokens=True
-        )
-        parts.append(Rollout(
-            problems=chunk, group_size=group_size, input_ids=torch.cat([ids, responses], dim=1), prompt_mask=mask,
-            response_mask=response_mask, completions=completions, truncated=~ended,
-        ))
+    with _without_generation_defaults(model):
+        for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
+            parts.append(_sample_chunk(
+                model, tokenizer, list(problems[start : start + per_chunk]), group_size, sampling, stop_ids,
+                chunk_seed(seed, first_chunk + c), synced_gpus,
+            ))
     model.train(was_training)
     return merge_rollouts(parts, tokenizer.pad_token_id)
+
+
+@contextlib.contextmanager
+def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
+    """Set the model's own generation config aside while sampling.
+
+    `generate` fills what the given config leaves unset from the model's generation config; a
+    repetition penalty, top-k or minimum length there would draw the samples from another
+    distribution than the tempered policy whose log-probs the loss and LENS use.
+    """
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's base
+    saved, target.generation_config = target.generation_config, GenerationConfig()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
+
+
+def _sample_chunk(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chunk: list[Problem], group_size: int,
+    sampling: GenerationConfig, stop_ids: list[int], seed: int, synced_gpus: bool,
+) -> Rollout:
+    enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+    ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
+    mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
+    torch.manual_seed(seed)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling, synced_gpus=synced_gpus)
+    responses = out[:, ids.shape[1] :]  # (n, R)
+    response_mask = response_mask_from_tokens(responses, stop_ids)
+    ended = (torch.isin(responses, torch.tensor(stop_ids, device=responses.device)) & (response_mask > 0)).any(1)
+    responses = responses.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    completions = tokenizer.batch_decode(
+        [resp[m > 0] for resp, m in zip(responses, response_mask)], skip_special_tokens=True
+    )
+    return Rollout(
+        problems=chunk, group_size=group_size, input_ids=torch.cat([ids, responses], dim=1), prompt_mask=mask,
+        response_mask=response_mask, completions=completions, truncated=~ended,
+    )
 
 
 def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:

@@ -4,7 +4,7 @@ import json
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lensrl.config import load_config
 from lensrl.models import load_policy
@@ -112,3 +112,34 @@ def test_lora_run_with_kl_trains_adapters_and_its_checkpoint_evaluates(tiny_chat
             "rollout.max_new_tokens=4", "run.progress=false"]
     assert main(args) == 0
     assert (tmp_path / "eval" / "eval.jsonl").exists()
+
+
+def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_path):
+    # A repetition penalty or top-k in the model's generation config would make the samples come from
+    # another distribution than the tempered policy whose log-probs the loss uses: sample() must not use them.
+    model, tokenizer = load_policy(load_config(overrides=[f"model.name_or_path={tiny_model_dir}"]).model)
+    model.generation_config = GenerationConfig(repetition_penalty=3.0, top_k=5, min_new_tokens=20, do_sample=True)
+    problems = generate_problems(2, levels=[1, 2], seed=3)
+    rollout = sample(model, tokenizer, problems, group_size=16, temperature=1.0, top_p=1.0, max_new_tokens=24,
+                     batch_size=64, seed=0)
+    assert model.generation_config.repetition_penalty == 3.0  # put back afterwards
+
+    def generate(model_defaults):
+        saved, model.generation_config = model.generation_config, model_defaults
+        enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(0)
+        out = model.generate(
+            input_ids=enc["input_ids"].repeat_interleave(16, 0), attention_mask=enc["attention_mask"].repeat_interleave(16, 0),
+            generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=24,
+                                               pad_token_id=tokenizer.pad_token_id, eos_token_id=[tokenizer.eos_token_id]),
+        )
+        model.generation_config = saved
+        return out[:, enc["input_ids"].shape[1]:]
+
+    def same(tokens):
+        width = min(tokens.shape[1], rollout.response_mask.shape[1])
+        mine = rollout.input_ids[:, -rollout.response_mask.shape[1]:][:, :width]
+        return bool(((mine == tokens[:, :width]) | (rollout.response_mask[:, :width] == 0)).all())
+
+    assert same(generate(GenerationConfig()))  # pure tempered sampling
+    assert not same(generate(model.generation_config))  # the penalised distribution draws other tokens
