@@ -9,6 +9,7 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
 (so peak memory is its own). Engines:
 
 * lensrl-grpo, lensrl-lens: `lensrl.train`, phases from its metrics (`time/sample|reward|logprobs|update`);
+  with `+compact`, sampling with `rollout.sampler=compact` (finished rows leave the batch);
 * trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM.
@@ -40,7 +41,7 @@ PRESETS = {
                         dtype="bfloat16", questions=32, group_size=16, max_new_tokens=256, updates=4,
                         micro_batch=64, warmup=1, rollouts=3),
 }
-ENGINES = ("lensrl-grpo", "lensrl-lens", "trl-default", "trl-fast")
+ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact", "trl-default", "trl-fast")
 
 
 # ------------------------------------------------------------------------------------ shared set-up
@@ -88,12 +89,12 @@ def _peak_memory_gib(device: str) -> float:
 # ------------------------------------------------------------------------------------ engines
 
 
-def run_lensrl(args, advantage: str) -> dict:
+def run_lensrl(args, advantage: str, sampler: str) -> dict:
     from lensrl.config import load_config
     from lensrl.trainer import train
 
     with tempfile.TemporaryDirectory() as out:
-        train(load_config(overrides=_lensrl_overrides(args, out, advantage)))
+        train(load_config(overrides=[*_lensrl_overrides(args, out, advantage), f"rollout.sampler={sampler}"]))
         metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = metrics[args.warmup:]
     n = args.questions * args.group_size
@@ -187,7 +188,8 @@ def run_trl(args, fast: bool) -> dict:
 
 def run_engine(args) -> dict:
     if args.engine.startswith("lensrl-"):
-        result = run_lensrl(args, args.engine.removeprefix("lensrl-"))
+        advantage, _, sampler = args.engine.removeprefix("lensrl-").partition("+")
+        result = run_lensrl(args, advantage, sampler or "generate")
     else:
         result = run_trl(args, fast=args.engine == "trl-fast")
     step = sum(result["phases"].values())
@@ -242,7 +244,7 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
                      f"{r['tokens_per_s_sample']:.0f} | {r['peak_memory_gib']:.2f} |")
     by = {r["engine"]: r for r in results}
     lines.append("")
-    for ours in ("lensrl-grpo", "lensrl-lens"):
+    for ours in ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact"):
         for theirs in ("trl-default", "trl-fast"):
             if ours in by and theirs in by:
                 lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")

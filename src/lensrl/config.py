@@ -148,6 +148,10 @@ class RolloutConfig(_Section):
     """Longest response; longer ones are cut and scored as they are."""
     generation_batch_size: int = Field(512, ge=1)
     """Sequences sampled together."""
+    sampler: Literal["generate", "compact"] = "generate"
+    """"generate": Hugging Face `generate`; "compact": lensrl's KV-cache sampler that drops finished rows
+    from the batch (the same distribution, other draws; faster when response lengths vary; single
+    process or DDP, not FSDP)."""
     max_prompt_tokens: int | None = Field(None, ge=1)
     """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""

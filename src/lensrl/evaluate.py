@@ -101,7 +101,7 @@ def evaluate(
         out = sample(
             model, tokenizer, batch, samples, rollout.temperature, rollout.top_p,
             rollout.max_new_tokens, rollout.generation_batch_size, seed=seed + first_chunk + i,
-            synced_gpus=synced_gpus,
+            synced_gpus=synced_gpus, sampler=rollout.sampler,
         )
         correct = score(out, verifier).view(len(batch), samples)
         n_correct.extend(int(c) for c in correct.sum(dim=1).tolist())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.data import Problem
@@ -142,6 +143,7 @@ def sample(
     progress: bool = False,
     first_chunk: int = 0,
     synced_gpus: bool = False,
+    sampler: str = "generate",
 ) -> Rollout:
     """Sample `group_size` responses per problem (pure sampling: top_k off, top_p as given).
 
@@ -149,8 +151,11 @@ def sample(
     padded on its own and seeded by `chunk_seed(seed, first_chunk + c)` (`generate` draws from torch's
     global generator), so a chunk's samples do not depend on the other chunks: data-parallel ranks
     that each sample some of the chunks reproduce a single process exactly. `synced_gpus` keeps
-    sharded ranks decoding in lockstep until all of them are done.
+    sharded ranks decoding in lockstep until all of them are done. `sampler="compact"` decodes with
+    `decode_compact` instead of `generate`: the same distribution, other draws.
     """
+    if sampler == "compact" and synced_gpus:
+        raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use sampler=generate")
     per_chunk = max(1, batch_size // group_size)
     stop_ids = stop_token_ids(model, tokenizer)
     sampling = GenerationConfig(
@@ -165,7 +170,7 @@ def sample(
         for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
             parts.append(_sample_chunk(
                 model, tokenizer, list(problems[start : start + per_chunk]), group_size, sampling, stop_ids,
-                chunk_seed(seed, first_chunk + c), synced_gpus,
+                chunk_seed(seed, first_chunk + c), synced_gpus, sampler,
             ))
     model.train(was_training)
     return merge_rollouts(parts, tokenizer.pad_token_id)
@@ -189,14 +194,18 @@ def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
 
 def _sample_chunk(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chunk: list[Problem], group_size: int,
-    sampling: GenerationConfig, stop_ids: list[int], seed: int, synced_gpus: bool,
+    sampling: GenerationConfig, stop_ids: list[int], seed: int, synced_gpus: bool, sampler: str,
 ) -> Rollout:
     enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
     mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
     torch.manual_seed(seed)
-    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling, synced_gpus=synced_gpus)
-    responses = out[:, ids.shape[1] :]  # (n, R)
+    if sampler == "compact":
+        responses = decode_compact(model, ids, mask, sampling.temperature, sampling.top_p, sampling.max_new_tokens,
+                                   stop_ids, sampling.pad_token_id)
+    else:
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling, synced_gpus=synced_gpus)
+        responses = out[:, ids.shape[1] :]  # (n, R)
     response_mask = response_mask_from_tokens(responses, stop_ids)
     ended = (torch.isin(responses, torch.tensor(stop_ids, device=responses.device)) & (response_mask > 0)).any(1)
     responses = responses.masked_fill(response_mask == 0, tokenizer.pad_token_id)
@@ -207,6 +216,70 @@ def _sample_chunk(
         problems=chunk, group_size=group_size, input_ids=torch.cat([ids, responses], dim=1), prompt_mask=mask,
         response_mask=response_mask, completions=completions, truncated=~ended,
     )
+
+
+def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:  # (n, V) -> (n, V)
+    """The distribution `generate` samples from with do_sample, this temperature and top-p, top-k off.
+
+    Temperature first; then top-p drops, in ascending order of probability, the tokens whose
+    cumulative probability is at most 1 - top_p, always keeping the most likely one.
+    """
+    logits = logits.float() / temperature
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative <= 1 - top_p
+        drop[:, -1] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+@torch.no_grad()
+def decode_compact(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,  # (n, P) left-padded prompts
+    attention_mask: torch.Tensor,  # (n, P)
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_token_id: int,
+) -> torch.Tensor:  # (n, R) responses, padded after their stop token
+    """Sampling with a KV cache that drops finished rows from the batch.
+
+    `generate` decodes every row until the last one stops; with responses of very different lengths
+    most of that work is on rows already done. Here a row leaves the batch (and its cache) at its
+    stop token, so each step costs only the rows still going. Draws come from `sampling_probs` with
+    torch's global generator, one `multinomial` per step over the rows still going.
+    """
+    n, device = input_ids.shape[0], input_ids.device
+    stop = torch.as_tensor(list(stop_ids), device=device)
+    responses = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = DynamicCache(config=base.config)  # filled in place by every forward pass
+    cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                   logits_to_keep=1, **cache_kw).logits[:, -1]
+    rows = torch.arange(n, device=device)  # the rows still going, as indices into the batch
+    mask, position = attention_mask, position_ids[:, -1]
+    width = 0
+    for t in range(max_new_tokens):
+        token = torch.multinomial(sampling_probs(logits, temperature, top_p), 1).squeeze(1)
+        responses[rows, t] = token
+        width = t + 1
+        going = ~torch.isin(token, stop)
+        if t + 1 == max_new_tokens or not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        position = position + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                       use_cache=True, **cache_kw).logits[:, -1]
+    return responses[:, :width]
 
 
 def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:

@@ -424,7 +424,7 @@ def _train(config: TrainConfig, verifier: Verifier, resume: bool, stop: Graceful
             rollout = sample(
                 model, tokenizer, problems[world.share(len(problems))], ro.group_size, ro.temperature, ro.top_p,
                 ro.max_new_tokens, ro.generation_batch_size, seed=run.seed * 1_000_003 + step,
-                first_chunk=world.rank * chunks_per_rank, synced_gpus=sharded,
+                first_chunk=world.rank * chunks_per_rank, synced_gpus=sharded, sampler=ro.sampler,
             )
         t_sampled = time.perf_counter()
         rollout.correct = score(rollout, verifier)
