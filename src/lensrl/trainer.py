@@ -8,7 +8,8 @@ One step:
      from the same log-probs the ratio uses, so LENS costs no extra forward pass;
   5. split the Q groups into `updates_per_rollout` minibatches (whole groups) and take one clipped
      policy-gradient step on each (paper Eq. 3), optionally with a k3 KL term to the initial policy.
-Departures from the paper: none in the objective. The sampler is Hugging Face `generate`; evaluation
+Departures from the paper: none in the objective. The sampler is Hugging Face `generate` (or, with
+rollout.sampler=compact, `decode_compact`, the same distribution); evaluation
 samples at the rollout temperature. Under torchrun each rank does steps 1-3 for its share of the
 groups and the rollout is gathered before step 4 (`lensrl.distributed`). Files written to the run
 folder: config.yaml, metrics.jsonl, eval.jsonl, summary.json, checkpoints/.
@@ -349,6 +350,8 @@ def _train(config: TrainConfig, verifier: Verifier, resume: bool, stop: Graceful
     world = init_world(config.model.device)
     if world.distributed and config.algo.filter_groups:
         raise ValueError("algo.filter_groups needs a single process (ranks would get unequal numbers of groups)")
+    if world.distributed and run.parallel == "fsdp" and ro.sampler == "compact":
+        raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use rollout.sampler=generate")
     if ro.questions_per_step % (config.optim.updates_per_rollout * world.size):
         raise ValueError(
             f"rollout.questions_per_step={ro.questions_per_step} must be divisible by optim.updates_per_rollout"
