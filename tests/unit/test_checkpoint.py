@@ -8,11 +8,14 @@ from lensrl.checkpoint import is_complete, latest_checkpoint, save_checkpoint
 from lensrl.models import load_tokenizer
 
 
-def test_keeps_newest_and_reloads(tiny_model_dir, tmp_path):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tokenizer = load_tokenizer(str(tiny_model_dir))
+def _parts(model_dir):
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return model, load_tokenizer(str(model_dir)), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def test_keeps_newest_and_reloads(tiny_model_dir, tmp_path):
+    model, tokenizer, optimizer, scheduler = _parts(tiny_model_dir)
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, step, model, tokenizer, optimizer, scheduler, {"data_position": step * 4}, keep=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -23,10 +26,7 @@ def test_keeps_newest_and_reloads(tiny_model_dir, tmp_path):
 
 
 def test_latest_checkpoint_skips_incomplete_ones(tiny_model_dir, tmp_path):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    model, tokenizer, optimizer, scheduler = _parts(tiny_model_dir)
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, step, model, tokenizer, optimizer, scheduler, {}, keep=3)
     root = tmp_path / "checkpoints"
