@@ -50,9 +50,9 @@ ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+com
 def _problems(args):
     """The formatted training prompts, in the order lensrl's data order takes them."""
     from lensrl.config import load_config
+    from lensrl.data import load_problems
     from lensrl.models import load_tokenizer, resolve_model_path
     from lensrl.prompts import format_problems
-    from lensrl.data import load_problems
     from lensrl.trainer import DataOrder
 
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
@@ -129,9 +129,9 @@ def run_trl(args, fast: bool) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from lensrl.config import load_config
     from lensrl.integrations.trl import math_reward
     from lensrl.models import load_policy
-    from lensrl.config import load_config
 
     problems = _problems(args)
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
@@ -235,6 +235,7 @@ def machine() -> str:
 
 
 def report(results: list[dict], advantages: dict[str, float]) -> str:
+    """The table, then the throughput ratios and LENS's cost."""
     lines = ["| engine | step s | sample | reward | logprobs+adv | update | samples/s | gen tok/s | peak GiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
