@@ -254,10 +254,10 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
         lines.append(f"LENS step time over GRPO in lensrl: {100 * cost:+.1f}% (whole steps; the policies, hence "
                      "the samples and their lengths, differ after the first step)")
     extra_ms = advantages["lens_ms"] - advantages["grpo_ms"]
-    step = by["lensrl-grpo"]["step_s"] if "lensrl-grpo" in by else float("nan")
+    ours = next((r for r in results if r["engine"].startswith("lensrl-")), None)
+    share = f" = {100 * extra_ms / 1000 / ours['step_s']:.4f}% of a {ours['engine']} step" if ours else ""
     lines.append(f"advantages per rollout on the same inputs: GRPO {advantages['grpo_ms']:.3f} ms, LENS "
-                 f"{advantages['lens_ms']:.3f} ms: LENS adds {extra_ms:.3f} ms = {100 * extra_ms / 1000 / step:.4f}% "
-                 "of a GRPO step (no extra forward pass)")
+                 f"{advantages['lens_ms']:.3f} ms: LENS adds {extra_ms:.3f} ms{share} (no extra forward pass)")
     return "\n".join(lines)
 
 
