@@ -331,14 +331,18 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(saved: dict[str, Any], config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
-    """The keys (dotted) where a saved config.yaml and `config` differ, besides `ignore`.
+def config_differences(run_dir: str | Path, config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str] | None:
+    """The keys (dotted) where the run folder's config.yaml and `config` differ, besides `ignore`;
+    None when the folder has no config.yaml.
 
     The saved config is read through today's schema, so a field added since it was written takes its
     default, and one that no longer exists is a difference.
     """
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.exists():
+        return None
     try:
-        then = _flatten(TrainConfig.model_validate(saved).model_dump())
+        then = _flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
     except ValidationError as e:
         return sorted({".".join(str(x) for x in err["loc"]) for err in e.errors()})
     now = _flatten(config.model_dump())

@@ -176,6 +176,11 @@ def sample(
     return merge_rollouts(parts, tokenizer.pad_token_id)
 
 
+def _unwrapped(model: PreTrainedModel) -> PreTrainedModel:
+    """A PEFT model's base model (which holds the generation config and the forward signature), else the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @contextlib.contextmanager
 def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
     """Set the model's own generation config aside while sampling.
@@ -184,7 +189,7 @@ def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
     repetition penalty, top-k or minimum length there would draw the samples from another
     distribution than the tempered policy whose log-probs the loss and LENS use.
     """
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's base
+    target = _unwrapped(model)
     saved, target.generation_config = target.generation_config, GenerationConfig()
     try:
         yield
@@ -256,18 +261,16 @@ def decode_compact(
     stop = torch.as_tensor(list(stop_ids), device=device)
     responses = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrapped(model)
     cache = DynamicCache(config=base.config)  # filled in place by every forward pass
     cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                    logits_to_keep=1, **cache_kw).logits[:, -1]
     rows = torch.arange(n, device=device)  # the rows still going, as indices into the batch
     mask, position = attention_mask, position_ids[:, -1]
-    width = 0
-    for t in range(max_new_tokens):
+    for t in range(max_new_tokens):  # noqa: B007 (after the loop t is the last step taken)
         token = torch.multinomial(sampling_probs(logits, temperature, top_p), 1).squeeze(1)
         responses[rows, t] = token
-        width = t + 1
         going = ~torch.isin(token, stop)
         if t + 1 == max_new_tokens or not going.any():
             break
@@ -279,7 +282,7 @@ def decode_compact(
         position = position + 1
         logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
                        use_cache=True, **cache_kw).logits[:, -1]
-    return responses[:, :width]
+    return responses[:, : t + 1]
 
 
 def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:

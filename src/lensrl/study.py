@@ -17,7 +17,6 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
@@ -89,10 +88,8 @@ def finished_run(config: TrainConfig, search_root: Path) -> Path | None:
     """
     own = Path(config.run.output_dir)
     for folder in [own, *sorted(p.parent for p in search_root.glob("*/*/summary.json"))]:
-        saved = folder / "config.yaml"
-        if (folder / "summary.json").exists() and saved.exists():
-            if not config_differences(yaml.safe_load(saved.read_text()), config):
-                return folder
+        if (folder / "summary.json").exists() and config_differences(folder, config) == []:
+            return folder
     return None
 
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -275,12 +274,10 @@ def resume_checkpoint(config: TrainConfig) -> Path | None:
     if not config.run.output_dir:
         raise ValueError("resuming needs the run folder: set run.output_dir (lensrl train --resume RUN_DIR)")
     out = Path(config.run.output_dir)
-    saved = out / "config.yaml"
-    if saved.exists():
-        changed = config_differences(yaml.safe_load(saved.read_text()), config, (*BOOKKEEPING, "run.steps"))
-        if changed:
-            raise ValueError(f"cannot resume {out}: its config.yaml differs in {', '.join(changed)}; "
-                             "resume with the same settings, or start a new run in another folder")
+    changed = config_differences(out, config, (*BOOKKEEPING, "run.steps"))
+    if changed:
+        raise ValueError(f"cannot resume {out}: its config.yaml differs in {', '.join(changed)}; "
+                         "resume with the same settings, or start a new run in another folder")
     checkpoint = latest_checkpoint(out)
     if checkpoint is None and (out / "metrics.jsonl").exists():
         warnings.warn(f"{out}: no complete checkpoint to resume from; starting from the beginning", stacklevel=3)
@@ -294,8 +291,7 @@ def train_or_resume(config: TrainConfig, verifier: Verifier = verify_math) -> Ru
     config is cleared first.
     """
     out = Path(config.run.output_dir)
-    saved = out / "config.yaml"
-    if saved.exists() and config_differences(yaml.safe_load(saved.read_text()), config):
+    if config_differences(out, config):
         shutil.rmtree(out)
     return train(config, verifier, resume=True)
 
@@ -350,8 +346,6 @@ def _train(config: TrainConfig, verifier: Verifier, resume: bool, stop: Graceful
     world = init_world(config.model.device)
     if world.distributed and config.algo.filter_groups:
         raise ValueError("algo.filter_groups needs a single process (ranks would get unequal numbers of groups)")
-    if world.distributed and run.parallel == "fsdp" and ro.sampler == "compact":
-        raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use rollout.sampler=generate")
     if ro.questions_per_step % (config.optim.updates_per_rollout * world.size):
         raise ValueError(
             f"rollout.questions_per_step={ro.questions_per_step} must be divisible by optim.updates_per_rollout"
