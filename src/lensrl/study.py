@@ -40,7 +40,10 @@ class Study:
 
 
 def _alpha(a: float) -> Arm:
-    return Arm(f"lens_alpha{a:g}", ("algo.advantage=lens", f"algo.alpha={a}"))
+    # alpha only scales negative-group advantages, so alpha = 0 is exactly LENS on mixed groups only
+    # (tests/unit/test_advantages.py checks the two are equal): that arm reuses the ablation's runs.
+    overrides = ("algo.scope=mixed",) if a == 0 else (f"algo.alpha={a}",)
+    return Arm(f"lens_alpha{a:g}", ("algo.advantage=lens", *overrides))
 
 
 STUDIES = {s.name: s for s in (

@@ -170,6 +170,9 @@ def test_alpha_scales_negative_groups_only():
     torch.testing.assert_close(a[:4], b[:4])
     torch.testing.assert_close(4 * a[4:], b[4:])
     assert torch.equal(lens_advantages(c, lp, n, 4, alpha=0.0)[4:], torch.zeros(4, dtype=torch.float64))
+    # so alpha = 0 is LENS on mixed groups only, whatever alpha the mixed-only run carries (the alpha
+    # study reuses the ablation's mixed-only runs as its alpha = 0 arm)
+    assert torch.equal(lens_advantages(c, lp, n, 4, alpha=0.0), lens_advantages(c, lp, n, 4, scope="mixed"))
 
 
 def test_scope_ablations():

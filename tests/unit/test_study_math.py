@@ -57,3 +57,25 @@ def test_every_study_names_its_arms_uniquely():
     for study in STUDIES.values():
         names = [a.name for a in study.arms]
         assert len(names) == len(set(names)) >= 2, study.name
+
+
+def test_alpha_zero_arm_is_the_mixed_only_ablation_so_its_runs_are_shared(tmp_path):
+    # alpha scales only negative-group advantages (test_advantages checks alpha=0 equals scope="mixed"),
+    # so the alpha study's alpha = 0 arm is configured as the ablation's mixed-only arm, and
+    # `finished_run` reuses those runs; every other alpha arm sets algo.alpha itself
+    from lensrl.config import save_config
+    from lensrl.study import arm_config, finished_run
+
+    alpha, ablation = STUDIES["alpha"], STUDIES["ablation"]
+    arms = {a.name: a for a in alpha.arms}
+    assert list(arms) == ["lens_alpha0.25", "lens_alpha0", "lens_alpha0.1", "lens_alpha0.5", "lens_alpha1"]
+    mixed_only = next(a for a in ablation.arms if a.name == "lens_mixed_only")
+    trained = arm_config(ablation, mixed_only, 2, tmp_path / "study" / "ablation", None, [])
+    run_dir = tmp_path / "study" / "ablation" / "lens_mixed_only_seed2"
+    run_dir.mkdir(parents=True)
+    save_config(trained, run_dir / "config.yaml")
+    (run_dir / "summary.json").write_text("{}")
+    wanted = arm_config(alpha, arms["lens_alpha0"], 2, tmp_path / "study" / "alpha", None, [])
+    assert finished_run(wanted, tmp_path / "study") == run_dir
+    half = arm_config(alpha, arms["lens_alpha0.5"], 2, tmp_path / "study" / "alpha", None, [])
+    assert half.algo.alpha == 0.5 and half.algo.scope == "all" and finished_run(half, tmp_path / "study") is None
