@@ -120,13 +120,21 @@ def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
     ks = [f"pass@{k}" for k in ks_for(first[-1]["samples"])]
     scopes = ["all", *first[-1]["per_level"]]
 
+    def at(arm: str, scope: str, k: str, index: int) -> list[float]:
+        evals = [r["evals"][index] for r in records[arm]]
+        return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in evals]
+
     def finals(arm: str, scope: str, k: str) -> list[float]:
-        ends = [r["evals"][-1] for r in records[arm]]
-        return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in ends]
+        return at(arm, scope, k, -1)
 
     ref = study.arms[0].name
+    # every arm starts from the same base policy, but each seed evaluates it with its own samples: the
+    # spread of those step-0 evaluations is the evaluation's own sampling noise
+    starts = {s: {k: at(ref, s, k, 0) for k in ks} for s in scopes}
     out: dict = {"question": study.question, "reference": ref, "ks": ks, "scopes": scopes,
-                 "base": {s: (first[0]["overall"] if s == "all" else first[0]["per_level"][s]) for s in scopes},
+                 "base": {s: {k: statistics.fmean(v) for k, v in starts[s].items()} for s in scopes},
+                 "base_std": {s: {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in starts[s].items()}
+                              for s in scopes},
                  "arms": {}}
     for arm in records:
         out["arms"][arm] = {}
@@ -144,11 +152,13 @@ def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
 
 
 def format_study_table(agg: dict, n_seeds: int) -> str:
-    lines = [f"pass@k in % after training, mean +- std over {n_seeds} seeds; "
+    lines = [f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
+             f"mean +- std over {n_seeds} seeds; "
              f"[d +x.x*] = difference from {agg['reference']}, * when it exceeds 2 standard errors", "",
              "| level | arm | " + " | ".join(agg["ks"]) + " |", "|---|---|" + "---|" * len(agg["ks"])]
     for scope in agg["scopes"]:
-        lines.append(f"| {scope} | base | " + " | ".join(f"{100 * agg['base'][scope][k]:.1f}" for k in agg["ks"]) + " |")
+        lines.append(f"| {scope} | base | " + " | ".join(
+            f"{100 * agg['base'][scope][k]:.1f} +- {100 * agg['base_std'][scope][k]:.1f}" for k in agg["ks"]) + " |")
         for arm, by_scope in agg["arms"].items():
             cells = []
             for k in agg["ks"]:
@@ -217,19 +227,36 @@ def plot_study(path: Path, study: Study, agg: dict, records: dict[str, list[dict
     ax.legend(fontsize=8)
     for ax, scope in zip(axes[1:], panels):
         for i, arm in enumerate(records):
-            for j, rec in enumerate(records[arm]):
-                steps = [e["step"] for e in rec["evals"]]
-                vals = [100 * (e["overall"] if scope == "all" else e["per_level"][scope])["pass@1"] for e in rec["evals"]]
-                ax.plot(steps, vals, color=f"C{i}", alpha=0.7, marker=".", label=arm if j == 0 else None)
-        ax.set(xlabel="step", ylabel="pass@1 (%)", title=f"pass@1 over training: {'all levels' if scope == 'all' else 'level ' + scope}")
+            steps = [e["step"] for e in records[arm][0]["evals"]]
+            runs = [[100 * (e["overall"] if scope == "all" else e["per_level"][scope])["pass@1"] for e in rec["evals"]]
+                    for rec in records[arm]]
+            mean, spread = _mean_and_std(runs)
+            ax.plot(steps, mean, color=f"C{i}", marker=".", label=arm)
+            ax.fill_between(steps, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
+                            color=f"C{i}", alpha=0.12)
+        ax.set(xlabel="step", ylabel="pass@1 (%)",
+               title=f"pass@1 over training: {'all levels' if scope == 'all' else 'level ' + scope} (mean +- std)")
         ax.legend(fontsize=8)
     ax = axes[-1]
     for i, arm in enumerate(records):
-        for j, rec in enumerate(records[arm]):
-            ax.plot(rec["curves"]["step"], [100 * v for v in rec["curves"]["groups/negative"]], color=f"C{i}",
-                    alpha=0.7, label=arm if j == 0 else None)
-    ax.set(xlabel="step", ylabel="negative groups (%)", title="share of all-wrong groups in the rollouts")
+        mean, _ = _mean_and_std([[100 * v for v in rec["curves"]["groups/negative"]] for rec in records[arm]])
+        ax.plot(records[arm][0]["curves"]["step"], mean, color=f"C{i}", alpha=0.25)
+        ax.plot(records[arm][0]["curves"]["step"], _moving_average(mean, 5), color=f"C{i}", label=arm)
+    ax.set(xlabel="step", ylabel="negative groups (%)",
+           title="all-wrong groups (seed mean; bold: 5-step mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _mean_and_std(runs: list[list[float]]) -> tuple[list[float], list[float]]:
+    """Pointwise mean and std over runs (seeds) of equally long curves."""
+    columns = list(zip(*runs))
+    return ([statistics.fmean(c) for c in columns],
+            [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns])
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` points (fewer at the start)."""
+    return [statistics.fmean(values[max(0, i + 1 - window): i + 1]) for i in range(len(values))]

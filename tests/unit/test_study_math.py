@@ -41,16 +41,29 @@ def _record(p1_by_step, level_p1):
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
-    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1), _record([(0, 0.3), (10, 0.32)], 0.1)],
+    # the two seeds evaluate the base policy at 0.3 and 0.4 (their own samples): base 0.35 +- 0.0707
+    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1), _record([(0, 0.4), (10, 0.32)], 0.1)],
                "lens": [_record([(0, 0.3), (10, 0.40)], 0.2), _record([(0, 0.3), (10, 0.42)], 0.2)]}
     agg = aggregate(STUDIES["main"], records)
     cell = agg["arms"]["lens"]["all"]["pass@1"]
     assert cell["mean"] == pytest.approx(0.41) and cell["values"] == [0.40, 0.42]
     assert cell["vs_reference"]["diff"] == pytest.approx(0.10) and cell["vs_reference"]["exceeds_noise"]
     assert "vs_reference" not in agg["arms"]["grpo"]["all"]["pass@1"]
-    assert agg["base"]["all"]["pass@1"] == 0.3 and agg["scopes"] == ["all", "5"]
+    assert agg["base"]["all"]["pass@1"] == pytest.approx(0.35) and agg["scopes"] == ["all", "5"]
+    assert agg["base_std"]["all"]["pass@1"] == pytest.approx(math.sqrt(0.005))
     table = format_study_table(agg, 2)
+    assert "| all | base | 35.0 +- 7.1 | 45.0 +- 7.1 |" in table
     assert "| all | lens | 41.0 +- 1.4 [d +10.0*]" in table
+
+
+def test_curve_helpers_by_hand():
+    from lensrl.study import _mean_and_std, _moving_average
+
+    # columns (1, 3) and (2, 6): means 2 and 4, stds sqrt(2) and sqrt(8)
+    mean, std = _mean_and_std([[1.0, 2.0], [3.0, 6.0]])
+    assert mean == [2.0, 4.0] and std == pytest.approx([math.sqrt(2), math.sqrt(8)])
+    # window 2: [1], [1, 3], [3, 5] -> 1, 2, 4
+    assert _moving_average([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
 
 
 def test_every_study_names_its_arms_uniquely():
