@@ -44,16 +44,17 @@ def compare(config: TrainConfig, seeds: list[int]) -> CompareReport:
     first = runs[ALGORITHMS[0]][0]["evals"][0]
     scopes = ["all", *first["per_level"]]
 
-    def last_values(algo: str, scope: str, k: str) -> list[float]:
-        finals = [r["evals"][-1] for r in runs[algo]]
-        return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in finals]
+    def values(algo: str, scope: str, k: str, index: int = -1) -> list[float]:
+        evals = [r["evals"][index] for r in runs[algo]]
+        return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in evals]
 
     ks = list(first["overall"])
     aggregate = {
-        algo: {scope: {k: _mean_std(last_values(algo, scope, k)) for k in ks} for scope in scopes}
+        algo: {scope: {k: _mean_std(values(algo, scope, k)) for k in ks} for scope in scopes}
         for algo in ALGORITHMS
     }
-    base = {scope: (first["overall"] if scope == "all" else first["per_level"][scope]) for scope in scopes}
+    # the base policy as every seed's step-0 evaluation saw it (one seed: that evaluation)
+    base = {scope: {k: statistics.fmean(values(ALGORITHMS[0], scope, k, 0)) for k in ks} for scope in scopes}
     results = {"seeds": seeds, "steps": config.run.steps, "base": base, "final": aggregate, "runs": runs}
     (root / "compare.json").write_text(json.dumps(results, indent=2))
     table = _table(base, aggregate, scopes, ks, len(seeds))

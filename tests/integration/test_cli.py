@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lensrl.cli import main
 from tests.conftest import tiny_overrides
 
@@ -41,6 +43,9 @@ def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     report = json.loads((out / "compare.json").read_text())
     assert report["seeds"] == [0, 1]
     assert set(report["final"]) == {"grpo", "lens"}
+    # the base row is the mean of each seed's own step-0 evaluation of the (shared) base policy
+    starts = [run["evals"][0]["overall"]["pass@1"] for run in report["runs"]["grpo"]]
+    assert report["base"]["all"]["pass@1"] == pytest.approx(sum(starts) / 2)
     assert (out / "compare.png").stat().st_size > 10_000
     assert "| all | lens |" in (out / "compare.md").read_text()
     for algo in ("grpo", "lens"):
