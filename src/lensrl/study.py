@@ -202,7 +202,56 @@ def run_study(name: str, seeds: list[int] | None = None, config_path: str | None
     (results / "study.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
     (results / "study.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
     plot_study(results / "study.png", study, agg, records)
+    plot_overview(results.parent / "study_overview.png")
     return StudyResult(results, table, agg)
+
+
+def overview_rows(results_root: Path, k: str) -> list[dict]:
+    """Every distinct arm of the studies under `results_root` (folders `study_<name>/study.json`):
+    final overall `k` as mean and standard error over seeds. Arms that share their runs (`lens` of
+    main is `normalized`, `G16` and `lens_alpha0.25`) are one row, named by all their names."""
+    rows: list[dict] = []
+    for name in STUDIES:
+        path = results_root / f"study_{name}" / "study.json"
+        if not path.exists():
+            continue
+        for arm, by_scope in json.loads(path.read_text())["arms"].items():
+            cell = by_scope["all"][k]
+            same = next((r for r in rows if r["values"] == cell["values"]), None)
+            if same is not None:
+                same["names"].append(f"{name}/{arm}")
+                continue
+            n = len(cell["values"])
+            rows.append({"names": [f"{name}/{arm}"], "values": cell["values"], "mean": cell["mean"],
+                         "se": cell["std"] / math.sqrt(n), "seeds": n})
+    return rows
+
+
+def plot_overview(path: Path) -> None:
+    """Final overall pass@1 and pass@16 of every arm of every study, mean +- 2 standard errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, overview_rows(path.parent, k)) for k in ("pass@1", "pass@16")]
+    if not panels[0][1]:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
+    for ax, (k, rows) in zip(axes, panels):
+        ys = range(len(rows))[::-1]
+        ax.errorbar([100 * r["mean"] for r in rows], ys, xerr=[200 * r["se"] for r in rows], fmt="o", capsize=3)
+        reference = next((r for r in rows if "main/grpo" in r["names"]), None)
+        if reference is not None:
+            base = json.loads((path.parent / "study_main" / "study.json").read_text())["base"]["all"][k]
+            ax.axvline(100 * base, color="black", ls=":", lw=1, label="base policy (main)")
+            ax.axvline(100 * reference["mean"], color="gray", ls="--", lw=1, label="GRPO (main)")
+            ax.legend(fontsize=8)
+        ax.set(title=f"{k} after training (mean +- 2 SE over seeds)", xlabel=f"{k} (%)")
+        ax.set_yticks(list(ys), [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_study(path: Path, study: Study, agg: dict, records: dict[str, list[dict]]) -> None:

@@ -1,5 +1,6 @@
 """The remedies' advantages, group filtering, and the study's statistics, with hand-worked values."""
 
+import json
 import math
 
 import pytest
@@ -64,6 +65,32 @@ def test_curve_helpers_by_hand():
     assert mean == [2.0, 4.0] and std == pytest.approx([math.sqrt(2), math.sqrt(8)])
     # window 2: [1], [1, 3], [3, 5] -> 1, 2, 4
     assert _moving_average([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
+
+
+def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
+    from lensrl.study import overview_rows, plot_overview
+
+    def cell(values):
+        c = {"mean": sum(values) / len(values), "std": _std(values), "values": values}
+        return {"all": {"pass@1": c, "pass@16": c}}
+
+    def _std(v):
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+    for name, arms in {"main": {"grpo": [0.30, 0.34], "lens": [0.31, 0.33]},
+                       "alpha": {"lens_alpha0.25": [0.31, 0.33], "lens_alpha1": [0.20, 0.20]}}.items():
+        (tmp_path / f"study_{name}").mkdir()
+        study = {"base": {"all": {"pass@1": 0.3, "pass@16": 0.3}}, "arms": {a: cell(v) for a, v in arms.items()}}
+        (tmp_path / f"study_{name}" / "study.json").write_text(json.dumps(study))
+    rows = overview_rows(tmp_path, "pass@1")
+    # main's lens and alpha's lens_alpha0.25 hold the same runs: one row named by both
+    assert [r["names"] for r in rows] == [["main/grpo"], ["main/lens", "alpha/lens_alpha0.25"], ["alpha/lens_alpha1"]]
+    # grpo [0.30, 0.34]: std 0.02 * sqrt(2) = 0.02828, SE = std / sqrt(2) = 0.02
+    assert rows[0]["mean"] == pytest.approx(0.32) and rows[0]["se"] == pytest.approx(0.02) and rows[0]["seeds"] == 2
+    assert rows[2]["se"] == 0.0
+    plot_overview(tmp_path / "study_overview.png")
+    assert (tmp_path / "study_overview.png").stat().st_size > 10_000
 
 
 def test_every_study_names_its_arms_uniquely():
