@@ -237,7 +237,7 @@ def plot_overview(path: Path) -> None:
     panels = [(k, overview_rows(path.parent, k)) for k in ("pass@1", "pass@16")]
     if not panels[0][1]:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
     for ax, (k, rows) in zip(axes, panels):
         ys = range(len(rows))[::-1]
         ax.errorbar([100 * r["mean"] for r in rows], ys, xerr=[200 * r["se"] for r in rows], fmt="o", capsize=3)
@@ -247,7 +247,7 @@ def plot_overview(path: Path) -> None:
             ax.axvline(100 * base, color="black", ls=":", lw=1, label="base policy (main)")
             ax.axvline(100 * reference["mean"], color="gray", ls="--", lw=1, label="GRPO (main)")
             ax.legend(fontsize=8)
-        ax.set(title=f"{k} after training (mean +- 2 SE over seeds)", xlabel=f"{k} (%)")
+        ax.set(title=f"final {k}: mean +- 2 SE over seeds", xlabel=f"{k} (%)")
         ax.set_yticks(list(ys), [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
