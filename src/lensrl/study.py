@@ -17,7 +17,6 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
 
@@ -152,9 +151,9 @@ def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
 
 
 def format_study_table(agg: dict, n_seeds: int) -> str:
-    lines = [f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
-             f"mean +- std over {n_seeds} seeds; "
-             f"[d +x.x*] = difference from {agg['reference']}, * when it exceeds 2 standard errors", "",
+    lines = [(f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
+              f"mean +- std over {n_seeds} seeds; "
+              f"[d +x.x*] = difference from {agg['reference']}, * when it exceeds 2 standard errors"), "",
              "| level | arm | " + " | ".join(agg["ks"]) + " |", "|---|---|" + "---|" * len(agg["ks"])]
     for scope in agg["scopes"]:
         lines.append(f"| {scope} | base | " + " | ".join(

@@ -6,7 +6,11 @@ import math
 import pytest
 import torch
 
-from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
+from lensrl.core.advantages import (
+    grpo_advantages,
+    kept_groups,
+    uniform_negative_advantages,
+)
 from lensrl.study import STUDIES, aggregate, format_study_table, welch
 
 
