@@ -119,12 +119,9 @@ def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
     ks = [f"pass@{k}" for k in ks_for(first[-1]["samples"])]
     scopes = ["all", *first[-1]["per_level"]]
 
-    def at(arm: str, scope: str, k: str, index: int) -> list[float]:
+    def at(arm: str, scope: str, k: str, index: int) -> list[float]:  # one value per seed, from evals[index]
         evals = [r["evals"][index] for r in records[arm]]
         return [(e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in evals]
-
-    def finals(arm: str, scope: str, k: str) -> list[float]:
-        return at(arm, scope, k, -1)
 
     ref = study.arms[0].name
     # every arm starts from the same base policy, but each seed evaluates it with its own samples: the
@@ -140,11 +137,11 @@ def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
         for scope in scopes:
             cells = {}
             for k in ks:
-                vals = finals(arm, scope, k)
+                vals = at(arm, scope, k, -1)
                 cell = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                         "values": vals}
                 if arm != ref:
-                    cell["vs_reference"] = welch(finals(ref, scope, k), vals)
+                    cell["vs_reference"] = welch(at(ref, scope, k, -1), vals)
                 cells[k] = cell
             out["arms"][arm][scope] = cells
     return out
