@@ -53,7 +53,7 @@ def _problems(args):
     from lensrl.data import load_problems
     from lensrl.models import load_tokenizer, resolve_model_path
     from lensrl.prompts import format_problems
-    from lensrl.trainer import DataOrder
+    from lensrl.seeds import DataOrder
 
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
     tokenizer = load_tokenizer(resolve_model_path(args.model), args.gguf_file)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"device": device, "python": platform.python_version(), "torch": torch.__version__},
         "seconds": {"sft": round(t1 - t0, 1), "rl_both_arms": round(t2 - t1, 1), "total": round(t2 - t0, 1)},
         "sft": {"config": sft_config.model_dump(), "before": warm.first_eval.to_json(), "after": warm.last_eval.to_json()},
-        "rl": {"config": rl_config.model_dump(), **report.results},
+        "rl": {"config": rl_config.model_dump(), **report.aggregate},
         "training_metrics": {algo: _curves(report.output_dir / f"{algo}_seed0") for algo in ("grpo", "lens")},
     }
     (results / "results.json").write_text(json.dumps(record, indent=2))

@@ -70,31 +70,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "overrides"):
         args.overrides += extra
-    from lensrl.config import ConfigError, load_config
-
+    if getattr(args, "checkpoint", None) and "=" in args.checkpoint and not Path(args.checkpoint).exists():
+        args.overrides.insert(0, args.checkpoint)  # `lensrl eval key=value ...`: an override, not a folder
+        args.checkpoint = None
     try:
-        if args.command == "testbed-build":
-            return _testbed_build(args)
-        if args.command == "study":
-            return _study(args)
-        overrides = list(args.overrides)
-        if args.output_dir:
-            overrides.append(f"run.output_dir={args.output_dir}")
-        config_path = args.config
-        saved = Path(args.output_dir or ".") / "config.yaml"
-        if getattr(args, "resume", False) and config_path is None and args.output_dir and saved.exists():
-            config_path = str(saved)
-        config = load_config(config_path, overrides)
-    except ConfigError as e:
-        print(f"lensrl: {e}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args, config)
-    except ValueError as e:  # bad input: a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
+        return _dispatch(args)
+    except ValueError as e:  # bad input (ConfigError included): a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
         if os.environ.get("LENSRL_TRACEBACK"):
             raise
         print(f"lensrl: {e}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args) -> int:
+    from lensrl.config import load_config
+
+    if args.command == "testbed-build":
+        return _testbed_build(args)
+    if args.command == "study":
+        return _study(args)
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    config_path = args.config
+    saved = Path(args.output_dir or ".") / "config.yaml"
+    if getattr(args, "resume", False) and config_path is None and args.output_dir and saved.exists():
+        config_path = str(saved)
+    return _run(args, load_config(config_path, overrides))
 
 
 def _run(args, config) -> int:
@@ -128,36 +130,30 @@ def _run(args, config) -> int:
 
 
 def _eval(config, checkpoint: str | None) -> int:
-    import json
-
     from lensrl.config import save_config
     from lensrl.data import load_problems
-    from lensrl.evaluate import evaluate, format_table
-    from lensrl.models import autocast, load_policy
+    from lensrl.evaluate import format_table
+    from lensrl.lifecycle import RunFolder, evaluate_and_log, owned
+    from lensrl.models import load_policy
     from lensrl.prompts import format_problems
-    from lensrl.verify import verify_math
 
+    problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
     model, tokenizer = load_policy(config.model, checkpoint)
-    problems = format_problems(load_problems(config.data, config.run.seed)[1], tokenizer, config.prompt)
-    with autocast(config.model, model.device)():
-        result = evaluate(model, tokenizer, problems, verify_math, config.rollout, config.run.eval_samples,
-                          seed=config.run.seed, progress=config.run.progress)
+    problems = format_problems(problems, tokenizer, config.prompt)
+    if not config.run.output_dir:
+        result = evaluate_and_log(model, tokenizer, problems, config, step=0)
+    else:
+        with owned(config.run.output_dir) as out:
+            folder = RunFolder(out)
+            save_config(config, out / "config.yaml")
+            result = evaluate_and_log(model, tokenizer, problems, config, step=0, folder=folder)
     print(format_table({"eval": result}))
-    if config.run.output_dir:
-        out = Path(config.run.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-        with (out / "eval.jsonl").open("a") as f:
-            f.write(json.dumps(result.to_json()) + "\n")
     return 0
 
 
 def _study(args) -> int:
-    from lensrl.study import STUDIES, run_study
+    from lensrl.study import run_study
 
-    if args.name not in STUDIES:
-        print(f"lensrl: unknown study {args.name!r}; known: {', '.join(STUDIES)}", file=sys.stderr)
-        return 2
     result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
     print(result.table)
     print(f"results: {result.output_dir}")
@@ -165,7 +161,7 @@ def _study(args) -> int:
 
 
 def _testbed_build(args) -> int:
-    from lensrl.testbed import WarmStartConfig, build_base_policy
+    from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy
 
     config = WarmStartConfig() if args.steps is None else WarmStartConfig(steps=args.steps)
     path = build_base_policy(args.output_dir, config)

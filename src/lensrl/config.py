@@ -13,6 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from lensrl.core.advantages import DEstimator, LensScope, LensSettings
+from lensrl.estimators import get_estimator
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
@@ -158,21 +161,22 @@ class RolloutConfig(_Section):
 
 
 class AlgoConfig(_Section):
-    advantage: Literal["lens", "grpo", "uniform_negative"] = "lens"
-    """Advantage estimator: LENS (calibrated rewards for wrong answers), plain GRPO, or GRPO with a
-    flat -alpha on every sample of a negative group (the NSR-style baseline)."""
-    alpha: float = Field(0.25, ge=0)
-    """LENS weight of negative-group advantages (the paper uses 0.25)."""
+    advantage: str = "lens"
+    """Advantage estimator (`lensrl.estimators`): "lens" (calibrated rewards for wrong answers), "grpo",
+    or "uniform_negative" (GRPO with a flat -alpha on every sample of a negative group, NSR-style)."""
+    alpha: float = LensSettings.alpha
+    """LENS weight of negative-group advantages (the paper uses 0.25); uniform_negative's flat penalty."""
     filter_groups: bool = False
-    """DAPO-style filtering: leave groups without reward variance out of the update (no refill);
-    under LENS only all-correct groups are left out, negative groups carry its signal."""
-    scope: Literal["all", "mixed", "negative"] = "all"
+    """DAPO-style filtering: leave groups without a learning signal out of the update (no refill): groups
+    without reward variance, except that negative groups stay where the estimator gives them a signal
+    (LENS, uniform_negative). Every rollout still takes optim.updates_per_rollout minibatches."""
+    scope: LensScope = LensSettings.scope
     """LENS ablation: recalibrate wrong answers in all groups, mixed groups only, negative groups only."""
-    d_estimator: Literal["normalized", "sequence"] = "normalized"
+    d_estimator: DEstimator = LensSettings.d_estimator
     """LENS D(q) importance estimate from length-normalised (pibar) or raw sequence probabilities."""
     scale: Literal["group", "batch", "none"] = "group"
     """GRPO advantage scale: group std, batch std, or none."""
-    eps: float = Field(1e-6, gt=0)
+    eps: float = LensSettings.eps
     """Added to the std in advantage normalisation."""
     clip_low: float = Field(0.2, ge=0, lt=1)
     """Lower ratio clip: rho >= 1 - clip_low."""
@@ -182,6 +186,22 @@ class AlgoConfig(_Section):
     """How per-token losses are averaged (paper Eq. 3 is the default)."""
     kl_coef: float = Field(0.0, ge=0)
     """k3 KL penalty to the initial policy; the reference model is loaded only when > 0."""
+
+    @field_validator("advantage")
+    @classmethod
+    def _known_estimator(cls, name: str) -> str:
+        return get_estimator(name).name
+
+    @field_validator("alpha", "scope", "d_estimator", "eps")
+    @classmethod
+    def _lens_setting(cls, value: Any, info: ValidationInfo) -> Any:
+        LensSettings(**{info.field_name: value})  # the one validation of LENS's settings
+        return value
+
+    @property
+    def lens(self) -> LensSettings:
+        """The LENS settings of this config."""
+        return LensSettings(self.alpha, self.scope, self.d_estimator, self.eps)
 
 
 class OptimConfig(_Section):
@@ -280,7 +300,14 @@ def _parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. algo.alpha=0.5)")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); quote it to pass it as a string, "
+            f"e.g. '{key}=\"{raw}\"'"
+        ) from None
     nested: dict[str, Any] = {}
     node = nested
     parts = key.strip().split(".")
@@ -301,7 +328,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(delta, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections")
         data = _merge(data, delta)
-    for item in overrides or []:
+    return _with_overrides(data, overrides or [])
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """`config` with `key=value` overrides on top; validated."""
+    return _with_overrides(config.model_dump(), overrides)
+
+
+def _with_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
+    for item in overrides:
         data = _merge(data, _parse_override(item))
     try:
         return TrainConfig.model_validate(data)

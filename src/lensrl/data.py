@@ -43,22 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from lensrl.config import DataConfig, SourceConfig
+from lensrl.problem import Problem
+from lensrl.seeds import EVAL_SEED, source_seed
+from lensrl.testbed.problems import LEVELS, generate_problems
+from lensrl.verify import extract_answer
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One question with its verifiable answer."""
-
-    prompt: str  # the question text (prompt formatting is applied later)
-    answer: str  # gold answer, compared by the verifier
-    level: int | None = None  # difficulty 1..5 where known
-    solution: str | None = None  # worked solution (supervised warm-start target)
-    id: str = ""
-    subject: str | None = None  # e.g. "Algebra" (MATH) where known
-
-
-EVAL_SEED = 12345  # the testbed's held-out problems are the same for every run seed
-SOURCE_SEED_STRIDE = 1_000_003  # source i samples with seed + i * stride (source 0: the seed itself)
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 DAPO_PREFIX = (
@@ -74,19 +64,19 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 def load_problems(config: DataConfig, seed: int) -> tuple[list[Problem], list[Problem]]:
     """Train and eval problems: the concatenation of the configured train and eval sources.
 
-    Train source i is loaded with seed `seed + i * SOURCE_SEED_STRIDE` (a single source uses the run
-    seed itself); eval sources use `EVAL_SEED` in place of the run seed, so the evaluation set is the
+    Train source i is loaded with `seeds.source_seed(seed, i)` (a single source uses the run seed
+    itself); eval sources use `seeds.EVAL_SEED` in place of the run seed, so the evaluation set is the
     same for every run seed.
     """
     train = [
         p
         for i, source in enumerate(config.train)
-        for p in load_source(source, seed + i * SOURCE_SEED_STRIDE, config.skip_bad_rows)
+        for p in load_source(source, source_seed(seed, i), config.skip_bad_rows)
     ]
     evals = [
         p
         for i, source in enumerate(config.eval)
-        for p in load_source(source, EVAL_SEED + i * SOURCE_SEED_STRIDE, config.skip_bad_rows)
+        for p in load_source(source, source_seed(EVAL_SEED, i), config.skip_bad_rows)
     ]
     return train, evals
 
@@ -137,8 +127,6 @@ def load_jsonl(
 
 
 def _testbed(source: SourceConfig, seed: int) -> list[Problem]:
-    from lensrl.testbed.problems import LEVELS, generate_problems
-
     levels = source.levels or list(LEVELS)
     if source.size is not None:
         n = source.size
@@ -424,8 +412,6 @@ def _to_problem(row: Any, layout: _Layout, loc: str, default_id: str) -> Problem
     if kind == "gsm8k" and answer is not None and "####" in answer:  # HF layout: answer is the solution
         solution, answer = answer, _gsm8k_gold(answer)
     if kind == "math" and (answer is None or not answer.strip()) and solution:
-        from lensrl.verify import extract_answer
-
         answer = extract_answer(solution)
     if answer is None or not answer.strip():
         also = f" and no \\boxed{{}} answer in {solution_field!r}" if kind == "math" and solution_field else ""

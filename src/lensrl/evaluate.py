@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
-from lensrl.data import Problem
 from lensrl.distributed import World, all_gather_objects
+from lensrl.problem import Problem
 from lensrl.rollout import Verifier, sample, score
+from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
 
 
 @dataclass
@@ -85,22 +87,18 @@ def evaluate(
     """
     if not problems:
         raise ValueError("evaluation needs at least one problem")
-    per_chunk = max(1, rollout.generation_batch_size // samples)
+    per_chunk = problems_per_chunk(rollout.generation_batch_size, samples)
     per_rank = -(-len(problems) // world.size)
     padded = (list(problems) * world.size)[: per_rank * world.size]
     mine = padded[world.rank * per_rank : (world.rank + 1) * per_rank]
-    first_chunk = world.rank * -(-per_rank // per_chunk)
+    first = first_chunk(world.rank, per_rank, per_chunk)
     n_correct: list[int] = []
-    chunks = range(0, len(mine), per_chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc=f"eval step {step}", leave=False)
+    chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
         batch = mine[start : start + per_chunk]
         out = sample(
             model, tokenizer, batch, samples, rollout.temperature, rollout.top_p,
-            rollout.max_new_tokens, rollout.generation_batch_size, seed=seed + first_chunk + i,
+            rollout.max_new_tokens, rollout.generation_batch_size, seed=eval_chunk_seed(seed, first + i),
             synced_gpus=synced_gpus, sampler=rollout.sampler,
         )
         correct = score(out, verifier).view(len(batch), samples)

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import ModelConfig
+from lensrl.testbed import base_policy_path
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,8 +31,6 @@ def resolve_device(device: str) -> torch.device:
 def resolve_model_path(name_or_path: str) -> str:
     """"testbed" is the built-in base policy, "pkg:NAME" an installed package's folder, else a hub id or folder."""
     if name_or_path == "testbed":
-        from lensrl.testbed import base_policy_path
-
         return str(base_policy_path())
     if name_or_path.startswith("pkg:"):
         spec = importlib.util.find_spec(name_or_path[4:])
@@ -41,10 +40,25 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+@contextlib.contextmanager
+def _loading(what: str, name_or_path: str) -> Iterator[None]:
+    """Turn the hub's OSError for a folder that is not there (or an id it cannot reach) into one line."""
+    try:
+        yield
+    except OSError as e:
+        local = Path(name_or_path).expanduser()
+        if local.is_absolute() or name_or_path.startswith(".") or local.exists():
+            reason = "no such folder" if not local.exists() else f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        else:
+            reason = f"not a local folder, and the Hugging Face hub could not provide it ({str(e).splitlines()[0]})"
+        raise ValueError(f"cannot load the {what} from {name_or_path!r}: {reason}") from e
+
+
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer with left padding (prompts are left-padded for batched sampling) and a pad token."""
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs)
+    with _loading("tokenizer", name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {name_or_path!r} has no EOS token; responses could never end")
     if tokenizer.pad_token_id is None:
@@ -83,18 +97,21 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
     adapter folder (`adapter_config.json`), which is loaded on top of the configured base model.
     """
     dtype = _DTYPES[config.dtype]
+    path = resolve_model_path(str(path)) if path is not None else None
     kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
     adapter = path is not None and (Path(path) / "adapter_config.json").exists()
     if path is not None and not adapter:
         tokenizer = load_tokenizer(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
+        with _loading("model", str(path)):
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     else:
         name = resolve_model_path(config.name_or_path)
         tokenizer = load_tokenizer(str(path) if adapter else name, None if adapter else config.gguf_file)
-        if config.gguf_file:
-            model = _from_gguf(name, config.gguf_file, dtype, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        with _loading("model", name):
+            if config.gguf_file:
+                model = _from_gguf(name, config.gguf_file, dtype, **kwargs)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     if config.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
             model.activation_checkpointing_enable({"use_reentrant": False})
@@ -122,13 +139,34 @@ def autocast(config: ModelConfig, device: torch.device) -> Callable[[], contextl
 
 
 @contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode (no dropout) inside the block, in its former mode after it.
+
+    Sampling, behaviour log-probs and reference log-probs are the policy itself, not a noisy draw of
+    it: with dropout on, pi_old (and LENS's pibar) would differ from the policy that sampled.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
 def reference_policy(policy: PreTrainedModel, ref_model: PreTrainedModel | None) -> Iterator[PreTrainedModel]:
-    """The KL reference: a separate frozen copy, or for LoRA the policy with its adapter switched off."""
+    """The KL reference in eval mode: a separate frozen copy, or for LoRA the policy with its adapter off."""
     if ref_model is not None:
-        yield ref_model
+        with eval_mode(ref_model):
+            yield ref_model
     else:
-        with policy.disable_adapter():
+        with policy.disable_adapter(), eval_mode(policy):
             yield policy
+
+
+def unwrapped(model: PreTrainedModel) -> PreTrainedModel:
+    """A PEFT model's base model (which holds the generation config and the forward signature), else the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def is_lora(model: PreTrainedModel) -> bool:

@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
-from lensrl.data import Problem
 from lensrl.distributed import World, all_gather_objects, is_sharded
+from lensrl.models import eval_mode, unwrapped
+from lensrl.problem import Problem
+from lensrl.seeds import chunk_seed, problems_per_chunk
 
 Verifier = Callable[[str, str], bool]  # (completion, gold answer) -> correct
 
@@ -75,11 +77,6 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     configured = model.generation_config.eos_token_id
     configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
     return sorted({tokenizer.eos_token_id, *configured})
-
-
-def chunk_seed(seed: int, chunk: int) -> int:
-    """Seed of sampling chunk `chunk` (chunk 0 uses `seed` itself), independent across chunks."""
-    return seed if chunk == 0 else int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
 def _pad(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
@@ -147,38 +144,30 @@ def sample(
 ) -> Rollout:
     """Sample `group_size` responses per problem (pure sampling: top_k off, top_p as given).
 
-    Problems go to `generate` in chunks of whole groups (at most `batch_size` rows). Each chunk is
-    padded on its own and seeded by `chunk_seed(seed, first_chunk + c)` (`generate` draws from torch's
-    global generator), so a chunk's samples do not depend on the other chunks: data-parallel ranks
-    that each sample some of the chunks reproduce a single process exactly. `synced_gpus` keeps
+    Problems go to `generate` in chunks of whole groups (`seeds.problems_per_chunk`). Each chunk is
+    padded on its own and seeded by `seeds.chunk_seed(seed, first_chunk + c)` (`generate` draws from
+    torch's global generator), so a chunk's samples do not depend on the other chunks: data-parallel
+    ranks that each sample some of the chunks reproduce a single process exactly. `synced_gpus` keeps
     sharded ranks decoding in lockstep until all of them are done. `sampler="compact"` decodes with
     `decode_compact` instead of `generate`: the same distribution, other draws.
     """
     if sampler == "compact" and synced_gpus:
         raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use sampler=generate")
-    per_chunk = max(1, batch_size // group_size)
+    per_chunk = problems_per_chunk(batch_size, group_size)
     stop_ids = stop_token_ids(model, tokenizer)
     sampling = GenerationConfig(
         do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
     )
-    was_training = model.training
-    model.eval()
     parts = []
     starts = range(0, len(problems), per_chunk)
-    with _without_generation_defaults(model):
+    with eval_mode(model), _without_generation_defaults(model):
         for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
             parts.append(_sample_chunk(
                 model, tokenizer, list(problems[start : start + per_chunk]), group_size, sampling, stop_ids,
                 chunk_seed(seed, first_chunk + c), synced_gpus, sampler,
             ))
-    model.train(was_training)
     return merge_rollouts(parts, tokenizer.pad_token_id)
-
-
-def _unwrapped(model: PreTrainedModel) -> PreTrainedModel:
-    """A PEFT model's base model (which holds the generation config and the forward signature), else the model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @contextlib.contextmanager
@@ -189,7 +178,7 @@ def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
     repetition penalty, top-k or minimum length there would draw the samples from another
     distribution than the tempered policy whose log-probs the loss and LENS use.
     """
-    target = _unwrapped(model)
+    target = unwrapped(model)
     saved, target.generation_config = target.generation_config, GenerationConfig()
     try:
         yield
@@ -261,7 +250,7 @@ def decode_compact(
     stop = torch.as_tensor(list(stop_ids), device=device)
     responses = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    base = _unwrapped(model)
+    base = unwrapped(model)
     cache = DynamicCache(config=base.config)  # filled in place by every forward pass
     cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
@@ -390,12 +379,14 @@ def trimmed_logprobs(
 def behaviour_logprobs(
     model: PreTrainedModel, rollout: Rollout, temperature: float, micro_batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:  # (N, R), (N, R)
-    """Behaviour-policy log-probs and entropies of a rollout, in micro-batches of similar lengths."""
+    """Behaviour-policy log-probs and entropies of a rollout (in eval mode: no dropout), in
+    micro-batches of similar lengths."""
     n = rollout.input_ids.shape[0]
     logprobs = entropy = None
-    for rows in by_length(torch.arange(n, device=rollout.input_ids.device), rollout.lengths, micro_batch_size):
-        lp, ent = trimmed_logprobs(model, rollout, rows, temperature, with_entropy=True)
-        if logprobs is None:
-            logprobs, entropy = lp.new_zeros(n, lp.shape[1]), ent.new_zeros(n, ent.shape[1])
-        logprobs[rows], entropy[rows] = lp, ent
+    with eval_mode(model):
+        for rows in by_length(torch.arange(n, device=rollout.input_ids.device), rollout.lengths, micro_batch_size):
+            lp, ent = trimmed_logprobs(model, rollout, rows, temperature, with_entropy=True)
+            if logprobs is None:
+                logprobs, entropy = lp.new_zeros(n, lp.shape[1]), ent.new_zeros(n, ent.shape[1])
+            logprobs[rows], entropy[rows] = lp, ent
     return logprobs, entropy

@@ -10,11 +10,11 @@ final checkpoint is an ordinary Hugging Face folder that `model.name_or_path` ca
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +23,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.checkpoint import save_checkpoint
 from lensrl.config import TrainConfig
-from lensrl.data import Problem, load_problems
-from lensrl.evaluate import EvalResult, evaluate
+from lensrl.data import load_problems
+from lensrl.lifecycle import RunResult, evaluate_and_log, open_run
 from lensrl.models import autocast, load_policy
+from lensrl.problem import Problem
 from lensrl.prompts import format_problems
-from lensrl.trainer import DataOrder, RunResult, append_jsonl, start_run_folder
-from lensrl.verify import verify_math
+from lensrl.seeds import DataOrder
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
 
@@ -124,53 +124,50 @@ def sft_step(
 
 
 def sft(config: TrainConfig) -> RunResult:
-    """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after."""
-    out = start_run_folder(config, "sft")
+    """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after.
+
+    Data errors are reported before the model is loaded.
+    """
     run, cfg = config.run, config.sft
-    torch.manual_seed(run.seed)
-    model, tokenizer = load_policy(config.model)
-    amp = autocast(config.model, model.device)
-    train_set, eval_set = (format_problems(ps, tokenizer, config.prompt) for ps in load_problems(config.data, run.seed))
-    train_set = [p for p in train_set if p.solution]
-    if not train_set:
+    train_problems, eval_problems = load_problems(config.data, run.seed)
+    if not any(p.solution for p in train_problems):
         raise ValueError("no training problem has a worked solution; sft needs a `solution` field")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=config.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps)
-    )
-    order = DataOrder(len(train_set), run.seed)
+    with open_run(config, "sft") as (folder, _):
+        torch.manual_seed(run.seed)
+        model, tokenizer = load_policy(config.model)
+        amp = autocast(config.model, model.device)
+        train_set = [p for p in format_problems(train_problems, tokenizer, config.prompt) if p.solution]
+        eval_set = format_problems(eval_problems, tokenizer, config.prompt)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=config.optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps)
+        )
+        order = DataOrder(len(train_set), run.seed)
 
-    def run_eval(step: int) -> EvalResult:
-        with amp():
-            result = evaluate(model, tokenizer, eval_set, verify_math, config.rollout, run.eval_samples,
-                              seed=run.seed * 7919 + step, step=step, progress=run.progress)
-        append_jsonl(out / "eval.jsonl", result.to_json())
-        return result
+        def save(step: int) -> Path:
+            return save_checkpoint(folder.path, step, model, tokenizer, optimizer, scheduler,
+                                   {"data_position": order.position}, run.keep_checkpoints)
 
-    first = run_eval(0)
-    model.train()
-    bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not run.progress)
-    for step in bar:
-        t0 = time.perf_counter()
-        batch = [train_set[i] for i in order.take(cfg.batch_size)]
-        optimizer.zero_grad(set_to_none=True)
-        loss = sft_step(model, batch, tokenizer, cfg.micro_batch_size, cfg.max_length, amp)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        record = {"step": step, "loss": loss, "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
-                  "time/step": time.perf_counter() - t0}
-        append_jsonl(out / "metrics.jsonl", record)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
-        if run.save_every and step % run.save_every == 0 and step != cfg.steps:
-            save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, {"data_position": order.position},
-                                run.keep_checkpoints)
-    model.eval()
-    last = run_eval(cfg.steps) if cfg.steps > 0 else first
-    final = save_checkpoint(out, cfg.steps, model, tokenizer, optimizer, scheduler, {"data_position": order.position},
-                            run.keep_checkpoints)
-    summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), "steps": cfg.steps,
-               "algorithm": "sft", "seed": run.seed, "model": str(final)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return RunResult(out, first, last)
+        first = evaluate_and_log(model, tokenizer, eval_set, config, 0, folder)
+        model.train()
+        bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not run.progress)
+        for step in bar:
+            t0 = time.perf_counter()
+            batch = [train_set[i] for i in order.take(cfg.batch_size)]
+            optimizer.zero_grad(set_to_none=True)
+            loss = sft_step(model, batch, tokenizer, cfg.micro_batch_size, cfg.max_length, amp)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            record = {"step": step, "loss": loss, "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
+                      "time/step": time.perf_counter() - t0}
+            folder.log_metrics(record)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+            if run.save_every and step % run.save_every == 0 and step != cfg.steps:
+                save(step)
+        model.eval()
+        last = evaluate_and_log(model, tokenizer, eval_set, config, cfg.steps, folder) if cfg.steps > 0 else first
+        final = save(cfg.steps)
+        folder.write_summary(first, last, steps=cfg.steps, algorithm="sft", seed=run.seed, model=str(final))
+        return RunResult(folder.path, first, last)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
+from lensrl.trainer import train_or_resume
 
 CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy")
 
@@ -81,18 +83,38 @@ def arm_config(study: Study, arm: Arm, seed: int, runs_dir: Path, config_path: s
     return load_config(config_path, overrides)
 
 
-def finished_run(config: TrainConfig, search_root: Path) -> Path | None:
-    """The folder of a completed run of this config: its own output folder, else any study's.
+def finished_run(config: TrainConfig, search_root: Path | None = None) -> Path | None:
+    """The folder of a completed run of this config: its own output folder, else any study's under
+    `search_root` (folders `search_root/<study>/<run>/`).
 
     Runs are the same when their configs differ only in bookkeeping (`config.BOOKKEEPING`). Studies
     share arms (`lens` of main is `normalized` of d_estimator and `lens_alpha0.25` of alpha), so a run
     trained for one study is reused by the others instead of being trained again.
     """
     own = Path(config.run.output_dir)
-    for folder in [own, *sorted(p.parent for p in search_root.glob("*/*/summary.json"))]:
+    others = sorted(p.parent for p in search_root.glob("*/*/summary.json")) if search_root is not None else []
+    for folder in [own, *others]:
         if (folder / "summary.json").exists() and config_differences(folder, config) == []:
             return folder
     return None
+
+
+def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], TrainConfig],
+               records_dir: Path, search_root: Path | None = None) -> dict[str, list[dict]]:
+    """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`, plus its
+    arm and seed) is written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order."""
+    records_dir.mkdir(parents=True, exist_ok=True)
+    records: dict[str, list[dict]] = {arm.name: [] for arm in study.arms}
+    for seed in seeds:
+        for arm in study.arms:
+            config = config_of(arm, seed)
+            run_dir = finished_run(config, search_root)
+            if run_dir is None:
+                run_dir = train_or_resume(config).output_dir
+            record = {"arm": arm.name, "seed": seed, **run_record(run_dir)}
+            (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))
+            records[arm.name].append(record)
+    return records
 
 
 def run_record(run_dir: Path) -> dict:
@@ -168,38 +190,37 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
 def run_study(name: str, seeds: list[int] | None = None, config_path: str | None = None,
               extra: list[str] | None = None, runs_dir: str | Path | None = None,
               results_dir: str | Path | None = None) -> StudyResult:
     """Train every missing (arm, seed) of study `name`, then aggregate and plot all of them."""
-    from lensrl.trainer import train_or_resume
-
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
-    study = STUDIES[name]
-    seeds = list(seeds or study.seeds)
+    study = get_study(name)
+    seeds, extra = list(seeds or study.seeds), list(extra or [])
     runs = Path(runs_dir or f"runs/study/{name}")
     results = Path(results_dir or f"results/study_{name}")
-    (results / "runs").mkdir(parents=True, exist_ok=True)
-    records: dict[str, list[dict]] = {arm.name: [] for arm in study.arms}
-    for seed in seeds:
-        for arm in study.arms:
-            config = arm_config(study, arm, seed, runs, config_path, list(extra or []))
-            run_dir = finished_run(config, runs.parent)
-            if run_dir is None:
-                train_or_resume(config)
-                run_dir = Path(config.run.output_dir)
-            record = {"arm": arm.name, "seed": seed, **run_record(run_dir)}
-            (results / "runs" / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))
-            records[arm.name].append(record)
+    records = train_arms(study, seeds, lambda arm, seed: arm_config(study, arm, seed, runs, config_path, extra),
+                         results / "runs", search_root=runs.parent)
+    command = f"lensrl study {name} --seeds {','.join(map(str, seeds))}" + "".join(f" {o}" for o in extra)
+    result = write_report(study, seeds, records, results, command, "study")
+    plot_overview(results.parent / "study_overview.png")
+    return result
+
+
+def write_report(study: Study, seeds: list[int], records: dict[str, list[dict]], out: Path, command: str,
+                 stem: str) -> StudyResult:
+    """`<stem>.json` (aggregate), `<stem>.md` (table) and `<stem>.png` (plots) in `out`."""
     agg = aggregate(study, records)
     table = format_study_table(agg, len(seeds))
-    command = f"lensrl study {name} --seeds {','.join(map(str, seeds))}" + "".join(f" {o}" for o in extra or [])
-    (results / "study.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
-    (results / "study.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
-    plot_study(results / "study.png", study, agg, records)
-    plot_overview(results.parent / "study_overview.png")
-    return StudyResult(results, table, agg)
+    (out / f"{stem}.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
+    (out / f"{stem}.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
+    plot_study(out / f"{stem}.png", study, agg, records)
+    return StudyResult(out, table, agg)
 
 
 def overview_rows(results_root: Path, k: str) -> list[dict]:

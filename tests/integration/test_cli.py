@@ -40,12 +40,16 @@ def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
 def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--seeds", "0,1", *tiny_overrides(tiny_model_dir, out, "run.steps=1")]) == 0
-    report = json.loads((out / "compare.json").read_text())
-    assert report["seeds"] == [0, 1]
-    assert set(report["final"]) == {"grpo", "lens"}
+    report = json.loads((out / "compare.json").read_text())  # the main study's aggregate, on this config
+    assert report["seeds"] == [0, 1] and report["reference"] == "grpo"
+    assert set(report["arms"]) == {"grpo", "lens"}
     # the base row is the mean of each seed's own step-0 evaluation of the (shared) base policy
-    starts = [run["evals"][0]["overall"]["pass@1"] for run in report["runs"]["grpo"]]
+    runs = [json.loads((out / "runs" / f"grpo_seed{seed}.json").read_text()) for seed in (0, 1)]
+    starts = [run["evals"][0]["overall"]["pass@1"] for run in runs]
     assert report["base"]["all"]["pass@1"] == pytest.approx(sum(starts) / 2)
+    assert report["arms"]["lens"]["all"]["pass@1"]["values"] == [
+        json.loads((out / "runs" / f"lens_seed{seed}.json").read_text())["evals"][-1]["overall"]["pass@1"]
+        for seed in (0, 1)]
     assert (out / "compare.png").stat().st_size > 10_000
     assert "| all | lens |" in (out / "compare.md").read_text()
     for algo in ("grpo", "lens"):

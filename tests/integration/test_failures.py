@@ -18,7 +18,8 @@ from lensrl.config import RolloutConfig, load_config
 from lensrl.data import Problem
 from lensrl.models import load_tokenizer
 from lensrl.prompts import check_prompt_lengths
-from lensrl.trainer import NonFiniteError, train
+from lensrl.trainer import train
+from lensrl.update import NonFiniteError
 from tests.conftest import tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:

@@ -1,8 +1,11 @@
 """LENS inside TRL's GRPOTrainer (lensrl.integrations.trl) on tiny random models, on the CPU."""
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from lensrl import lens_advantages, selective_logprobs  # noqa: E402
+from lensrl.core.advantages import LOGPROB_ROUNDOFF, LensSettings  # noqa: E402
 from lensrl.integrations.trl import LensGRPOConfig, LensGRPOTrainer, math_reward  # noqa: E402
 
 G = 4
@@ -187,13 +191,82 @@ def test_non_binary_rewards_raise(tiny_model_dir, tmp_path):
         trainer.train()
 
 
-def test_config_rejects_bad_lens_settings(tmp_path):
-    with pytest.raises(ValueError, match="lens_scope"):
-        _config(LensGRPOConfig, tmp_path, lens_scope="both")
-    with pytest.raises(ValueError, match="lens_alpha"):
-        _config(LensGRPOConfig, tmp_path, lens_alpha=-1.0)
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("lens_scope", "both", r"^lens_scope: scope must be one of .*got 'both'"),
+        ("lens_alpha", -1.0, r"^lens_alpha: alpha must be a finite number >= 0, got -1.0"),
+        ("lens_alpha", math.nan, r"^lens_alpha: alpha must be a finite number"),
+        ("lens_alpha", "0.5", r"^lens_alpha: alpha must be a finite number"),
+        ("lens_d_estimator", "seq", r"^lens_d_estimator: d_estimator must be one of .*got 'seq'"),
+    ],
+    ids=["scope", "negative_alpha", "nan_alpha", "string_alpha", "d_estimator"],
+)
+def test_config_rejects_bad_lens_settings_naming_the_field(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        _config(LensGRPOConfig, tmp_path, **{field: value})
+
+
+def test_config_rejects_truncation_masking(tmp_path):
     with pytest.raises(ValueError, match="mask_truncated_completions"):
         _config(LensGRPOConfig, tmp_path, mask_truncated_completions=True)
+
+
+def test_lens_settings_take_their_defaults_from_core(tmp_path):
+    from lensrl.integrations.trl import _settings_from_args
+
+    defaults = {f.name: f.default for f in dataclasses.fields(LensGRPOConfig) if f.name.startswith("lens_")}
+    core = LensSettings()
+    assert defaults == {"lens_alpha": core.alpha, "lens_scope": core.scope, "lens_d_estimator": core.d_estimator}
+    assert _settings_from_args(_config(LensGRPOConfig, tmp_path)) == core
+    assert _settings_from_args(_config(GRPOConfig, tmp_path)) == core  # a plain GRPOConfig: the defaults
+    custom = _config(LensGRPOConfig, tmp_path, lens_alpha=0.5, lens_scope="negative", lens_d_estimator="sequence")
+    assert _settings_from_args(custom) == LensSettings(alpha=0.5, scope="negative", d_estimator="sequence")
+    with pytest.raises(ValueError, match="^lens_scope: "):  # what the trainer runs on its args, too
+        _settings_from_args(SimpleNamespace(lens_alpha=0.25, lens_scope="everything"))
+
+
+def test_plain_grpo_config_gets_default_lens_settings(tiny_model_dir, tmp_path):
+    trainer = LensGRPOTrainer(
+        model=str(tiny_model_dir), reward_funcs=_parity_reward(), train_dataset=_text_dataset(),
+        args=_config(GRPOConfig, tmp_path),
+    )
+    assert trainer.lens_settings == LensSettings()
+    assert (trainer.lens_alpha, trainer.lens_scope, trainer.lens_d_estimator) == (0.25, "all", "normalized")
+
+
+def _bare_trainer(**settings):
+    """A LensGRPOTrainer without TRL's setup: enough for the sequence log-prob and advantage steps."""
+    trainer = object.__new__(LensGRPOTrainer)
+    trainer.lens_settings = LensSettings(**settings)
+    return trainer
+
+
+def test_sequence_logprob_sum_slightly_above_zero_reads_as_zero():
+    # one group of G: row 0 is a near-certain completion whose float32 token log-probs sum to +5e-4
+    # (round-off), row 2 has a token a hair above 0 inside an ordinary negative sum; padding holds junk
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    old = torch.tensor([
+        [2.5e-4, 2.5e-4, 0.0, 9.0],
+        [-0.3, -1.2, 7.0, 7.0],
+        [-0.5, 1e-5, -0.2, -0.9],
+        [-2.0, 5.0, 5.0, 5.0],
+    ])
+    trainer = _bare_trainer(alpha=0.5)
+    seq, lengths = trainer._lens_sequence_logprobs({"completion_mask": mask, "old_per_token_logps": old}, "train")
+    assert 0 < seq[0].item() <= LOGPROB_ROUNDOFF and torch.equal(lengths, torch.tensor([3, 2, 4, 1]))
+    torch.testing.assert_close(seq[2], torch.tensor(-0.5 + 1e-5 - 0.2 - 0.9))  # not clamped token by token
+    for correct in ([0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]):  # a mixed and a negative group
+        correct = torch.tensor(correct)
+        adv = trainer._lens_advantages(correct, seq, lengths, G)
+        as_zero = torch.cat([torch.zeros(1), seq[1:]])
+        torch.testing.assert_close(adv, lens_advantages(correct, as_zero, lengths, G, alpha=0.5), rtol=0, atol=0)
+        assert adv.abs().max() > 0
+
+    old[0, 1] = 0.5  # clearly above 0: not round-off
+    seq, lengths = trainer._lens_sequence_logprobs({"completion_mask": mask, "old_per_token_logps": old}, "train")
+    with pytest.raises(ValueError, match="seq_logprobs must be <= 0"):
+        trainer._lens_advantages(torch.zeros(G), seq, lengths, G)
 
 
 def test_math_reward_reads_text_and_chat_completions():

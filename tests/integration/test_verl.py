@@ -3,6 +3,7 @@
 CPU only; skipped where verl (with ray, tensordict, hydra) is not installed.
 """
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from verl import DataProto  # noqa: E402
 from verl.trainer.config import AlgoConfig  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
 
-from lensrl.core.advantages import lens_advantages  # noqa: E402
+from lensrl.core.advantages import LOGPROB_ROUNDOFF, LensSettings, lens_advantages  # noqa: E402
 
 G = 4
 L = 7  # padded response length
@@ -171,8 +172,64 @@ def test_settings_from_algorithm_config():
     assert lv.lens_settings({"lens": {"d_estimator": "sequence", "eps": "1e-5"}})["eps"] == 1e-5
     with pytest.raises(ValueError, match="unknown algorithm.lens"):
         run({"alpah": 0.5})
-    with pytest.raises(ValueError, match="scope"):
+    with pytest.raises(ValueError, match=r"^algorithm\.lens\.scope: scope must be one of"):
         run({"scope": "everything"})
+
+
+def test_settings_take_their_defaults_from_core():
+    core = dataclasses.asdict(LensSettings())
+    assert lv.LENS_DEFAULTS == core
+    assert lv.lens_settings(None) == core
+    assert lv.lens_settings(AlgoConfig(adv_estimator="lens")) == core  # verl's dataclass has no `lens` section
+    assert lv.lens_settings(OmegaConf.create({"adv_estimator": "lens", "lens": {}})) == core
+    given = lv.lens_settings(OmegaConf.create({"lens": {"alpha": 1, "scope": "negative"}}))
+    assert given == dataclasses.asdict(LensSettings(alpha=1.0, scope="negative"))
+    assert isinstance(given["alpha"], float)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("alpha", -1.0, "alpha must be a finite number >= 0, got -1.0"),
+        ("alpha", "lots", "alpha must be a finite number >= 0, got 'lots'"),
+        ("alpha", "nan", "alpha must be a finite number"),
+        ("scope", "both", "scope must be one of .*got 'both'"),
+        ("d_estimator", "seq", "d_estimator must be one of .*got 'seq'"),
+        ("eps", 0.0, "eps must be a finite number > 0, got 0.0"),
+    ],
+    ids=["negative_alpha", "text_alpha", "nan_alpha", "scope", "d_estimator", "zero_eps"],
+)
+def test_invalid_settings_name_the_key(key, value, match):
+    config = OmegaConf.create({"adv_estimator": "lens", "lens": {"alpha": 0.5, key: value}})
+    with pytest.raises(ValueError, match=rf"^algorithm\.lens\.{key}: {match}"):
+        lv.lens_settings(config)
+    with pytest.raises(ValueError, match=rf"^algorithm\.lens\.{key}: "):  # the estimator's own entry point
+        lv.compute_lens_advantage(make_batch(), config)
+    with pytest.raises(ValueError, match="algorithm.lens must be a mapping"):
+        lv.lens_settings({"lens": 0.5})
+
+
+def test_logprob_sum_slightly_above_zero_is_read_as_zero():
+    # one group of G through verl's estimator: row 0 is a near-certain response whose token log-probs sum to
+    # +5e-4 (round-off), row 3 has a token a hair above 0 inside a negative sum; padding holds junk
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    old = torch.tensor([[3e-4, 2e-4, 8.0], [-0.4, -0.1, -1.0], [-1.5, 8.0, 8.0], [-0.2, 1e-5, 8.0]])
+    rewards = torch.zeros(G, 3)
+    index = np.array(["u"] * G, dtype=object)
+    lengths = mask.sum(-1).double()
+    for correct in ([0, 1, 0, 1], [0, 0, 0, 0]):  # a mixed and a negative group
+        rewards[:, 0] = torch.tensor(correct, dtype=torch.float32)
+        adv, _ = lv.compute_lens_outcome_advantage(rewards, mask, index, old_log_probs=old)
+        seq = torch.where(mask.bool(), old.double(), 0.0).sum(-1)
+        assert 0 < seq[0].item() <= LOGPROB_ROUNDOFF
+        as_zero = torch.cat([torch.zeros(1, dtype=torch.float64), seq[1:]])
+        expected = lens_advantages(torch.tensor(correct).double(), as_zero, lengths, G).float()
+        torch.testing.assert_close(adv[:, 0], expected, rtol=1e-6, atol=1e-7)
+        assert adv[:, 0].abs().max() > 0
+
+    old[0, 1] = 0.5  # clearly above 0: not round-off
+    with pytest.raises(ValueError, match="seq_logprobs must be <= 0"):
+        lv.compute_lens_outcome_advantage(rewards, mask, index, old_log_probs=old)
 
 
 def test_non_binary_rewards_raise():

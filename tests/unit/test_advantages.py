@@ -1,4 +1,4 @@
-"""GRPO and LENS advantages against hand-worked cases (lens-spec.md Secs. 3-4).
+"""GRPO and LENS advantages against hand-worked cases (docs/algorithm.md Secs. 3-4).
 
 Convention in the cases: lengths = 1 unless stated, so seq_logprobs = log(pibar).
 """
@@ -60,7 +60,7 @@ def test_grpo_group_sums_to_zero():
 
 
 def test_spec_worked_magnitudes_g16():
-    # lens-spec.md Sec. 7, every pibar = 0.9:
+    # docs/algorithm.md Sec. 7, every pibar = 0.9:
     #   1 right of 16: D_imp = 1/((1/16)(1/0.9)) = 14.4 > 1.8, wrong r~ = -(1/16) 0.9/13.5 = -0.0041667
     #   8 right of 16: D_imp = 1/((1/16)(8/0.9)) = 1.8 = floor, wrong r~ = -(1/16) 0.9/0.9 = -1/16
     c, lp, n = _inputs([1] + [0] * 15, [0.9] * 16)
@@ -189,7 +189,7 @@ def test_scope_ablations():
 
 
 def _lens_loop(correct, pibar, g, alpha=0.25, eps=1e-6):
-    """Reference: one group at a time, plain Python floats, straight from lens-spec.md Sec. 3."""
+    """Reference: one group at a time, plain Python floats, straight from docs/algorithm.md Sec. 3."""
     out = []
     for q in range(len(correct) // g):
         r, p = correct[q * g : (q + 1) * g], pibar[q * g : (q + 1) * g]

@@ -103,3 +103,24 @@ def test_empty_response_rejected():
     lp = torch.zeros(2, 2)
     with pytest.raises(ValueError, match="at least one token"):
         policy_loss(lp, lp, torch.ones(2), torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_masked_positions_cannot_overflow_the_ratio():
+    # Two responses of different lengths share a width: row 1's second column is padding, where the
+    # behaviour pass left 0 and the current pass a pad-token log-prob of -100. Unmasked, exp(0 - -100)
+    # = e^100 overflows float32 to inf, and inf * mask 0 = NaN poisons the loss and its gradient.
+    logprobs = torch.tensor([[-1.0, -2.0], [-0.5, -100.0]], requires_grad=True)
+    logprobs_old = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0])
+    for kl_coef in (0.0, 0.1):
+        ref = logprobs_old if kl_coef else None  # the k3 term exponentiates (ref - lp) the same way
+        loss, metrics = policy_loss(logprobs, logprobs_old, adv, mask, logprobs_ref=ref, kl_coef=kl_coef)
+        loss.backward()
+        assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in metrics.values())
+        assert torch.isfinite(logprobs.grad).all() and logprobs.grad[1, 1] == 0
+        # ratio 1 on every real token: loss = mean over responses of -A = (-1 + 1) / 2 = 0, KL 0
+        assert loss.item() == pytest.approx(0.0) and metrics["clipfrac"] == 0.0
+        # d loss / d lp: -A_i * ratio / (tokens of i) / N responses: row 0: -1/2/2, row 1: +1/1/2
+        assert logprobs.grad.tolist() == [[-0.25, -0.25], [0.5, 0.0]]
+        logprobs.grad = None

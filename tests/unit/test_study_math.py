@@ -6,11 +6,8 @@ import math
 import pytest
 import torch
 
-from lensrl.core.advantages import (
-    grpo_advantages,
-    kept_groups,
-    uniform_negative_advantages,
-)
+from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
+from lensrl.estimators import get_estimator
 from lensrl.study import STUDIES, aggregate, format_study_table, welch
 
 
@@ -23,11 +20,12 @@ def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
     torch.testing.assert_close(adv[2:], torch.tensor([-0.3, -0.3]))
 
 
-def test_kept_groups_never_drop_lens_negative_groups():
+def test_kept_groups_keep_negative_groups_only_where_they_carry_a_signal():
     correct = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # mixed, negative, all correct
-    assert kept_groups(correct, 2, "grpo").tolist() == [True, False, False]
-    assert kept_groups(correct, 2, "uniform_negative").tolist() == [True, False, False]
-    assert kept_groups(correct, 2, "lens").tolist() == [True, True, False]
+    assert kept_groups(correct, 2, keep_negative=False).tolist() == [True, False, False]  # GRPO
+    assert kept_groups(correct, 2, keep_negative=True).tolist() == [True, True, False]  # LENS, uniform_negative
+    assert get_estimator("lens").negative_groups_signal and get_estimator("uniform_negative").negative_groups_signal
+    assert not get_estimator("grpo").negative_groups_signal
 
 
 def test_welch_by_hand():

@@ -11,18 +11,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lensrl.data import Problem
-from lensrl.testbed import (
-    WarmStartConfig,
-    base_policy_path,
-    build_base_policy,
-    build_tokenizer,
-    generate_problems,
-    make_problem,
-)
+from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.problems import MAX_NUMBER, MAX_TOTAL
 from lensrl.testbed.profile import measure_profile
 from lensrl.sft import IGNORE_INDEX, encode_batch
-from lensrl.testbed.warmstart import rebuild_command
+from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy, rebuild_command
 from lensrl.verify import extract_answer, verify_math
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")
@@ -286,24 +279,20 @@ def test_base_policy_is_committed_and_small():
     assert sum(f.stat().st_size for f in path.iterdir()) <= 20 * 2**20
 
 
-def test_base_policy_path_falls_back_to_a_cached_build(tmp_path, monkeypatch):
+def test_a_missing_base_policy_is_an_error_that_says_how_to_rebuild_it(tmp_path, monkeypatch):
+    # loading a policy never trains one: without the committed weights, "testbed" is a clear error
     import lensrl.testbed
     import lensrl.testbed.warmstart
+    from lensrl.config import ModelConfig
+    from lensrl.models import load_policy
 
-    builds = []
-
-    def fake_build(output_dir, config=None, progress=True):
-        builds.append(output_dir)
-        (output_dir / "model.safetensors").write_bytes(b"weights")
-        return output_dir
+    def no_build(*args, **kwargs):
+        raise AssertionError("loading a model must not train one")
 
     monkeypatch.setattr(lensrl.testbed, "COMMITTED_POLICY", tmp_path / "missing")
-    monkeypatch.setattr(lensrl.testbed.warmstart, "build_base_policy", fake_build)
-    cache = tmp_path / "cache" / "policy"
-    assert base_policy_path(cache) == cache and (cache / "model.safetensors").is_file()
-    assert base_policy_path(cache) == cache
-    assert len(builds) == 1  # built once, then reused
-    assert [p.name for p in cache.parent.iterdir()] == ["policy"]  # no staging folder left behind
+    monkeypatch.setattr(lensrl.testbed.warmstart, "build_base_policy", no_build)
+    with pytest.raises(ValueError, match="lensrl testbed-build --output-dir DIR"):
+        load_policy(ModelConfig(name_or_path="testbed"))
 
 
 def test_base_policy_greedily_solves_level_one():

@@ -1,4 +1,4 @@
-"""Advantage estimators: GRPO and LENS (lens-spec.md Secs. 3-4; paper Sec. 5.1, Eqs. 14-15).
+"""Advantage estimators: GRPO and LENS (docs/algorithm.md Secs. 3-4; paper Sec. 5.1, Eqs. 14-15).
 
 Pure functions over tensors. Shapes: N = Q questions x G samples, the G rows of one group contiguous.
 
@@ -13,13 +13,51 @@ LENS:  pibar_i = exp(logp_i / |o_i|)
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 AdvantageScale = Literal["group", "batch", "none"]
 LensScope = Literal["all", "mixed", "negative"]
 DEstimator = Literal["normalized", "sequence"]
+
+LOGPROB_ROUNDOFF = 1e-3
+"""A sum of token log-probs can only exceed 0 by float round-off: sums in (0, LOGPROB_ROUNDOFF] count
+as 0 (probability 1), larger ones are an error (docs/algorithm.md Sec. 4)."""
+
+
+@dataclass(frozen=True)
+class LensSettings:
+    """LENS's settings with the paper's defaults; the one definition the trainer, TRL and verl share.
+
+    Invalid values raise a ValueError naming the setting.
+    """
+
+    alpha: float = 0.25
+    """Weight of negative-group advantages (the paper uses 0.25 throughout)."""
+    scope: LensScope = "all"
+    """Ablation: recalibrate wrong answers in all groups, in mixed groups only, or in negative groups only."""
+    d_estimator: DEstimator = "normalized"
+    """D_imp from length-normalised confidences (pibar) or raw sequence probabilities (paper Eq. 14)."""
+    eps: float = 1e-6
+    """Added to the group std in mixed groups."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
+            math.isfinite(self.alpha) and self.alpha >= 0
+        ):
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if self.scope not in get_args(LensScope):
+            raise ValueError(f"scope must be one of {', '.join(map(repr, get_args(LensScope)))}, got {self.scope!r}")
+        if self.d_estimator not in get_args(DEstimator):
+            raise ValueError(
+                f"d_estimator must be one of {', '.join(map(repr, get_args(DEstimator)))}, got {self.d_estimator!r}"
+            )
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (
+            math.isfinite(self.eps) and self.eps > 0
+        ):
+            raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
 
 
 def _check_groups(n: int, group_size: int) -> int:
@@ -81,8 +119,11 @@ def _check_lens_inputs(
         raise ValueError("LENS is defined for binary correctness: `correct` must hold only 0/1 (or bool)")
     if not torch.isfinite(seq_logprobs).all():
         raise ValueError("seq_logprobs contain NaN or inf")
-    if (seq_logprobs > 0).any():
-        raise ValueError("seq_logprobs must be <= 0 (sums of token log-probabilities)")
+    if (seq_logprobs > LOGPROB_ROUNDOFF).any():
+        raise ValueError(
+            f"seq_logprobs must be <= 0 (sums of token log-probabilities; up to {LOGPROB_ROUNDOFF:g} above 0 is "
+            f"read as float round-off), got a maximum of {seq_logprobs.max().item():.6g}"
+        )
     if (lengths <= 0).any():
         raise ValueError("lengths must be >= 1: a response with 0 tokens has no confidence pibar")
     return q
@@ -95,18 +136,16 @@ def lens_rewards(
     group_size: int,
     d_estimator: DEstimator = "normalized",
 ) -> torch.Tensor:  # (N,)
-    """Calibrated LENS rewards r~ (lens-spec.md Sec. 3 steps 1-3); right answers keep 1, wrong ones lie in [-1/G, 0)."""
+    """Calibrated LENS rewards r~ (docs/algorithm.md Sec. 3 steps 1-3); right answers keep 1, wrong ones lie in [-1/G, 0)."""
     q = _check_lens_inputs(correct, seq_logprobs, lengths, group_size)
+    LensSettings(d_estimator=d_estimator)  # validates the name
     g = group_size
     r = correct.double().view(q, g)  # (Q, G)
-    log_pibar = (seq_logprobs.double() / lengths.double()).view(q, g)
+    seq = seq_logprobs.double().clamp(max=0.0)  # round-off above 0 is probability 1
+    log_pibar = (seq / lengths.double()).view(q, g)
     pibar = log_pibar.exp()
-    if d_estimator == "normalized":
-        log_q = log_pibar
-    elif d_estimator == "sequence":  # raw sequence probability, as printed in the paper's Eq. 14
-        log_q = seq_logprobs.double().view(q, g)
-    else:
-        raise ValueError(f"d_estimator must be 'normalized' or 'sequence', got {d_estimator!r}")
+    # D_imp from pibar, or from the raw sequence probability as printed in the paper's Eq. 14
+    log_q = log_pibar if d_estimator == "normalized" else seq.view(q, g)
 
     # log D_imp = log G - log sum_{i correct} 1/q_i, kept in log space so tiny q_i cannot overflow
     inv_q = torch.where(r > 0, -log_q, torch.full_like(log_q, -math.inf))
@@ -125,21 +164,18 @@ def lens_advantages(
     seq_logprobs: torch.Tensor,  # (N,)
     lengths: torch.Tensor,  # (N,)
     group_size: int,
-    alpha: float = 0.25,
-    scope: LensScope = "all",
-    d_estimator: DEstimator = "normalized",
-    eps: float = 1e-6,
+    alpha: float = LensSettings.alpha,
+    scope: LensScope = LensSettings.scope,
+    d_estimator: DEstimator = LensSettings.d_estimator,
+    eps: float = LensSettings.eps,
 ) -> torch.Tensor:  # (N,)
-    """LENS advantages (lens-spec.md Sec. 3 step 4) with the scope ablations of Sec. 4.
+    """LENS advantages (docs/algorithm.md Sec. 3 step 4) with the scope ablations of Sec. 4.
 
     scope="all": mixed groups normalise r~ like GRPO, negative groups get alpha (r~ - mean r~);
     scope="mixed": negative groups keep 0; scope="negative": mixed groups are plain GRPO on r.
-    All-correct groups always get 0.
+    All-correct groups always get 0. The settings are those of `LensSettings` (validated there).
     """
-    if scope not in ("all", "mixed", "negative"):
-        raise ValueError(f"scope must be 'all', 'mixed' or 'negative', got {scope!r}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    LensSettings(alpha, scope, d_estimator, eps)
     calibrated = lens_rewards(correct, seq_logprobs, lengths, group_size, d_estimator).double()
     q = correct.numel() // group_size
     r = correct.double().view(q, group_size)
@@ -175,13 +211,14 @@ def uniform_negative_advantages(
     return torch.where(negative, torch.full_like(adv, -alpha), adv)
 
 
-def kept_groups(correct: torch.Tensor, group_size: int, advantage: str) -> torch.Tensor:  # (Q,) bool
-    """Groups that DAPO-style filtering keeps: those with both right and wrong answers. Under LENS
-    negative groups are kept too (dropping them would delete LENS's signal; lens-spec.md Sec. 4)."""
+def kept_groups(correct: torch.Tensor, group_size: int, keep_negative: bool) -> torch.Tensor:  # (Q,) bool
+    """Groups that DAPO-style filtering keeps: those with both right and wrong answers, and the negative
+    groups too when the estimator gives them a signal (LENS: dropping them would delete its signal;
+    docs/algorithm.md Sec. 4)."""
     q = _check_groups(correct.numel(), group_size)
     n_correct = correct.view(q, group_size).sum(dim=1)
     keep = (n_correct > 0) & (n_correct < group_size)
-    return keep | (n_correct == 0) if advantage == "lens" else keep
+    return keep | (n_correct == 0) if keep_negative else keep
 
 
 def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:

@@ -18,10 +18,18 @@ import torch
 LossAgg = Literal["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"]
 
 
-def k3_kl(logprobs: torch.Tensor, logprobs_ref: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimator of KL(pi || pi_ref): exp(ref - lp) - (ref - lp) - 1 >= 0."""
-    log_ratio = logprobs_ref - logprobs
+def k3_kl(logprobs: torch.Tensor, logprobs_ref: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || pi_ref): exp(ref - lp) - (ref - lp) - 1 >= 0 (0 where `mask` is 0)."""
+    log_ratio = _masked(logprobs_ref - logprobs, mask)
     return log_ratio.exp() - log_ratio - 1.0
+
+
+def _masked(log_ratio: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The log-ratio with masked positions set to 0 before anything is exponentiated: padding pairs
+    arbitrary log-probs (a pad token's can be below -88, whose exp overflows float32) and a 0 * inf
+    there would turn the loss and its gradient into NaN."""
+    return log_ratio if mask is None else torch.where(mask > 0, log_ratio, torch.zeros((), dtype=log_ratio.dtype,
+                                                                                     device=log_ratio.device))
 
 
 def policy_loss(
@@ -40,7 +48,7 @@ def policy_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy-gradient loss and its health metrics (clip fraction, approximate KL to pi_old)."""
     mask = mask.to(logprobs.dtype)
-    log_ratio = logprobs - logprobs_old.detach()
+    log_ratio = _masked(logprobs - logprobs_old.detach(), mask)
     ratio = log_ratio.exp()
     adv = advantages.detach().to(logprobs.dtype).unsqueeze(1)  # (N, 1)
     unclipped = -adv * ratio
@@ -50,7 +58,7 @@ def policy_loss(
     if kl_coef != 0.0:
         if logprobs_ref is None:
             raise ValueError("kl_coef != 0 needs logprobs_ref")
-        kl_ref = k3_kl(logprobs, logprobs_ref.detach())
+        kl_ref = k3_kl(logprobs, logprobs_ref.detach(), mask)
         per_token = per_token + kl_coef * kl_ref
 
     seq_tokens = mask.sum(dim=1)  # (N,)

@@ -1,4 +1,4 @@
-"""LENS in TRL: `GRPOTrainer` with LENS advantages (lens-spec.md Sec. 3; arXiv 2510.08696 Sec. 5.1).
+"""LENS in TRL: `GRPOTrainer` with LENS advantages (docs/algorithm.md Sec. 3; arXiv 2510.08696 Sec. 5.1).
 
 `LensGRPOTrainer` is TRL's `GRPOTrainer` with one change: the per-completion advantages are LENS
 advantages, computed by `lensrl.core.advantages.lens_advantages`, instead of GRPO's. Generation
@@ -16,38 +16,45 @@ logging are TRL's own. Needs `pip install "trl>=1.16,<2"`.
     )
     trainer.train()
 
-Settings (`LensGRPOConfig` fields; with a plain `GRPOConfig` the defaults apply):
+Settings (`LensGRPOConfig` fields, the `alpha`, `scope` and `d_estimator` of
+`lensrl.core.advantages.LensSettings`, whose defaults they take and which validates them: an
+invalid value raises a ValueError naming the field; with a plain `GRPOConfig` the defaults apply):
 
 * `lens_alpha` (0.25): weight of negative-group advantages, LENS's only hyperparameter.
 * `lens_scope` ("all"): "all" (full LENS), "mixed" (negative groups keep 0) or "negative" (mixed
-  groups are plain GRPO); the ablations of lens-spec.md Sec. 4.
+  groups are plain GRPO); the ablations of docs/algorithm.md Sec. 4.
 * `lens_d_estimator` ("normalized"): the D_imp estimator, "normalized" (pibar) or "sequence".
+
+`trainer.lens_settings` holds them as one `LensSettings` (eps at its default);
+`trainer.lens_alpha`, `lens_scope` and `lens_d_estimator` read it.
 
 What LENS does with TRL's options:
 
 * Rewards must be binary. The weighted sum of the reward functions (`reward_weights`, as TRL sums
   them) is the correctness; any value other than 0 or 1 raises a ValueError, and so does a
   completion that no reward function scored (every function returned None).
-* LENS normalises by its own rule (lens-spec.md Sec. 3 step 4: group std for mixed groups,
+* LENS normalises by its own rule (docs/algorithm.md Sec. 3 step 4: group std for mixed groups,
   `alpha` times the de-meaned calibrated reward for negative groups, 0 for all-correct groups), so
   `scale_rewards` and `multi_objective_aggregation` have no effect on the advantages; TRL's reward
   metrics are still logged as usual.
 * `mask_truncated_completions=True` is rejected: LENS scores truncated responses like any other and
-  they take part in the calibration (lens-spec.md Sec. 4), while TRL would mask their tokens out of
-  the very forward pass that gives their log-probs.
+  they take part in the calibration (docs/algorithm.md Sec. 4), while TRL would mask their tokens
+  out of the very forward pass that gives their log-probs.
 * The paper's loss is `loss_type="grpo"` (token mean, then response mean), `beta=0.0`,
   `epsilon=0.2`, `temperature=1.0`, `num_generations=16`; TRL's default `loss_type` is "dapo".
 
 Confidence log-probs. LENS needs, per completion, the sum over its tokens of log pi_old (the
 sampling policy, logits divided by `temperature`) and the number of those tokens; the tokens are
-TRL's completion mask times its tool mask (tool output is not the policy's). When TRL computes
-`old_per_token_logps` itself (vLLM with importance-sampling correction, `num_iterations > 1`, or
-`steps_per_generation` not dividing `gradient_accumulation_steps`), they are reused: no extra
-forward pass. Otherwise (on-policy: TRL reuses the current log-probs in the loss) the trainer runs
-one no-grad forward pass of the policy over the generation batch with TRL's own
-`_get_per_token_logps_and_entropies`, at the same weights that sampled, and does not hand them to
-the loss, so TRL's loss is unchanged. vLLM's own sampling log-probs are not used: the spec asks for
-the log-probs that the PPO ratio uses.
+TRL's completion mask times its tool mask (tool output is not the policy's). The token log-probs
+are summed as they are: a sum a hair above 0 (float round-off on a near-certain completion) is
+read as 0 by `lens_advantages` up to `lensrl.core.advantages.LOGPROB_ROUNDOFF`, and a larger one
+raises there. When TRL computes `old_per_token_logps` itself (vLLM with importance-sampling
+correction, `num_iterations > 1`, or `steps_per_generation` not dividing
+`gradient_accumulation_steps`), they are reused: no extra forward pass. Otherwise (on-policy: TRL
+reuses the current log-probs in the loss) the trainer runs one no-grad forward pass of the policy
+over the generation batch with TRL's own `_get_per_token_logps_and_entropies`, at the same weights
+that sampled, and does not hand them to the loss, so TRL's loss is unchanged. vLLM's own sampling
+log-probs are not used: docs/algorithm.md Sec. 4 asks for the log-probs that the PPO ratio uses.
 
 Several processes. TRL gathers the rewards of the whole generation batch across processes (the
 groups of `num_generations` consecutive samples of one prompt can span processes) and slices each
@@ -64,6 +71,7 @@ gathered inputs and advantages for inspection.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -88,7 +96,7 @@ except ImportError:  # pragma: no cover - older or newer TRL layouts
         return nullcontext()
 
 
-from lensrl.core.advantages import group_outcomes, lens_advantages, negative_group_signal_share
+from lensrl.core.advantages import LensSettings, group_outcomes, lens_advantages, negative_group_signal_share
 
 _HOOKS = ("_generate_and_score_completions", "_calculate_rewards", "_get_per_token_logps_and_entropies")
 _missing = [name for name in _HOOKS if not hasattr(GRPOTrainer, name)]
@@ -109,21 +117,26 @@ _BINARY_ATOL = 1e-6  # a weighted sum of 0/1 rewards in float32 may miss 0 or 1 
 __all__ = ["LensGRPOConfig", "LensGRPOTrainer", "math_reward"]
 
 
-def _check_lens_settings(alpha: float, scope: str, d_estimator: str) -> None:
-    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"lens_alpha must be a finite number >= 0, got {alpha!r}")
-    if scope not in ("all", "mixed", "negative"):
-        raise ValueError(f"lens_scope must be 'all', 'mixed' or 'negative', got {scope!r}")
-    if d_estimator not in ("normalized", "sequence"):
-        raise ValueError(f"lens_d_estimator must be 'normalized' or 'sequence', got {d_estimator!r}")
+_CONFIG_SETTINGS = ("alpha", "scope", "d_estimator")  # LensSettings fields that LensGRPOConfig has as lens_<name>
+
+
+def _settings_from_args(args: Any) -> LensSettings:
+    """The `LensSettings` of a config's `lens_*` fields (defaults for those it lacks); errors name the field."""
+    given = {name: getattr(args, f"lens_{name}") for name in _CONFIG_SETTINGS if hasattr(args, f"lens_{name}")}
+    for name, value in given.items():  # one at a time, so that the error names the field at fault
+        try:
+            LensSettings(**{name: value})
+        except ValueError as exc:
+            raise ValueError(f"lens_{name}: {exc}") from None
+    return LensSettings(**given)
 
 
 def _reject_truncation_masking(args: Any) -> None:
     if getattr(args, "mask_truncated_completions", False):
         raise ValueError(
             "LENS does not support mask_truncated_completions=True: truncated responses are scored and take part "
-            "in the LENS calibration (lens-spec.md Sec. 4), and TRL would mask them out of the forward pass that "
-            "gives their log-probs. Set mask_truncated_completions=False."
+            "in the LENS calibration (docs/algorithm.md Sec. 4), and TRL would mask them out of the forward pass "
+            "that gives their log-probs. Set mask_truncated_completions=False."
         )
 
 
@@ -132,18 +145,18 @@ class LensGRPOConfig(GRPOConfig):
     """`GRPOConfig` plus the LENS settings; every GRPO field keeps its TRL meaning and default."""
 
     lens_alpha: float = field(
-        default=0.25,
+        default=LensSettings.alpha,
         metadata={"help": "LENS: weight of the advantages of negative (all-wrong) groups; 0.25 in the paper."},
     )
     lens_scope: str = field(
-        default="all",
+        default=LensSettings.scope,
         metadata={
             "help": "LENS: 'all' (full LENS), 'mixed' (only wrong answers in mixed groups are recalibrated, negative "
             "groups keep 0) or 'negative' (mixed groups are plain GRPO, only negative groups get LENS)."
         },
     )
     lens_d_estimator: str = field(
-        default="normalized",
+        default=LensSettings.d_estimator,
         metadata={
             "help": "LENS: importance-sampling estimate of D(q) from the length-normalised confidence "
             "('normalized') or the raw sequence probability ('sequence')."
@@ -152,26 +165,35 @@ class LensGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_lens_settings(self.lens_alpha, self.lens_scope, self.lens_d_estimator)
+        _settings_from_args(self)
         _reject_truncation_masking(self)
 
 
 class LensGRPOTrainer(GRPOTrainer):
     """TRL's `GRPOTrainer` with LENS advantages; takes exactly `GRPOTrainer`'s arguments.
 
-    The LENS settings come from `args` (a `LensGRPOConfig`); a plain `GRPOConfig` gets the defaults
-    alpha=0.25, scope="all", d_estimator="normalized". See the module docstring.
+    The LENS settings come from `args` (a `LensGRPOConfig`) as one `LensSettings`, `self.lens_settings`;
+    a plain `GRPOConfig` gets `LensSettings()`'s defaults. See the module docstring.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lens_alpha = float(getattr(self.args, "lens_alpha", 0.25))
-        self.lens_scope = getattr(self.args, "lens_scope", "all")
-        self.lens_d_estimator = getattr(self.args, "lens_d_estimator", "normalized")
-        _check_lens_settings(self.lens_alpha, self.lens_scope, self.lens_d_estimator)
+        self.lens_settings: LensSettings = _settings_from_args(self.args)
         _reject_truncation_masking(self.args)
         self._lens_rewards_per_func: torch.Tensor | None = None
         self.lens_last_batch: dict[str, Any] | None = None
+
+    @property
+    def lens_alpha(self) -> float:
+        return self.lens_settings.alpha
+
+    @property
+    def lens_scope(self) -> str:
+        return self.lens_settings.scope
+
+    @property
+    def lens_d_estimator(self) -> str:
+        return self.lens_settings.d_estimator
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # noqa: ANN001, ANN202
         # TRL returns the rewards gathered across processes, in process order; keep them for LENS
@@ -201,10 +223,7 @@ class LensGRPOTrainer(GRPOTrainer):
             raise RuntimeError(
                 f"LensGRPOTrainer: {correct.numel()} gathered rewards but {seq_logprobs.numel()} gathered log-probs"
             )
-        advantages = lens_advantages(
-            correct, seq_logprobs, lengths, group_size,
-            alpha=self.lens_alpha, scope=self.lens_scope, d_estimator=self.lens_d_estimator,
-        )
+        advantages = self._lens_advantages(correct, seq_logprobs, lengths, group_size)
 
         n_local = local_logprobs.numel()
         process_slice = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
@@ -217,6 +236,12 @@ class LensGRPOTrainer(GRPOTrainer):
             "group_size": group_size, "process_slice": process_slice,
         }
         return output
+
+    def _lens_advantages(
+        self, correct: torch.Tensor, seq_logprobs: torch.Tensor, lengths: torch.Tensor, group_size: int
+    ) -> torch.Tensor:
+        """LENS advantages of the gathered batch with this trainer's settings."""
+        return lens_advantages(correct, seq_logprobs, lengths, group_size, **dataclasses.asdict(self.lens_settings))
 
     def _lens_correctness(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """0/1 correctness from TRL's gathered (N, n_funcs) rewards, summed with the reward weights as TRL does."""
@@ -249,8 +274,9 @@ class LensGRPOTrainer(GRPOTrainer):
         if old is None:  # on-policy: TRL skipped them and reuses the current log-probs in the loss
             old = self._lens_old_logprobs(output, mode)
         mask = mask.bool()
-        # a log-prob may come out a hair above 0 in float32 when the token's probability is ~1
-        token_logprobs = torch.where(mask, old.detach().float().clamp(max=0.0), torch.zeros((), device=old.device))
+        # summed as they come: a sum a hair above 0 (float32 round-off when the completion is near-certain) is
+        # lens_advantages' to judge, which reads it as 0 up to LOGPROB_ROUNDOFF and rejects larger ones
+        token_logprobs = torch.where(mask, old.detach().float(), torch.zeros((), device=old.device))
         return token_logprobs.sum(dim=1), mask.sum(dim=1)
 
     def _lens_old_logprobs(self, output: dict[str, Any], mode: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""LENS in verl: a `lens` advantage estimator for verl's PPO trainers (lens-spec.md Sec. 3; arXiv 2510.08696).
+"""LENS in verl: a `lens` advantage estimator for verl's PPO trainers (docs/algorithm.md Sec. 3; arXiv 2510.08696).
 
 The paper trained with verl; this module runs LENS there. The advantages come from
 `lensrl.core.advantages.lens_advantages`; rollout, the clipped loss, FSDP/Megatron and logging are
@@ -28,23 +28,26 @@ and must be exactly 0 or 1 (anything else raises a ValueError: LENS is for binar
 rewards, so `algorithm.use_kl_in_reward` must stay False, as it folds a KL term into the rewards).
 The confidence inputs are, per response, the sum of `old_log_probs` over `response_mask` and the
 number of those tokens. verl's actor computes `old_log_probs` with the logits divided by the
-rollout temperature (`batch.meta_info["temperature"]`), the log-probs of the PPO ratio, as the spec
-asks. verl groups responses by `uid` (one per prompt), and the rows of a group need not be
-adjacent (`trainer.balance_batch` reorders them): the estimator gathers each group's rows (groups
-in order of first appearance), calls `lens_advantages` on the contiguous layout and scatters the
-result back. All groups must have the same size (`actor_rollout_ref.rollout.n`, at least 2), else
+rollout temperature (`batch.meta_info["temperature"]`), the log-probs of the PPO ratio, as
+docs/algorithm.md Sec. 4 asks. The sum is passed on as it is: `lens_advantages` reads a sum up to
+`lensrl.core.advantages.LOGPROB_ROUNDOFF` above 0 (float round-off) as 0 and raises on a larger
+one. verl groups responses by `uid` (one per prompt), and the rows of a group need not be adjacent
+(`trainer.balance_batch` reorders them): the estimator gathers each group's rows (groups in order
+of first appearance), calls `lens_advantages` on the contiguous layout and scatters the result
+back. All groups must have the same size (`actor_rollout_ref.rollout.n`, at least 2), else
 ValueError.
 
-Settings, in verl's algorithm config (Hydra adds a new key with `+`; every field is optional):
+Settings, in verl's algorithm config (Hydra adds a new key with `+`; every field is optional), the
+fields of `lensrl.core.advantages.LensSettings`, with its defaults and its validation:
 
     algorithm.adv_estimator=lens
     +algorithm.lens.alpha=0.25             # weight of negative-group advantages (the paper's 0.25)
-    +algorithm.lens.scope=all              # "all", "mixed" or "negative" (lens-spec.md Sec. 4 ablations)
+    +algorithm.lens.scope=all              # "all", "mixed" or "negative" (docs/algorithm.md Sec. 4 ablations)
     +algorithm.lens.d_estimator=normalized # or "sequence"
     +algorithm.lens.eps=1e-6               # added to the group std
 
-An unknown key under `algorithm.lens` raises. `algorithm.norm_adv_by_std_in_grpo` has no effect:
-LENS normalises by its own rule.
+An unknown key or an invalid value under `algorithm.lens` raises a ValueError naming it.
+`algorithm.norm_adv_by_std_in_grpo` has no effect: LENS normalises by its own rule.
 
 Plumbing. verl 0.8's `compute_advantage` (verl/trainer/ppo/ray_trainer.py) calls a registered
 estimator with `token_level_rewards`, `response_mask`, `config` and `index` only: not
@@ -93,6 +96,7 @@ verl sets `old_log_probs` to the rollout engine's log-probs, which LENS then use
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -113,7 +117,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without verl
         f'lensrl.integrations.verl needs verl, which could not be imported ({exc}): pip install "verl>=0.8,<0.9"'
     ) from exc
 
-from lensrl.core.advantages import lens_advantages
+from lensrl.core.advantages import LensSettings, lens_advantages
 
 __all__ = [
     "ESTIMATOR_NAME",
@@ -130,11 +134,10 @@ __all__ = [
 ]
 
 ESTIMATOR_NAME = "lens"
-LENS_DEFAULTS: dict[str, Any] = {"alpha": 0.25, "scope": "all", "d_estimator": "normalized", "eps": 1e-6}
+LENS_DEFAULTS: dict[str, Any] = dataclasses.asdict(LensSettings())  # the keys allowed under algorithm.lens
 SETUP_HOOK = "lensrl.integrations.verl.install"
 SETUP_HOOK_OVERRIDE = f"++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook={SETUP_HOOK}"
 DEFAULT_ENTRY = "verl.trainer.main_ppo"
-_POSITIVE_ROUNDOFF = 1e-3  # a log-prob sum above 0 by less than this is float round-off, read as 0
 
 _NOT_INSTALLED = (
     "the 'lens' advantage estimator needs the old (behaviour-policy) log-probs, which verl's stock "
@@ -147,27 +150,43 @@ _NOT_INSTALLED = (
 # ------------------------------------------------------------------------------------ estimator
 
 
-def lens_settings(config: Any = None) -> dict[str, Any]:
-    """LENS settings from verl's algorithm config (`config.lens`, a mapping), over `LENS_DEFAULTS`.
+def _number(value: Any) -> Any:
+    """Hydra hands over `1e-5` as a string and `1` as an int: both as a float; anything else as it is."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass  # LensSettings rejects it, and the caller names the key
+    return value
 
-    `config` may be an OmegaConf node, verl's `AlgoConfig`, a dict or None.
+
+def lens_settings(config: Any = None) -> dict[str, Any]:
+    """LENS settings from verl's algorithm config (`config.lens`, a mapping), as a dict: the fields of a
+    validated `LensSettings` (its defaults for keys not given), keyword arguments of `lens_advantages`.
+
+    `config` may be an OmegaConf node, verl's `AlgoConfig`, a dict or None. An unknown key, or a value
+    that `LensSettings` rejects, raises a ValueError naming `algorithm.lens.<key>`.
     """
     node = None
     if config is not None:
         node = config.get("lens", None) if hasattr(config, "get") else getattr(config, "lens", None)
-    settings = dict(LENS_DEFAULTS)
     if node is None:
-        return settings
+        return dataclasses.asdict(LensSettings())
     if not hasattr(node, "items"):
         raise ValueError(f"algorithm.lens must be a mapping of LENS settings, got {node!r}")
     given = dict(node.items())
     unknown = sorted(set(given) - set(LENS_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown algorithm.lens setting(s) {unknown}; known: {sorted(LENS_DEFAULTS)}")
-    settings.update(given)
-    settings["alpha"], settings["eps"] = float(settings["alpha"]), float(settings["eps"])
-    settings["scope"], settings["d_estimator"] = str(settings["scope"]), str(settings["d_estimator"])
-    return settings
+    for key in ("alpha", "eps"):
+        if key in given:
+            given[key] = _number(given[key])
+    for key, value in given.items():  # key by key, so that the error names the one at fault
+        try:
+            LensSettings(**{key: value})
+        except ValueError as exc:
+            raise ValueError(f"algorithm.lens.{key}: {exc}") from None
+    return dataclasses.asdict(LensSettings(**given))
 
 
 def _group_permutation(index: Any, n: int) -> tuple[torch.Tensor, int]:
@@ -236,10 +255,8 @@ def compute_lens_outcome_advantage(
                 "responses is not supported)"
             )
         valid = mask > 0
-        seq_logprobs = torch.where(valid, old_log_probs.to(device).double(), 0.0).sum(dim=-1)  # padding ignored
-        seq_logprobs = torch.where(
-            (seq_logprobs > 0) & (seq_logprobs < _POSITIVE_ROUNDOFF), torch.zeros_like(seq_logprobs), seq_logprobs
-        )
+        # padding ignored; a sum a hair above 0 is lens_advantages' to judge (LOGPROB_ROUNDOFF)
+        seq_logprobs = torch.where(valid, old_log_probs.to(device).double(), 0.0).sum(dim=-1)
         grouped = lens_advantages(
             scores[perm], seq_logprobs[perm], lengths[perm], group_size, **settings
         )  # (N,), rows of a group contiguous

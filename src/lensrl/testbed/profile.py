@@ -15,12 +15,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from lensrl.config import ModelConfig, RolloutConfig
-from lensrl.data import EVAL_SEED
-from lensrl.evaluate import EvalResult, evaluate, format_table
+from lensrl.config import ModelConfig, RunConfig, TrainConfig
+from lensrl.evaluate import EvalResult, format_table
+from lensrl.lifecycle import evaluate_and_log
 from lensrl.models import load_policy
+from lensrl.seeds import EVAL_SEED
 from lensrl.testbed.problems import LEVELS, generate_problems
-from lensrl.verify import verify_math
 
 
 def measure_profile(
@@ -32,10 +32,16 @@ def measure_profile(
     device: str = "cpu",
     progress: bool = False,
 ) -> EvalResult:
-    """pass@k and all-wrong shares of `problems_per_level` held-out problems per level."""
-    model, tokenizer = load_policy(ModelConfig(name_or_path=str(model_dir), device=device))
+    """pass@k and all-wrong shares of `problems_per_level` held-out problems per level.
+
+    The problems and the samples are both seeded by `seed` (the held-out set's own seed, so the
+    profile depends on no run).
+    """
+    config = TrainConfig(model=ModelConfig(name_or_path=str(model_dir), device=device),
+                         run=RunConfig(eval_samples=samples, progress=progress))
     problems = generate_problems(problems_per_level * len(levels), levels, seed=seed)
-    return evaluate(model, tokenizer, problems, verify_math, RolloutConfig(), samples, seed=seed, progress=progress)
+    model, tokenizer = load_policy(config.model)
+    return evaluate_and_log(model, tokenizer, problems, config, step=0, seed=seed)
 
 
 def acceptance(result: EvalResult) -> dict[str, bool]:

@@ -1,0 +1,332 @@
+"""The run lifecycle: a run folder owned by one process, its logs, resume rules, stops and evaluations.
+
+Every command that writes a run folder (`train`, `sft`, `lensrl eval --output-dir`, studies and
+`compare`) goes through here, so the files mean the same thing everywhere:
+
+    config.yaml      the resolved config
+    metrics.jsonl    one record per step ({"step": s, ...})
+    eval.jsonl       one `EvalResult` per evaluation
+    summary.json     first and last evaluation and run facts, written at the end
+    checkpoints/     `lensrl.checkpoint`
+    run.lock         the live process that owns the folder (removed when it is done)
+
+Ownership: `owned(folder)` admits one live process at a time; a second one is refused with a message
+naming the owner, and a lock left by a process that no longer runs is taken over. Resume: a run goes
+on from its newest complete checkpoint only with the same config (bookkeeping and `run.steps` aside),
+and its logs are cut back to that step. Evaluation: `evaluate_and_log` samples with
+`seeds.eval_seed(run seed, step)` and appends the result to eval.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lensrl.checkpoint import latest_checkpoint
+from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, save_config
+from lensrl.distributed import World, all_gather_objects
+from lensrl.evaluate import EvalResult, evaluate
+from lensrl.models import autocast
+from lensrl.problem import Problem
+from lensrl.rollout import Verifier
+from lensrl.seeds import eval_seed
+from lensrl.verify import verify_math
+
+LOCK = "run.lock"
+LOGS = ("metrics.jsonl", "eval.jsonl")
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves behind."""
+
+    output_dir: Path
+    first_eval: EvalResult
+    last_eval: EvalResult
+    stopped_by: str | None = None  # "SIGINT" / "SIGTERM": stopped early after saving; resume to go on
+
+
+# ------------------------------------------------------------------------------------ JSON files
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a temporary file and rename it: readers see the old or the new file, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ------------------------------------------------------------------------------------ ownership
+
+
+class RunFolderBusy(ValueError):
+    """The run folder is owned by another live process."""
+
+
+_held: set[Path] = set()  # folders this process owns (ownership is re-entrant within a process)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _owner(lock: Path) -> dict | None:
+    """The lock's owner record, or None when it is unreadable (a process killed while writing it)."""
+    try:
+        owner = json.loads(lock.read_text())
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def owned(folder: str | Path) -> Iterator[Path]:
+    """Own `folder` (created if needed) for the block: one live process per run folder.
+
+    The lock file holds the owner's pid, host and start time. Another live owner on this host (or any
+    owner on another host, whose liveness cannot be checked) is a `RunFolderBusy` error naming it; a
+    lock whose process has exited is stale and is taken over with a warning.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _held:
+        yield folder
+        return
+    lock = folder / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _owner(lock)
+            if owner is not None and (owner.get("host") != me["host"] or _alive(owner["pid"])):
+                raise RunFolderBusy(
+                    f"{folder} is in use by process {owner['pid']} on {owner.get('host', '?')} (since "
+                    f"{owner.get('since', '?')}); wait for it to end or stop it. If that process is gone, "
+                    f"delete {lock}"
+                ) from None
+            if owner is None and time.time() - lock.stat().st_mtime < 5:  # being written right now
+                time.sleep(0.2)
+                continue
+            warnings.warn(f"{lock}: taking over the lock of process {owner['pid'] if owner else '?'}, "
+                          "which has ended", stacklevel=3)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+        break
+    _held.add(key)
+    try:
+        yield folder
+    finally:
+        _held.discard(key)
+        if (_owner(lock) or {}).get("pid") == me["pid"]:
+            lock.unlink(missing_ok=True)
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove everything in an owned run folder but its lock (a tool that owns the folder starts over)."""
+    for child in folder.iterdir():
+        if child.name == LOCK:
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+# ------------------------------------------------------------------------------------ the folder
+
+
+class RunFolder:
+    """A run's output folder; only the main process (`is_main`) writes."""
+
+    def __init__(self, path: str | Path, is_main: bool = True):
+        self.path, self.is_main = Path(path), is_main
+
+    def start(self, config: TrainConfig, resume_step: int | None = None) -> None:
+        """Write the resolved config and start the logs: anew for a fresh run (`resume_step` None); a
+        resumed one keeps the records up to its checkpoint's step and drops later ones (and a line cut
+        short by a kill), so none is lost or doubled."""
+        if not self.is_main:
+            return
+        save_config(config, self.path / "config.yaml")
+        for name in LOGS:
+            log = self.path / name
+            if resume_step is None or not log.exists():
+                log.unlink(missing_ok=True)
+                continue
+            kept = []
+            for line in log.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError):
+                    pass
+            write_atomic(log, "".join(kept))
+
+    def log_metrics(self, record: dict) -> None:
+        if self.is_main:
+            append_jsonl(self.path / "metrics.jsonl", record)
+
+    def log_eval(self, result: EvalResult) -> None:
+        if self.is_main:
+            append_jsonl(self.path / "eval.jsonl", result.to_json())
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path / "metrics.jsonl")
+
+    def evals(self) -> list[EvalResult]:
+        return [EvalResult(**e) for e in read_jsonl(self.path / "eval.jsonl")]
+
+    def write_summary(self, first: EvalResult, last: EvalResult, **facts: object) -> None:
+        if self.is_main:
+            summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), **facts}
+            write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
+
+
+def run_folder_path(config: TrainConfig, kind: str) -> Path:
+    """`run.output_dir`, or a new time-stamped folder under runs/."""
+    if config.run.output_dir:
+        return Path(config.run.output_dir)
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-seed{config.run.seed}"
+
+
+def resume_checkpoint(config: TrainConfig) -> Path | None:
+    """The checkpoint a resumed run goes on from, after checking the run is the same.
+
+    The saved config may differ from `config` only in bookkeeping and `run.steps` (a run can be
+    extended). No complete checkpoint yet: None (the run starts from the beginning, with a warning).
+    """
+    if not config.run.output_dir:
+        raise ValueError("resuming needs the run folder: set run.output_dir (lensrl train --resume RUN_DIR)")
+    out = Path(config.run.output_dir)
+    changed = config_differences(out, config, (*BOOKKEEPING, "run.steps"))
+    if changed:
+        raise ValueError(f"cannot resume {out}: its config.yaml differs in {', '.join(changed)}; "
+                         "resume with the same settings, or start a new run in another folder")
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None and (out / "metrics.jsonl").exists():
+        warnings.warn(f"{out}: no complete checkpoint to resume from; starting from the beginning", stacklevel=3)
+    return checkpoint
+
+
+@contextlib.contextmanager
+def open_run(
+    config: TrainConfig, kind: str, world: World = World(), resume: bool = False
+) -> Iterator[tuple[RunFolder, Path | None]]:
+    """Own the run folder, apply the resume rules and start its logs; yields the folder and the
+    checkpoint to go on from (None: a fresh start).
+
+    A fresh run refuses a folder that holds an earlier run's checkpoints; a resumed one checks its
+    config (`resume_checkpoint`) and must not be past `run.steps` already.
+    """
+    path = Path(all_gather_objects(world, str(run_folder_path(config, kind)))[0])  # rank 0 names it
+    with owned(path) if world.is_main else contextlib.nullcontext():
+        checkpoint = resume_checkpoint(config) if resume else None
+        if not resume and latest_checkpoint(path) is not None:
+            raise ValueError(f"{path} holds checkpoints of an earlier run: continue it with --resume "
+                             "(train(config, resume=True)), or start this one in a new run.output_dir")
+        start = checkpoint_step(checkpoint)
+        if start > config.run.steps:
+            raise ValueError(f"{checkpoint} is past run.steps={config.run.steps}; resume with run.steps >= {start}")
+        folder = RunFolder(path, world.is_main)
+        folder.start(config, start if checkpoint else None)
+        yield folder, checkpoint
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.removeprefix("step_")) if checkpoint else 0
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_and_log(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    config: TrainConfig,
+    step: int,
+    folder: RunFolder | None = None,
+    verifier: Verifier = verify_math,
+    world: World = World(),
+    synced_gpus: bool = False,
+    seed: int | None = None,
+) -> EvalResult:
+    """Evaluate the policy at training step `step` and append the result to the folder's eval.jsonl.
+
+    Samples `run.eval_samples` responses per problem at the rollout's temperature and top-p, seeded
+    by `seeds.eval_seed(run.seed, step)` (`seed` replaces it for measurements outside any run, such
+    as the testbed profile).
+    """
+    with autocast(config.model, model.device)():
+        result = evaluate(
+            model, tokenizer, problems, verifier, config.rollout, config.run.eval_samples,
+            seed=eval_seed(config.run.seed, step) if seed is None else seed, step=step,
+            progress=config.run.progress and world.is_main, world=world, synced_gpus=synced_gpus,
+        )
+    if folder is not None:
+        folder.log_eval(result)
+    return result
+
+
+# ------------------------------------------------------------------------------------ stopping
+
+
+class GracefulStop:
+    """While active, SIGINT / SIGTERM ask the loop to stop after the current step (`requested` holds
+    the signal's name); a second signal acts at once, as it would without this."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested is not None:
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.requested = signal.Signals(signum).name
+        warnings.warn(f"{self.requested}: finishing this step, then saving a checkpoint and stopping "
+                      "(send it again to stop at once)", stacklevel=2)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
