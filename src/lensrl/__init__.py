@@ -14,6 +14,7 @@ _EXPORTS = {
     "grpo_advantages": "lensrl.core.advantages",
     "lens_rewards": "lensrl.core.advantages",
     "lens_advantages": "lensrl.core.advantages",
+    "LensSettings": "lensrl.core.advantages",
     "policy_loss": "lensrl.core.loss",
     "k3_kl": "lensrl.core.loss",
     "selective_logprobs": "lensrl.core.logprobs",
@@ -38,7 +39,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from lensrl.config import TrainConfig, load_config
-    from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_rewards
+    from lensrl.core.advantages import LensSettings, grpo_advantages, lens_advantages, lens_rewards
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
+from lensrl.lifecycle import RunFolder
 from lensrl.trainer import train_or_resume
 
 CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy")
@@ -119,8 +120,8 @@ def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], T
 
 def run_record(run_dir: Path) -> dict:
     """A run's evaluations and per-step curves, the part of it that is committed."""
-    evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    folder = RunFolder(run_dir)
+    evals, metrics = [e.to_json() for e in folder.evals()], folder.metrics()
     curves = {k: [m.get(k) for m in metrics] for k in ("step", *CURVE_METRICS)}
     return {"evals": evals, "curves": curves}
 

@@ -47,8 +47,10 @@ from lensrl.problem import Problem
 from lensrl.prompts import check_prompt_lengths, format_problems
 from lensrl.rollout import Verifier, behaviour_logprobs, gather_rollout, sample, score
 from lensrl.seeds import DataOrder, first_chunk, problems_per_chunk, rollout_seed
-from lensrl.update import all_finite, nonfinite, skip_update, update_policy
+from lensrl.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 from lensrl.verify import verify_math
+
+__all__ = ["NonFiniteError", "RunResult", "Session", "train", "train_or_resume"]
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k."""
 
 from lensrl.core.advantages import (
+    LensSettings,
     grpo_advantages,
     group_outcomes,
     lens_advantages,
@@ -12,6 +13,7 @@ from lensrl.core.loss import k3_kl, policy_loss
 from lensrl.core.passk import pass_at_k
 
 __all__ = [
+    "LensSettings",
     "grpo_advantages",
     "group_outcomes",
     "head_logprobs",
