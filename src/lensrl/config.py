@@ -365,11 +365,12 @@ BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_che
 run that ran out of memory can resume with smaller micro-batches)."""
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (`run.steps`)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out |= _flatten(value, f"{prefix}{key}.")
+            out |= flatten(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -386,10 +387,10 @@ def config_differences(run_dir: str | Path, config: TrainConfig, ignore: tuple[s
     if not saved.exists():
         return None
     try:
-        then = _flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
+        then = flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
     except ValidationError as e:
         return sorted({".".join(str(x) for x in err["loc"]) for err in e.errors()})
-    now = _flatten(config.model_dump())
+    now = flatten(config.model_dump())
     return sorted(k for k in then.keys() | now.keys() if k not in ignore and then.get(k) != now.get(k))
 
 

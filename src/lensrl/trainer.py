@@ -35,11 +35,18 @@ from lensrl import verify
 from lensrl.checkpoint import load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data import load_problems
-from lensrl.evaluate import EvalResult
 from lensrl.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.estimators import compute_advantages
+from lensrl.evaluate import EvalResult
 from lensrl.lifecycle import (
-    GracefulStop, RunFolder, RunResult, checkpoint_step, clear_folder, evaluate_and_log, open_run, owned,
+    GracefulStop,
+    RunFolder,
+    RunResult,
+    checkpoint_step,
+    clear_folder,
+    evaluate_and_log,
+    open_run,
+    owned,
 )
 from lensrl.metrics import rollout_metrics
 from lensrl.models import autocast, is_lora, load_policy
