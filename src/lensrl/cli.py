@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sft", help="supervised warm-start on worked solutions (teaches the answer format)",
                        epilog=EPILOG)
     _common(p)
+    p = sub.add_parser("samples", help="print a run's sample log (samples.jsonl): most confident mistakes first")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--step", type=int, help="only this step's entry (default: the latest)")
+    p.add_argument("--negative", action="store_true", help="only negative (all-wrong) groups")
+    p.add_argument("--limit", type=int, default=None, help="at most this many groups")
+    p = sub.add_parser("plot", help="one PNG of the curves of one or more runs, overlaid")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    p.add_argument("--output", help="PNG path (default: RUN/curves.png for one run, curves.png for several)")
+    p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
     p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
@@ -89,6 +98,17 @@ def _dispatch(args) -> int:
         return _testbed_build(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "samples":
+        from lensrl.samples import print_samples
+
+        print_samples(Path(args.run), step=args.step, negative_only=args.negative, limit=args.limit)
+        return 0
+    if args.command == "plot":
+        from lensrl.plots import plot_runs
+
+        labels = args.labels.split(",") if args.labels else None
+        print(f"plot: {plot_runs([Path(r) for r in args.runs], Path(args.output) if args.output else None, labels)}")
+        return 0
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")

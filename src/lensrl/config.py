@@ -243,6 +243,13 @@ class RunConfig(_Section):
     """Show progress bars."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun / accelerate launch: replicate the model (ddp) or shard it (fsdp, FSDP2)."""
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = []
+    """Experiment trackers that get every metric and evaluation at its step, the resolved config as
+    the run's parameters and the sample log as a table (rank 0 only); each is an optional extra."""
+    sample_every: int = Field(10, ge=0)
+    """Write `sample_groups` whole groups of the rollout to samples.jsonl every this many steps (0: never)."""
+    sample_groups: int = Field(4, ge=1)
+    """Groups per sample-log entry: negative and mixed ones where present."""
 
 
 class SFTConfig(_Section):
@@ -351,17 +358,19 @@ def _with_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
 
 
-BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size")
+BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size",
+               "run.report_to", "run.sample_every", "run.sample_groups")
 """Fields that do not change what a run computes: two runs that differ only here are the same run
 (`micro_batch_size` splits the same gradient sum differently, which changes only float rounding; a
 run that ran out of memory can resume with smaller micro-batches)."""
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys (`run.steps`)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out |= _flatten(value, f"{prefix}{key}.")
+            out |= flatten(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -378,10 +387,10 @@ def config_differences(run_dir: str | Path, config: TrainConfig, ignore: tuple[s
     if not saved.exists():
         return None
     try:
-        then = _flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
+        then = flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
     except ValidationError as e:
         return sorted({".".join(str(x) for x in err["loc"]) for err in e.errors()})
-    now = _flatten(config.model_dump())
+    now = flatten(config.model_dump())
     return sorted(k for k in then.keys() | now.keys() if k not in ignore and then.get(k) != now.get(k))
 
 

@@ -48,7 +48,6 @@ from lensrl.seeds import EVAL_SEED, source_seed
 from lensrl.testbed.problems import LEVELS, generate_problems
 from lensrl.verify import extract_answer
 
-
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 DAPO_PREFIX = (

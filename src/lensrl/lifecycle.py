@@ -6,6 +6,7 @@ Every command that writes a run folder (`train`, `sft`, `lensrl eval --output-di
     config.yaml      the resolved config
     metrics.jsonl    one record per step ({"step": s, ...})
     eval.jsonl       one `EvalResult` per evaluation
+    samples.jsonl    every `run.sample_every` steps, some whole groups of the rollout (`lensrl.samples`)
     summary.json     first and last evaluation and run facts, written at the end
     checkpoints/     `lensrl.checkpoint`
     run.lock         the live process that owns the folder (removed when it is done)
@@ -14,7 +15,8 @@ Ownership: `owned(folder)` admits one live process at a time; a second one is re
 naming the owner, and a lock left by a process that no longer runs is taken over. Resume: a run goes
 on from its newest complete checkpoint only with the same config (bookkeeping and `run.steps` aside),
 and its logs are cut back to that step. Evaluation: `evaluate_and_log` samples with
-`seeds.eval_seed(run seed, step)` and appends the result to eval.jsonl.
+`seeds.eval_seed(run seed, step)` and appends the result to eval.jsonl. Trackers (`run.report_to`,
+`lensrl.trackers`) get everything the files get, from the same calls.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ from lensrl.evaluate import EvalResult, evaluate
 from lensrl.models import autocast
 from lensrl.problem import Problem
 from lensrl.rollout import Verifier
+from lensrl.samples import sample_table
 from lensrl.seeds import eval_seed
+from lensrl.trackers import Tracker, open_trackers
 from lensrl.verify import verify_math
 
 LOCK = "run.lock"
-LOGS = ("metrics.jsonl", "eval.jsonl")
+LOGS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")
 
 
 @dataclass
@@ -164,10 +168,10 @@ def clear_folder(folder: Path) -> None:
 
 
 class RunFolder:
-    """A run's output folder; only the main process (`is_main`) writes."""
+    """A run's output folder, and the trackers that mirror it; only the main process (`is_main`) writes."""
 
-    def __init__(self, path: str | Path, is_main: bool = True):
-        self.path, self.is_main = Path(path), is_main
+    def __init__(self, path: str | Path, is_main: bool = True, trackers: Sequence[Tracker] = ()):
+        self.path, self.is_main, self.trackers = Path(path), is_main, list(trackers)
 
     def start(self, config: TrainConfig, resume_step: int | None = None) -> None:
         """Write the resolved config and start the logs: anew for a fresh run (`resume_step` None); a
@@ -193,10 +197,22 @@ class RunFolder:
     def log_metrics(self, record: dict) -> None:
         if self.is_main:
             append_jsonl(self.path / "metrics.jsonl", record)
+            for tracker in self.trackers:
+                tracker.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
     def log_eval(self, result: EvalResult) -> None:
         if self.is_main:
             append_jsonl(self.path / "eval.jsonl", result.to_json())
+            for tracker in self.trackers:
+                tracker.log(eval_metrics(result), result.step)
+
+    def log_samples(self, record: dict) -> None:
+        """One sample-log entry (`lensrl.samples.sample_record`): samples.jsonl, and a table in the trackers."""
+        if self.is_main:
+            append_jsonl(self.path / "samples.jsonl", record)
+            columns, rows = sample_table(record)
+            for tracker in self.trackers:
+                tracker.log_table("samples", columns, rows, record["step"])
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")
@@ -208,6 +224,14 @@ class RunFolder:
         if self.is_main:
             summary = {"first_eval": first.to_json(), "last_eval": last.to_json(), **facts}
             write_atomic(self.path / "summary.json", json.dumps(summary, indent=2))
+
+
+def eval_metrics(result: EvalResult) -> dict[str, float]:
+    """An evaluation as flat tracker metrics: eval/pass@k, eval/L<level>/pass@k, eval/all_wrong."""
+    metrics = {f"eval/{k}": v for k, v in result.overall.items()} | {"eval/all_wrong": result.all_wrong}
+    for level, by_k in result.per_level.items():
+        metrics |= {f"eval/L{level}/{k}": v for k, v in by_k.items()}
+    return metrics
 
 
 def run_folder_path(config: TrainConfig, kind: str) -> Path:
@@ -255,9 +279,14 @@ def open_run(
         start = checkpoint_step(checkpoint)
         if start > config.run.steps:
             raise ValueError(f"{checkpoint} is past run.steps={config.run.steps}; resume with run.steps >= {start}")
-        folder = RunFolder(path, world.is_main)
-        folder.start(config, start if checkpoint else None)
-        yield folder, checkpoint
+        trackers = open_trackers(config, path, kind, resumed=checkpoint is not None) if world.is_main else []
+        folder = RunFolder(path, world.is_main, trackers)
+        try:
+            folder.start(config, start if checkpoint else None)
+            yield folder, checkpoint
+        finally:
+            for tracker in trackers:
+                tracker.close()
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:

@@ -35,17 +35,25 @@ from lensrl import verify
 from lensrl.checkpoint import load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data import load_problems
-from lensrl.evaluate import EvalResult
 from lensrl.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.estimators import compute_advantages
+from lensrl.evaluate import EvalResult
 from lensrl.lifecycle import (
-    GracefulStop, RunFolder, RunResult, checkpoint_step, clear_folder, evaluate_and_log, open_run, owned,
+    GracefulStop,
+    RunFolder,
+    RunResult,
+    checkpoint_step,
+    clear_folder,
+    evaluate_and_log,
+    open_run,
+    owned,
 )
 from lensrl.metrics import rollout_metrics
 from lensrl.models import autocast, is_lora, load_policy
 from lensrl.problem import Problem
 from lensrl.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout import Verifier, behaviour_logprobs, gather_rollout, sample, score
+from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, gather_rollout, sample, score
+from lensrl.samples import sample_record
 from lensrl.seeds import DataOrder, first_chunk, problems_per_chunk, rollout_seed
 from lensrl.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 from lensrl.verify import verify_math
@@ -166,8 +174,10 @@ def loop(
     bar = tqdm(range(start + 1, run.steps + 1), desc=config.algo.advantage, disable=not (run.progress and world.is_main),
                initial=start, total=run.steps)
     for step in bar:
-        metrics = train_step(config, s, step, world, verifier)
+        metrics, rollout, advantages = train_step(config, s, step, world, verifier)
         folder.log_metrics(metrics)
+        if run.sample_every and step % run.sample_every == 0:
+            folder.log_samples(sample_record(rollout, advantages, config.algo, step, run.sample_groups))
         bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples
             "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
             "pass": f"{metrics['reward']:.3f}", "neg": f"{metrics['groups/negative']:.2f}",
@@ -192,8 +202,11 @@ def loop(
     return RunResult(folder.path, first, last)
 
 
-def train_step(config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier) -> dict[str, float]:
-    """Sample, score, behaviour log-probs, advantages and the update of one step; returns its metrics."""
+def train_step(
+    config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier
+) -> tuple[dict[str, float], Rollout, torch.Tensor]:
+    """Sample, score, behaviour log-probs, advantages and the update of one step; returns its metrics,
+    the (whole) rollout and its advantages."""
     ro = config.rollout
     amp = autocast(config.model, s.model.device)
     t0 = time.perf_counter()
@@ -225,6 +238,7 @@ def train_step(config: TrainConfig, s: Session, step: int, world: World, verifie
         nonfinite(config, step, "behaviour log-probs or advantages")
         update = skip_update(s.scheduler, config.optim.updates_per_rollout)
     t3 = time.perf_counter()
-    return {"step": step, **rollout_metrics(rollout, advantages, config.algo), **all_reduce_sum(world, verify_counts),
-            **update, "time/rollout": t1 - t0, "time/sample": t_sampled - t0, "time/reward": t1 - t_sampled,
-            "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
+    metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
+               **all_reduce_sum(world, verify_counts), **update, "time/rollout": t1 - t0, "time/sample": t_sampled - t0,
+               "time/reward": t1 - t_sampled, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
+    return metrics, rollout, advantages

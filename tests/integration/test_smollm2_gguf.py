@@ -12,8 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lensrl.config import ModelConfig, PromptConfig
-from lensrl.core.loss import policy_loss
 from lensrl.core.advantages import lens_advantages
+from lensrl.core.loss import policy_loss
 from lensrl.data import Problem
 from lensrl.models import load_policy
 from lensrl.prompts import format_problems

@@ -5,9 +5,9 @@ import torch
 
 from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
+from lensrl.data import Problem
 from lensrl.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
 from lensrl.prompts import format_prompt
-from lensrl.data import Problem
 from lensrl.rollout import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
 
 

@@ -11,10 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lensrl.data import Problem
+from lensrl.sft import IGNORE_INDEX, encode_batch
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.problems import MAX_NUMBER, MAX_TOTAL
 from lensrl.testbed.profile import measure_profile
-from lensrl.sft import IGNORE_INDEX, encode_batch
 from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy, rebuild_command
 from lensrl.verify import extract_answer, verify_math
 

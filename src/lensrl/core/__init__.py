@@ -2,8 +2,8 @@
 
 from lensrl.core.advantages import (
     LensSettings,
-    grpo_advantages,
     group_outcomes,
+    grpo_advantages,
     lens_advantages,
     lens_rewards,
     negative_group_signal_share,

@@ -32,6 +32,7 @@ from lensrl.sft import cosine_with_warmup, sft_step
 from lensrl.testbed.problems import LEVELS, generate_problems
 from lensrl.testbed.tokenizer import build_tokenizer
 
+
 class WarmStartConfig(BaseModel):
     """Everything that determines the warm-started base policy; the defaults build the committed one."""
 
