@@ -40,6 +40,7 @@ from lensrl.checkpoint import latest_checkpoint
 from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, save_config
 from lensrl.distributed import World, all_gather_objects
 from lensrl.evaluate import EvalResult, evaluate
+from lensrl.jsonl import append_jsonl, read_jsonl, write_atomic
 from lensrl.models import autocast
 from lensrl.problem import Problem
 from lensrl.rollout import Verifier
@@ -60,25 +61,6 @@ class RunResult:
     first_eval: EvalResult
     last_eval: EvalResult
     stopped_by: str | None = None  # "SIGINT" / "SIGTERM": stopped early after saving; resume to go on
-
-
-# ------------------------------------------------------------------------------------ JSON files
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a temporary file and rename it: readers see the old or the new file, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 # ------------------------------------------------------------------------------------ ownership

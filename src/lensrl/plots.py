@@ -16,17 +16,17 @@ A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl
     pass@1 by level   bars of the first (light) and the last (solid) evaluation, where levels exist
 
 Per-step curves are noisy: each is drawn thin and faint, with a 5-step running mean in bold. A panel
-no run has data for says so. A run still in progress plots what it has so far. The files are read
-here with `json` (not through `lensrl.lifecycle`, which imports the model stack), and a line cut
-short by a writer that is still running is skipped.
+no run has data for says so. A run still in progress plots what it has so far (`lensrl.jsonl` skips
+a line its writer has not finished).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from lensrl.jsonl import read_jsonl
 
 SMOOTH = 5  # steps in the running mean drawn in bold
 GREY = "0.35"  # colour of the line-style keys in each panel's legend
@@ -87,23 +87,10 @@ class Run:
 # ------------------------------------------------------------------------------------ reading
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines log; a line being written right now (not yet valid JSON) is skipped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def load_run(folder: Path, label: str) -> Run:
     if not (folder / "metrics.jsonl").is_file():
         raise ValueError(f"{folder} is not a run folder: no metrics.jsonl")
-    return Run(label, _read_jsonl(folder / "metrics.jsonl"), _read_jsonl(folder / "eval.jsonl"),
+    return Run(label, read_jsonl(folder / "metrics.jsonl"), read_jsonl(folder / "eval.jsonl"),
                (folder / "summary.json").exists())
 
 

@@ -33,7 +33,6 @@ and in each group the most confident mistakes first. `--negative` keeps only neg
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lensrl.core.advantages import lens_rewards
+from lensrl.jsonl import read_jsonl
 
 if TYPE_CHECKING:
     from lensrl.config import AlgoConfig
@@ -129,27 +129,11 @@ def sample_table(record: dict) -> tuple[list[str], list[list]]:
 
 
 def read_samples(run_dir: str | Path) -> list[dict]:
-    """Every entry of a run's samples.jsonl, in file order.
-
-    A last line cut short (a run killed while writing it) is left out; any other line that is not
-    JSON is an error naming the file and line.
-    """
+    """Every entry of a run's samples.jsonl, in file order (a last line cut short is left out)."""
     path = Path(run_dir) / FILE
     if not path.is_file():
         raise ValueError(f"{run_dir} has no {FILE}: the run wrote no sample log (run.sample_every=0?)")
-    text = path.read_text()
-    lines = text.splitlines()
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            raise ValueError(f"{path}:{number} is not a JSON line: {e}") from None
-    return entries
+    return read_jsonl(path)
 
 
 def _one_line(text: str) -> str:

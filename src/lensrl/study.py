@@ -21,6 +21,7 @@ from pathlib import Path
 from lensrl.config import TrainConfig, config_differences, load_config
 from lensrl.evaluate import ks_for
 from lensrl.lifecycle import RunFolder
+from lensrl.plots import running_mean
 from lensrl.trainer import train_or_resume
 
 CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy")
@@ -308,7 +309,7 @@ def plot_study(path: Path, study: Study, agg: dict, records: dict[str, list[dict
     for i, arm in enumerate(records):
         mean, _ = _mean_and_std([[100 * v for v in rec["curves"]["groups/negative"]] for rec in records[arm]])
         ax.plot(records[arm][0]["curves"]["step"], mean, color=f"C{i}", alpha=0.25)
-        ax.plot(records[arm][0]["curves"]["step"], _moving_average(mean, 5), color=f"C{i}", label=arm)
+        ax.plot(records[arm][0]["curves"]["step"], running_mean(mean, 5), color=f"C{i}", label=arm)
     ax.set(xlabel="step", ylabel="negative groups (%)",
            title="all-wrong groups (seed mean; bold: 5-step mean)")
     ax.legend(fontsize=8)
@@ -322,8 +323,3 @@ def _mean_and_std(runs: list[list[float]]) -> tuple[list[float], list[float]]:
     columns = list(zip(*runs))
     return ([statistics.fmean(c) for c in columns],
             [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns])
-
-
-def _moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over up to `window` points (fewer at the start)."""
-    return [statistics.fmean(values[max(0, i + 1 - window): i + 1]) for i in range(len(values))]

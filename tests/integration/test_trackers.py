@@ -15,7 +15,7 @@ import pytest
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.lifecycle import read_jsonl
+from lensrl.jsonl import read_jsonl
 from lensrl.samples import sample_table
 from lensrl.trackers import open_trackers
 from lensrl.trainer import train

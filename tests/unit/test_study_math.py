@@ -60,13 +60,14 @@ def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
 
 
 def test_curve_helpers_by_hand():
-    from lensrl.study import _mean_and_std, _moving_average
+    from lensrl.plots import running_mean
+    from lensrl.study import _mean_and_std
 
     # columns (1, 3) and (2, 6): means 2 and 4, stds sqrt(2) and sqrt(8)
     mean, std = _mean_and_std([[1.0, 2.0], [3.0, 6.0]])
     assert mean == [2.0, 4.0] and std == pytest.approx([math.sqrt(2), math.sqrt(8)])
     # window 2: [1], [1, 3], [3, 5] -> 1, 2, 4
-    assert _moving_average([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
+    assert running_mean([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
 
 
 def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
