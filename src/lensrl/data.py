@@ -45,7 +45,7 @@ from typing import Any
 from lensrl.config import DataConfig, SourceConfig
 from lensrl.problem import Problem
 from lensrl.seeds import EVAL_SEED, source_seed
-from lensrl.testbed.problems import LEVELS, generate_problems
+from lensrl.testbed import task, testbed_name
 from lensrl.verify import extract_answer
 
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -87,14 +87,15 @@ def load_source(source: SourceConfig, seed: int = 0, skip_bad_rows: bool = False
     raises ValueError naming its file and line, unless `skip_bad_rows`, which skips such rows and
     warns once with their count and the first one.
     """
-    if source.path == "testbed":
-        problems = _row_slice(_testbed(source, seed), source)
+    testbed = testbed_name(source.path)
+    if testbed is not None:
+        problems = _row_slice(_testbed(testbed, source, seed), source)
     else:
         problems = _load_rows(source, skip_bad_rows)
     problems = _filter(problems, source)
     if not problems:
         raise ValueError(f"data source {_describe(source)} has no problems left")
-    if source.size is not None and source.path != "testbed":
+    if source.size is not None and testbed is None:
         problems = _sample(problems, source.size, random.Random(seed))
     return problems
 
@@ -125,15 +126,16 @@ def load_jsonl(
 # ------------------------------------------------------------------------------------ the testbed
 
 
-def _testbed(source: SourceConfig, seed: int) -> list[Problem]:
-    levels = source.levels or list(LEVELS)
+def _testbed(name: str, source: SourceConfig, seed: int) -> list[Problem]:
+    generator = task(name)
+    levels = source.levels or list(generator.LEVELS)
     if source.size is not None:
         n = source.size
     elif source.per_level is not None:
         n = source.per_level * len(levels)  # levels cycle, so exactly per_level of each
     else:
-        raise ValueError('a "testbed" data source needs size (problems generated) or per_level')
-    return generate_problems(n, levels, seed=seed)
+        raise ValueError(f'a "{source.path}" data source needs size (problems generated) or per_level')
+    return generator.generate_problems(n, levels, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -499,6 +501,6 @@ def _describe(source: SourceConfig) -> str:
         value = getattr(source, name)
         if value is not None and not (name == "kind" and value == "auto"):
             parts.append(f"{name}={value!r}")
-    if source.path not in ("testbed",) and not Path(source.path).expanduser().is_file():
+    if testbed_name(source.path) is None and not Path(source.path).expanduser().is_file():
         parts.append(f"split={source.split!r}")
     return " ".join(parts[:1]) + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
@@ -12,7 +12,7 @@ from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
 from lensrl.distributed import World, all_gather_objects
 from lensrl.problem import Problem
-from lensrl.rollout import Verifier, sample, score
+from lensrl.rollout import Rollout, Verifier, sample, score
 from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
 
 
@@ -79,11 +79,13 @@ def evaluate(
     progress: bool = False,
     world: World = World(),
     synced_gpus: bool = False,
+    on_chunk: Callable[[Rollout], None] | None = None,
 ) -> EvalResult:
     """Sample `samples` responses per problem at the rollout temperature / top-p and summarise pass@k.
 
     With several ranks each samples an equal share of the problems (the list is padded by repeating
     its first problems, whose extra counts are dropped) and the correct counts are gathered.
+    `on_chunk` sees every scored chunk of samples (e.g. to measure their confidence).
     """
     if not problems:
         raise ValueError("evaluation needs at least one problem")
@@ -101,7 +103,10 @@ def evaluate(
             rollout.max_new_tokens, rollout.generation_batch_size, seed=eval_chunk_seed(seed, first + i),
             synced_gpus=synced_gpus, sampler=rollout.sampler,
         )
-        correct = score(out, verifier).view(len(batch), samples)
+        out.correct = score(out, verifier)
+        if on_chunk is not None:
+            on_chunk(out)
+        correct = out.correct.view(len(batch), samples)
         n_correct.extend(int(c) for c in correct.sum(dim=1).tolist())
     gathered = [c for counts in all_gather_objects(world, n_correct) for c in counts][: len(problems)]
     return summarise(step, problems, gathered, samples)

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import ModelConfig
-from lensrl.testbed import base_policy_path
+from lensrl.testbed import base_policy_path, testbed_name
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -29,9 +29,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """"testbed" is the built-in base policy, "pkg:NAME" an installed package's folder, else a hub id or folder."""
-    if name_or_path == "testbed":
-        return str(base_policy_path())
+    """"testbed" / "testbed:NAME" is a built-in base policy, "pkg:NAME" an installed package's folder, else a hub
+    id or folder."""
+    testbed = testbed_name(name_or_path)
+    if testbed is not None:
+        return str(base_policy_path(testbed))
     if name_or_path.startswith("pkg:"):
         spec = importlib.util.find_spec(name_or_path[4:])
         if spec is None or not spec.submodule_search_locations:

@@ -289,9 +289,9 @@ def test_a_missing_base_policy_is_an_error_that_says_how_to_rebuild_it(tmp_path,
     def no_build(*args, **kwargs):
         raise AssertionError("loading a model must not train one")
 
-    monkeypatch.setattr(lensrl.testbed, "COMMITTED_POLICY", tmp_path / "missing")
+    monkeypatch.setitem(lensrl.testbed.POLICY_FOLDERS, "carry", str(tmp_path / "missing"))
     monkeypatch.setattr(lensrl.testbed.warmstart, "build_base_policy", no_build)
-    with pytest.raises(ValueError, match="lensrl testbed-build --output-dir DIR"):
+    with pytest.raises(ValueError, match="lensrl testbed-build --testbed carry --output-dir DIR"):
         load_policy(ModelConfig(name_or_path="testbed"))
 
 
@@ -316,7 +316,9 @@ def test_base_policy_greedily_solves_level_one():
 
 
 def test_measure_profile_smoke():
-    result = measure_profile(base_policy_path(), problems_per_level=2, samples=2, levels=(1,), seed=0)
+    profile = measure_profile("carry", base_policy_path(), problems_per_level=2, samples=2, levels=(1,), seed=0)
+    result = profile.eval
     assert set(result.per_level) == {"1"}
     assert 0.0 <= result.overall["pass@1"] <= 1.0
     assert result.n_problems == 2
+    assert len(profile.pibar_right) + len(profile.pibar_wrong) == profile.responses == 4

@@ -1,33 +1,76 @@
-"""The built-in testbed: seeded arithmetic problems and a small warm-started policy to run RL on.
+"""The built-in testbeds: seeded arithmetic problems and small warm-started policies to run RL on.
 
-`base_policy_path()` is the folder of the committed base policy (loadable with the Auto classes);
-`lensrl.testbed.warmstart` rebuilds it and `lensrl.testbed.profile` measures how hard the problems
-are for it.
+Two testbeds, each a problem generator and a committed base policy, selected by name wherever a
+model or a data source is named (`testbed` is `testbed:carry`):
+
+* `carry` (`lensrl.testbed.problems`): chains of multi-digit additions and subtractions whose
+  mistakes are capacity limits of the 1M-parameter policy (carries and borrows it learnt only partly);
+* `signs` (`lensrl.testbed.signs`): chains of small numbers that the policy computes reliably but
+  often with the wrong rule (every minus read as plus), so that its mistakes are confident ones.
+
+`base_policy_path(name)` is the folder of a committed base policy (loadable with the Auto classes);
+`lensrl.testbed.warmstart` rebuilds it and `lensrl.testbed.profile` measures what RL starts from.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
+from lensrl.testbed import problems, signs
 from lensrl.testbed.problems import generate_problems, make_problem
 from lensrl.testbed.tokenizer import build_tokenizer
 
-__all__ = ["base_policy_path", "build_tokenizer", "generate_problems", "make_problem"]
+__all__ = ["TESTBEDS", "base_policy_path", "build_tokenizer", "generate_problems", "make_problem", "task",
+           "testbed_config", "testbed_name"]
 
-COMMITTED_POLICY = Path(__file__).resolve().parent / "base_policy"
+TESTBEDS: dict[str, ModuleType] = {"carry": problems, "signs": signs}
+"""Testbed name -> its task module (LEVELS, generate_problems, demonstration)."""
+POLICY_FOLDERS = {"carry": "base_policy", "signs": "signs_policy"}
 WEIGHTS_FILE = "model.safetensors"
+PREFIX = "testbed"
 
 
-def base_policy_path() -> Path:
-    """Folder of the committed base policy.
+def testbed_name(path: str) -> str | None:
+    """The testbed a model or data path names ("testbed" -> "carry", "testbed:signs" -> "signs"), else None."""
+    if path == PREFIX:
+        return "carry"
+    if not path.startswith(PREFIX + ":"):
+        return None
+    name = path[len(PREFIX) + 1:]
+    if name not in TESTBEDS:
+        raise ValueError(f"unknown testbed {path!r}; known: {', '.join(f'testbed:{n}' for n in TESTBEDS)}")
+    return name
+
+
+def task(name: str) -> ModuleType:
+    """The task module of testbed `name`."""
+    if name not in TESTBEDS:
+        raise ValueError(f"unknown testbed {name!r}; known: {', '.join(TESTBEDS)}")
+    return TESTBEDS[name]
+
+
+def base_policy_path(name: str = "carry") -> Path:
+    """Folder of testbed `name`'s committed base policy.
 
     Loading a policy never trains one: when the committed weights are missing (a checkout without
     them), this is an error that says how to rebuild them.
     """
-    if not (COMMITTED_POLICY / WEIGHTS_FILE).is_file():
+    task(name)
+    folder = Path(__file__).resolve().parent / POLICY_FOLDERS[name]
+    if not (folder / WEIGHTS_FILE).is_file():
         raise ValueError(
-            f"the testbed's base policy is missing ({COMMITTED_POLICY / WEIGHTS_FILE} not found). Restore it with "
-            f"`git checkout -- {COMMITTED_POLICY}`, or rebuild it (a few minutes on CPU) with "
-            "`lensrl testbed-build --output-dir DIR` and train with model.name_or_path=DIR"
+            f"the {name} testbed's base policy is missing ({folder / WEIGHTS_FILE} not found). Restore it with "
+            f"`git checkout -- {folder}`, or rebuild it (a few minutes on CPU) with "
+            f"`lensrl testbed-build --testbed {name} --output-dir DIR` and train with model.name_or_path=DIR"
         )
-    return COMMITTED_POLICY
+    return folder
+
+
+def testbed_config(path: str) -> Path:
+    """The YAML file of a testbed's default run (`lensrl train --config testbed:signs`)."""
+    name = testbed_name(path)
+    config = Path(__file__).resolve().parent / f"{name}.yaml"
+    if not config.is_file():
+        raise ValueError(f"the {name} testbed has no default run config; the built-in defaults are its run")
+    return config

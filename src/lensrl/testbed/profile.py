@@ -1,11 +1,20 @@
-"""Difficulty profile of a testbed policy: what RL starts from, and whether it is a fit start.
+"""What RL starts from on a testbed: difficulty, confidence of right and wrong answers, and LENS's share.
 
-Held-out problems of every level are sampled `samples` times at temperature 1 (no top-k, no top-p)
-and verified; the result is an ordinary `EvalResult` (pass@k and all-wrong shares per level and on the
-uniform L1-5 mix). A base policy fits the testbed when level 1 is mostly solved, level 5 mostly not yet
-within reach of sampling, and a fair share of groups is all wrong (so LENS has negative groups):
+Held-out problems of every level (the training mix: levels in equal shares) are sampled G = `samples`
+times at temperature 1 (no top-k, no top-p) and verified, exactly as an evaluation at step 0 would
+(the pass@k and all-wrong shares are an ordinary `EvalResult`). Each chunk of samples also gets its
+behaviour log-probs, from which the profile reports
 
-    python -m lensrl.testbed.profile [--model-dir DIR] [--json profile.json]
+* pibar (the geometric-mean token probability, LENS's confidence) of right and of wrong answers:
+  mean and quantiles, and on testbeds that know their wrong rule, of rule mistakes and other slips;
+* the spread of pibar inside negative groups (what LENS's negative-group term acts on);
+* LENS's negative-group share of the advantage mass sum |A_i| (alpha = 0.25), the share of answers
+  without a final \\boxed{} and of responses cut at the token limit.
+
+Each testbed has its own checks: `carry` those of its base policy, `signs` the targets of a testbed
+with RL headroom (docs in README "Testbeds").
+
+    python -m lensrl.testbed.profile [--testbed signs] [--model-dir DIR] [--json profile.json] [--png pibar.png]
 """
 
 from __future__ import annotations
@@ -13,39 +22,127 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lensrl.config import ModelConfig, RunConfig, TrainConfig
-from lensrl.evaluate import EvalResult, format_table
-from lensrl.lifecycle import evaluate_and_log
+import torch
+
+from lensrl.config import AlgoConfig, ModelConfig, RolloutConfig
+from lensrl.estimators import compute_advantages
+from lensrl.evaluate import EvalResult, evaluate, format_table
 from lensrl.models import load_policy
+from lensrl.rollout import Rollout, behaviour_logprobs
 from lensrl.seeds import EVAL_SEED
-from lensrl.testbed.problems import LEVELS, generate_problems
+from lensrl.testbed import task
+from lensrl.verify import extract_answer, verify_math
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def describe(values: Sequence[float]) -> dict[str, float]:
+    """Count, mean and 10/50/90% quantiles of `values` (nan when empty)."""
+    if not values:
+        return {"n": 0, "mean": float("nan"), **{f"q{int(100 * q)}": float("nan") for q in QUANTILES}}
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"n": len(values), "mean": t.mean().item(),
+            **{f"q{int(100 * q)}": t.quantile(q).item() for q in QUANTILES}}
+
+
+@dataclass
+class Profile:
+    """A testbed policy's starting point (`to_json` is the profile JSON)."""
+
+    testbed: str
+    eval: EvalResult
+    pibar_right: list[float] = field(default_factory=list)
+    pibar_wrong: list[float] = field(default_factory=list)
+    pibar_rule_mistakes: list[float] = field(default_factory=list)  # wrong answers that follow the wrong rule
+    negative_group_std: list[float] = field(default_factory=list)  # pibar std inside each negative group
+    negative_group_range: list[float] = field(default_factory=list)  # max - min pibar inside each negative group
+    abs_advantage: list[float] = field(default_factory=list)  # |A_i| under LENS, every sample
+    abs_advantage_negative: list[float] = field(default_factory=list)  # ... of samples in negative groups
+    unparseable: int = 0
+    truncated: int = 0
+    responses: int = 0
+
+    def summary(self) -> dict:
+        mass = sum(self.abs_advantage)
+        return {
+            "pibar_right": describe(self.pibar_right),
+            "pibar_wrong": describe(self.pibar_wrong),
+            "pibar_rule_mistakes": describe(self.pibar_rule_mistakes),
+            "rule_mistake_share_of_wrong": len(self.pibar_rule_mistakes) / max(1, len(self.pibar_wrong)),
+            "negative_group_pibar_std": describe(self.negative_group_std),
+            "negative_group_pibar_range": describe(self.negative_group_range),
+            # the trainer's adv/negative_group_share, over the whole profile
+            "lens_negative_group_share": sum(self.abs_advantage_negative) / mass if mass > 0 else 0.0,
+            "unparseable": self.unparseable / max(1, self.responses),
+            "truncated": self.truncated / max(1, self.responses),
+        }
+
+    def to_json(self) -> dict:
+        return {"testbed": self.testbed, **self.eval.to_json(), "confidence": self.summary()}
+
+    def observe(self, chunk: Rollout, wrong_rule_answers: list[str] | None) -> None:
+        """Add one scored chunk of samples whose behaviour log-probs are computed."""
+        g = chunk.group_size
+        pibar = (chunk.seq_logprobs / chunk.lengths).exp().double()
+        correct = chunk.correct.bool()
+        advantages = compute_advantages(AlgoConfig(advantage="lens"), chunk).double()
+        self.pibar_right += pibar[correct].tolist()
+        self.pibar_wrong += pibar[~correct].tolist()
+        answers = [extract_answer(c) for c in chunk.completions]
+        self.unparseable += sum(a is None for a in answers)
+        self.truncated += int(chunk.truncated.sum())
+        self.responses += len(answers)
+        self.abs_advantage += advantages.abs().tolist()
+        for q in range(len(chunk.problems)):
+            rows = slice(q * g, (q + 1) * g)
+            if wrong_rule_answers is not None:
+                self.pibar_rule_mistakes += [
+                    p for p, ok, a in zip(pibar[rows].tolist(), correct[rows].tolist(), answers[rows])
+                    if not ok and a == wrong_rule_answers[q]]
+            if not correct[rows].any():
+                self.negative_group_std.append(pibar[rows].std().item())
+                self.negative_group_range.append((pibar[rows].max() - pibar[rows].min()).item())
+                self.abs_advantage_negative += advantages[rows].abs().tolist()
 
 
 def measure_profile(
-    model_dir: str | Path = "testbed",
+    testbed: str = "carry",
+    model_dir: str | Path | None = None,
     problems_per_level: int = 200,
     samples: int = 16,
     seed: int = EVAL_SEED,
-    levels: Sequence[int] = LEVELS,
+    levels: Sequence[int] | None = None,
     device: str = "cpu",
+    sampler: str = "generate",
     progress: bool = False,
-) -> EvalResult:
-    """pass@k and all-wrong shares of `problems_per_level` held-out problems per level.
+) -> Profile:
+    """The profile of `model_dir` (default: the testbed's base policy) on `problems_per_level` held-out
+    problems per level, G = `samples` at T = 1. Problems and samples are both seeded by `seed` (the
+    held-out set's own seed, so the profile depends on no run); the pass@k part equals `lensrl eval`'s
+    at that seed."""
+    generator = task(testbed)
+    levels = tuple(levels or generator.LEVELS)
+    problems = generator.generate_problems(problems_per_level * len(levels), levels, seed=seed)
+    model, tokenizer = load_policy(ModelConfig(name_or_path=str(model_dir or f"testbed:{testbed}"), device=device))
+    rollout_config = RolloutConfig(group_size=samples, sampler=sampler)
+    wrong_rule = getattr(generator, "wrong_rule_answer", None)
+    profile = Profile(testbed, eval=None)  # type: ignore[arg-type]
 
-    The problems and the samples are both seeded by `seed` (the held-out set's own seed, so the
-    profile depends on no run).
-    """
-    config = TrainConfig(model=ModelConfig(name_or_path=str(model_dir), device=device),
-                         run=RunConfig(eval_samples=samples, progress=progress))
-    problems = generate_problems(problems_per_level * len(levels), levels, seed=seed)
-    model, tokenizer = load_policy(config.model)
-    return evaluate_and_log(model, tokenizer, problems, config, step=0, seed=seed)
+    def observe(chunk: Rollout) -> None:
+        chunk.logprobs_old, chunk.entropy = behaviour_logprobs(model, chunk, rollout_config.temperature,
+                                                               micro_batch_size=64)
+        profile.observe(chunk, [wrong_rule(p) for p in chunk.problems] if wrong_rule else None)
+
+    profile.eval = evaluate(model, tokenizer, problems, verify_math, rollout_config, samples, seed=seed,
+                            progress=progress, on_chunk=observe)
+    return profile
 
 
-def acceptance(result: EvalResult) -> dict[str, bool]:
-    """The testbed's requirements on its base policy (T = 1, G = 16)."""
+def carry_checks(result: EvalResult) -> dict[str, bool]:
+    """The carry testbed's requirements on its base policy (T = 1, G = 16)."""
     top = f"pass@{result.samples}"
     level1, level5 = result.per_level["1"], result.per_level["5"]
     return {
@@ -56,24 +153,99 @@ def acceptance(result: EvalResult) -> dict[str, bool]:
     }
 
 
+def signs_checks(profile: Profile) -> dict[str, bool]:
+    """The targets of a testbed with RL headroom, at step 0 on the training mix with G = 16, T = 1."""
+    result, confidence = profile.eval, profile.summary()
+    levels = list(result.all_wrong_per_level)
+    hardest = levels[-2:]
+    top = f"pass@{result.samples}"
+    negative_hard = sum(result.all_wrong_per_level[lv] for lv in hardest)
+    negative_all = sum(result.all_wrong_per_level.values())
+    return {
+        "responses without a final \\boxed{} <= 5%": confidence["unparseable"] <= 0.05,
+        "overall pass@1 in [15%, 40%]": 0.15 <= result.overall["pass@1"] <= 0.40,
+        f"overall {top} >= 75%": result.overall[top] >= 0.75,
+        "negative groups in [20%, 45%] of the mix": 0.20 <= result.all_wrong <= 0.45,
+        f"over half of the negative groups on levels {' and '.join(hardest)}":
+            negative_all > 0 and negative_hard / negative_all > 0.5,
+    }
+
+
+def checks(profile: Profile) -> dict[str, bool]:
+    return signs_checks(profile) if profile.testbed == "signs" else carry_checks(profile.eval)
+
+
+def format_confidence(profile: Profile) -> str:
+    """The confidence part of the profile as a few plain-text lines."""
+    c = profile.summary()
+
+    def dist(d: dict[str, float]) -> str:
+        return f"mean {d['mean']:.3f}, 10/50/90% {d['q10']:.3f} / {d['q50']:.3f} / {d['q90']:.3f} (n = {d['n']})"
+
+    lines = [f"pibar, right answers: {dist(c['pibar_right'])}",
+             f"pibar, wrong answers: {dist(c['pibar_wrong'])}"]
+    if c["pibar_rule_mistakes"]["n"]:
+        lines.append(f"pibar, wrong-rule answers ({100 * c['rule_mistake_share_of_wrong']:.0f}% of the wrong): "
+                     f"{dist(c['pibar_rule_mistakes'])}")
+    lines += [f"pibar std inside negative groups: {dist(c['negative_group_pibar_std'])}",
+              f"pibar max - min inside negative groups: {dist(c['negative_group_pibar_range'])}",
+              f"LENS (alpha 0.25): negative groups hold {100 * c['lens_negative_group_share']:.2f}% of sum |A|",
+              f"no final \\boxed{{}}: {100 * c['unparseable']:.1f}%, cut at the token limit: {100 * c['truncated']:.1f}%"]
+    return "\n".join(lines)
+
+
+def plot_confidence(profile: Profile, path: Path) -> None:
+    """Histograms of pibar for right and wrong answers, and of its spread inside negative groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    bins = [i / 50 for i in range(51)]
+    axes[0].hist(profile.pibar_right, bins=bins, alpha=0.6, density=True, label="right")
+    axes[0].hist(profile.pibar_wrong, bins=bins, alpha=0.6, density=True, label="wrong")
+    if profile.pibar_rule_mistakes:
+        axes[0].hist(profile.pibar_rule_mistakes, bins=bins, histtype="step", density=True, color="k",
+                     label="wrong rule")
+    axes[0].set(xlabel="pibar (geometric-mean token probability)", ylabel="density",
+                title=f"{profile.testbed}: confidence at step 0")
+    axes[0].legend(fontsize=8)
+    axes[1].hist(profile.negative_group_range, bins=30, color="C3", alpha=0.7)
+    axes[1].set(xlabel="max - min pibar inside a negative group", ylabel="groups",
+                title=f"negative groups ({len(profile.negative_group_range)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _main() -> None:
-    parser = argparse.ArgumentParser(description="Measure the difficulty profile of a testbed policy.")
-    parser.add_argument("--model-dir", default="testbed", help="policy folder (default: the base policy)")
+    parser = argparse.ArgumentParser(description="Measure what RL starts from on a testbed.")
+    parser.add_argument("--testbed", default="carry", help="carry (default) or signs")
+    parser.add_argument("--model-dir", help="policy folder (default: the testbed's base policy)")
     parser.add_argument("--problems-per-level", type=int, default=200)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--sampler", default="generate", choices=("generate", "compact"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the profile and the checks to this JSON file")
+    parser.add_argument("--png", type=Path, help="also plot the confidence histograms into this PNG")
     args = parser.parse_args()
-    result = measure_profile(args.model_dir, args.problems_per_level, args.samples, args.seed, device=args.device,
-                             progress=True)
-    checks = acceptance(result)
-    print(format_table({"base": result}))
-    for name, ok in checks.items():
+    profile = measure_profile(args.testbed, args.model_dir, args.problems_per_level, args.samples, args.seed,
+                              device=args.device, sampler=args.sampler, progress=True)
+    results = checks(profile)
+    print(format_table({"base": profile.eval}))
+    print(format_confidence(profile))
+    for name, ok in results.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     if args.json is not None:
-        record = {**result.to_json(), "checks": checks, "command": "python -m lensrl.testbed.profile"}
+        command = "python -m lensrl.testbed.profile " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("json", "png")
+            and v != parser.get_default(k))
+        record = {**profile.to_json(), "checks": results, "command": command.strip()}
         args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if args.png is not None:
+        plot_confidence(profile, args.png)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
 
 import torch
 import transformers
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from lensrl.sft import cosine_with_warmup, sft_step
-from lensrl.testbed.problems import LEVELS, generate_problems
+from lensrl.testbed import POLICY_FOLDERS, TESTBEDS, task
 from lensrl.testbed.tokenizer import build_tokenizer
 
 
@@ -38,6 +39,8 @@ class WarmStartConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
+    testbed: str = "carry"
+    """Which testbed's problems and teacher (`lensrl.testbed.TESTBEDS`)."""
     steps: int = Field(700, ge=1)
     """Optimizer steps (a fixed count, never a time budget)."""
     batch_size: int = Field(64, ge=1)
@@ -54,7 +57,7 @@ class WarmStartConfig(BaseModel):
     """Gradient-norm clipping threshold."""
     seed: int = 0
     """Seed of the weight init and of the training problems."""
-    levels: tuple[int, ...] = LEVELS
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     """Difficulty levels of the training problems, cycled evenly."""
     hidden_size: int = Field(128, ge=8)
     """Width of the residual stream."""
@@ -71,12 +74,21 @@ class WarmStartConfig(BaseModel):
     num_threads: int = Field(2, ge=1)
     """CPU threads while training; fixed so the weights do not depend on the machine's core count."""
 
-    @field_validator("levels")
-    @classmethod
-    def _known_levels(cls, levels: tuple[int, ...]) -> tuple[int, ...]:
-        if not levels or any(level not in LEVELS for level in levels):
-            raise ValueError(f"levels must be a non-empty selection of {LEVELS}, got {levels}")
-        return levels
+    @model_validator(mode="after")
+    def _known_levels(self) -> WarmStartConfig:
+        if self.testbed not in TESTBEDS:
+            raise ValueError(f"testbed must be one of {', '.join(TESTBEDS)}, got {self.testbed!r}")
+        known = task(self.testbed).LEVELS
+        if not self.levels or any(level not in known for level in self.levels):
+            raise ValueError(f"levels must be a non-empty selection of {known}, got {self.levels}")
+        return self
+
+
+def committed_config(testbed: str) -> WarmStartConfig:
+    """The warm-start that built testbed `testbed`'s committed base policy (its warmstart.json)."""
+    task(testbed)
+    record = Path(__file__).resolve().parent / POLICY_FOLDERS[testbed] / "warmstart.json"
+    return WarmStartConfig(**json.loads(record.read_text())["config"])
 
 
 def build_model(config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -108,7 +120,10 @@ def train_policy(
     The loss of a step is the mean over all solution tokens of its batch. The batch is sorted by
     length and cut into micro-batches, so short level-1 rows are not padded to level-5 length.
     """
-    problems = generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)
+    generator = task(config.testbed)
+    teacher = random.Random(config.seed + 1)  # the teacher's choices; the carry teacher makes none
+    problems = [generator.demonstration(p, teacher)
+                for p in generator.generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)]
     model = build_model(config, tokenizer)
     model.train()
     optimizer = torch.optim.AdamW(
