@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from lensrl.study_registry import STUDIES
+
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
 data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and its meaning)."""
@@ -44,13 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)
-    p = sub.add_parser("study", help="a resumable multi-seed study (main, ablation, alpha, d_estimator, group_size, "
-                       "remedies): results/study_NAME/ with JSON, table and plots", epilog=EPILOG)
-    p.add_argument("name", help="which study")
-    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's, 0,1,2)")
-    p.add_argument("--results-dir", help="default: results/study_NAME")
+    p = sub.add_parser("study", help=f"a resumable multi-seed study ({', '.join(STUDIES)}): JSON, table and plots "
+                       "in its results folder", epilog=EPILOG)
+    p.add_argument("name", help=f"which study: {', '.join(STUDIES)}")
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's)")
+    p.add_argument("--results-dir", help="default: the study's (results/study_NAME, results/signs/SHORT)")
     p.add_argument("--runs-dir", help="default: runs/study/NAME")
-    p.add_argument("--config", help="YAML file of deltas under every arm")
+    p.add_argument("--config", help="base config of every arm, in place of the study's own (default: the study's, "
+                   "e.g. testbed:signs, else the typed defaults)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rebuild the report from the run records in RESULTS_DIR/runs/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides under every arm")
     p = sub.add_parser("sft", help="supervised warm-start on worked solutions (teaches the answer format)",
                        epilog=EPILOG)
@@ -173,9 +178,12 @@ def _eval(config, checkpoint: str | None) -> int:
 
 
 def _study(args) -> int:
-    from lensrl.study import run_study
+    from lensrl.study import report_from_records, run_study
 
-    result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
+    if args.report_only:
+        result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
+    else:
+        result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
     print(result.table)
     print(f"results: {result.output_dir}")
     return 0

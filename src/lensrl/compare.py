@@ -2,7 +2,8 @@
 
 `lensrl compare` trains the main study's arms (`lensrl.study`) over the given config instead of the
 testbed defaults, into `run.output_dir` (default runs/compare/), and writes the same aggregate,
-table and plot as a study: compare.json, compare.md, compare.png, and runs/<arm>_seed<s>.json.
+table and plots as a study: compare.json, compare.md, compare.png, compare_curves.png, and
+runs/<arm>_seed<s>.json.
 """
 
 from __future__ import annotations

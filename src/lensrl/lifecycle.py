@@ -37,7 +37,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.checkpoint import latest_checkpoint
-from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, save_config
+from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, load_config, save_config
 from lensrl.distributed import World, all_gather_objects
 from lensrl.evaluate import EvalResult, evaluate
 from lensrl.jsonl import append_jsonl, read_jsonl, write_atomic
@@ -195,6 +195,10 @@ class RunFolder:
             columns, rows = sample_table(record)
             for tracker in self.trackers:
                 tracker.log_table("samples", columns, rows, record["step"])
+
+    def config(self) -> TrainConfig:
+        """The run's resolved config, from its config.yaml."""
+        return load_config(str(self.path / "config.yaml"))
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")

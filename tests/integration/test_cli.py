@@ -50,7 +50,8 @@ def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     assert report["arms"]["lens"]["all"]["pass@1"]["values"] == [
         json.loads((out / "runs" / f"lens_seed{seed}.json").read_text())["evals"][-1]["overall"]["pass@1"]
         for seed in (0, 1)]
-    assert (out / "compare.png").stat().st_size > 10_000
+    assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare_curves.png").stat().st_size > 10_000
+    assert {run["samples_per_step"] for run in runs} == {16}  # 4 questions x 4 samples, from each run's config
     assert "| all | lens |" in (out / "compare.md").read_text()
     for algo in ("grpo", "lens"):
         for seed in (0, 1):

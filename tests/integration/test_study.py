@@ -21,7 +21,7 @@ def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, ca
     study = json.loads((tmp_path / "results" / "study.json").read_text())
     assert study["reference"] == "grpo" and study["seeds"] == [0, 1]
     assert set(study["arms"]) == {"grpo", "lens"} and "vs_reference" in study["arms"]["lens"]["all"]["pass@1"]
-    for name in ("study.md", "study.png", "runs/lens_seed1.json"):
+    for name in ("study.md", "study.png", "study_curves.png", "runs/lens_seed1.json"):
         assert (tmp_path / "results" / name).exists(), name
     record = json.loads((tmp_path / "results" / "runs" / "lens_seed1.json").read_text())
     assert record["seed"] == 1 and [e["step"] for e in record["evals"]] == [0, 1]

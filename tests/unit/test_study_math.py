@@ -1,14 +1,16 @@
-"""The remedies' advantages, group filtering, and the study's statistics, with hand-worked values."""
+"""The remedies' advantages, group filtering, and the study's aggregate, tables, records and plots, with
+hand-worked values (the paired statistics themselves: test_stats.py)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
 from lensrl.estimators import get_estimator
-from lensrl.study import STUDIES, aggregate, format_study_table, welch
+from lensrl.study import STUDIES, aggregate, format_study_table
 
 
 def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
@@ -28,35 +30,90 @@ def test_kept_groups_keep_negative_groups_only_where_they_carry_a_signal():
     assert not get_estimator("grpo").negative_groups_signal
 
 
-def test_welch_by_hand():
-    # a = [1, 3]: mean 2, var 2; b = [4, 6]: mean 5, var 2; SE = sqrt(2/2 + 2/2) = sqrt(2); t = 3 / 1.4142
-    w = welch([1.0, 3.0], [4.0, 6.0])
-    assert w["diff"] == 3.0 and w["se"] == pytest.approx(math.sqrt(2)) and w["t"] == pytest.approx(2.1213, abs=1e-4)
-    assert w["exceeds_noise"]  # 3 > 2 * 1.414
-    assert not welch([1.0, 3.0], [2.0, 4.0])["exceeds_noise"]  # 1 < 2.83
-    assert math.isnan(welch([1.0], [2.0])["t"])  # one seed: no noise estimate, never "exceeds"
-
-
-def _record(p1_by_step, level_p1):
+def _record(p1_by_step, level_p1, seed, curves=None):
     evals = [{"step": s, "samples": 2, "overall": {"pass@1": v, "pass@2": v + 0.1},
               "per_level": {"5": {"pass@1": level_p1, "pass@2": level_p1}}} for s, v in p1_by_step]
-    return {"evals": evals, "curves": {"step": [1], "groups/negative": [0.5]}}
+    return {"seed": seed, "evals": evals, "curves": curves or {"step": [1], "groups/negative": [0.5]},
+            "samples_per_step": 16}
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
     # the two seeds evaluate the base policy at 0.3 and 0.4 (their own samples): base 0.35 +- 0.0707
-    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1), _record([(0, 0.4), (10, 0.32)], 0.1)],
-               "lens": [_record([(0, 0.3), (10, 0.40)], 0.2), _record([(0, 0.3), (10, 0.42)], 0.2)]}
+    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1, 0), _record([(0, 0.4), (10, 0.32)], 0.1, 1)],
+               "lens": [_record([(0, 0.3), (10, 0.40)], 0.2, 0), _record([(0, 0.3), (10, 0.43)], 0.2, 1)]}
     agg = aggregate(STUDIES["main"], records)
     cell = agg["arms"]["lens"]["all"]["pass@1"]
-    assert cell["mean"] == pytest.approx(0.41) and cell["values"] == [0.40, 0.42]
-    assert cell["vs_reference"]["diff"] == pytest.approx(0.10) and cell["vs_reference"]["exceeds_noise"]
+    assert cell["mean"] == pytest.approx(0.415) and cell["values"] == [0.40, 0.43]
+    # seed-paired: d = [0.10, 0.11], mean 0.105, sd 0.0070711, SE 0.005, t_{0.975,1} = 12.706:
+    # CI 0.105 +- 0.06353 = (0.04147, 0.16853); MDE = (12.706 + t_{0.80,1} = 1.3764) * 0.005 = 0.07041
+    w = cell["vs_reference"]
+    assert w["diff"] == pytest.approx(0.105) and w["sd"] == pytest.approx(0.0070711, abs=1e-6) and w["n"] == 2
+    assert w["ci_low"] == pytest.approx(0.04147, abs=1e-5) and w["ci_high"] == pytest.approx(0.16853, abs=1e-5)
+    assert w["significant"] and w["mde"] == pytest.approx(0.07041, abs=1e-5)
+    assert set(w) == {"diff", "sd", "n", "ci_low", "ci_high", "p", "significant", "mde"}
     assert "vs_reference" not in agg["arms"]["grpo"]["all"]["pass@1"]
     assert agg["base"]["all"]["pass@1"] == pytest.approx(0.35) and agg["scopes"] == ["all", "5"]
     assert agg["base_std"]["all"]["pass@1"] == pytest.approx(math.sqrt(0.005))
+    assert "diagnostics" not in agg  # no run logs them
     table = format_study_table(agg, 2)
     assert "| all | base | 35.0 +- 7.1 | 45.0 +- 7.1 |" in table
-    assert "| all | lens | 41.0 +- 1.4 [d +10.0*]" in table
+    assert "| all | lens | 41.5 +- 2.1 [d +10.5* (+4.1, +16.9)]" in table
+    # level 5: d = [0.1, 0.1], sd 0: the interval is the point itself
+    assert "| 5 | lens | 20.0 +- 0.0 [d +10.0* (+10.0, +10.0)]" in table
+    assert "- lens vs grpo (n = 2): pass@1 7.0, pass@2 7.0" in table
+    assert "Diagnostics" not in table
+
+
+def test_differences_pair_seeds_and_use_only_the_seeds_both_arms_have():
+    # the reference lacks seed 2, and lens lists its seeds in another order: pairs (0: 0.1 -> 0.2),
+    # (1: 0.5 -> 0.7), so d = [0.1, 0.2], n = 2 (by position it would pair 0.1 with 0.7)
+    records = {"grpo": [_record([(0, 0.1), (10, 0.1)], 0.1, 0), _record([(0, 0.1), (10, 0.5)], 0.1, 1)],
+               "lens": [_record([(0, 0.1), (10, 0.7)], 0.1, 1), _record([(0, 0.1), (10, 0.9)], 0.1, 2),
+                        _record([(0, 0.1), (10, 0.2)], 0.1, 0)]}
+    w = aggregate(STUDIES["main"], records)["arms"]["lens"]["all"]["pass@1"]["vs_reference"]
+    assert w["n"] == 2 and w["diff"] == pytest.approx(0.15) and w["sd"] == pytest.approx(math.sqrt(0.005))
+
+
+def test_one_seed_reports_a_difference_without_interval():
+    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1, 0)], "lens": [_record([(0, 0.3), (10, 0.35)], 0.1, 0)]}
+    agg = aggregate(STUDIES["main"], records)
+    w = agg["arms"]["lens"]["all"]["pass@1"]["vs_reference"]
+    assert w["diff"] == pytest.approx(0.05) and w["ci_low"] is None and w["mde"] is None and not w["significant"]
+    table = format_study_table(agg, 1)
+    assert "| all | lens | 35.0 +- 0.0 [d +5.0] |" in table and "pass@1 n/a, pass@2 n/a" in table
+
+
+def test_diagnostics_average_each_run_over_its_logged_steps_then_the_seeds():
+    # grpo seed 0 logs cosine at steps 2 and 4: (0.2 + 0.4) / 2 = 0.3; seed 1 at step 4 only: 0.5;
+    # arm mean 0.4. lens logs none: None. rel_diff nowhere: None. The groups curve has a gap too.
+    def curves(cosine):
+        return {"step": [1, 2, 3, 4], "groups/negative": [0.5, None, 0.4, 0.3], "diag/cosine": cosine}
+
+    records = {"grpo": [_record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None, 0.2, None, 0.4])),
+                        _record([(0, 0.3), (4, 0.3)], 0.1, 1, curves([None, None, None, 0.5]))],
+               "lens": [_record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None] * 4)),
+                        _record([(0, 0.3), (4, 0.3)], 0.1, 1, {"step": [1], "groups/negative": [0.5]})]}
+    agg = aggregate(STUDIES["main"], records)
+    assert agg["diagnostics"]["grpo"]["diag/cosine"] == pytest.approx(0.4)
+    assert agg["diagnostics"]["lens"]["diag/cosine"] is None and agg["diagnostics"]["grpo"]["diag/rel_diff"] is None
+    table = format_study_table(agg, 2)
+    assert "| arm | diag/cosine | diag/rel_diff | diag/negative_share |" in table
+    assert "| grpo | 0.4 | - | - |" in table
+
+
+def test_report_writes_every_file_and_tolerates_gaps_in_the_curves(tmp_path):
+    from lensrl.study import write_report
+
+    gappy = {"step": [1, 2, 3], "groups/negative": [0.5, None, 0.4], "diag/cosine": [None, 0.1, None]}
+    records = {arm: [_record([(0, 0.3), (5, p), (10, p + 0.01)], 0.1, s, gappy) for s in (0, 1)]
+               for arm, p in (("grpo", 0.3), ("lens", 0.35))}
+    result = write_report(STUDIES["main"], [0, 1], records, tmp_path, "lensrl study main", "study")
+    for name in ("study.json", "study.md", "study.png"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "study_curves.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "study.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert saved["arms"]["lens"]["all"]["pass@1"]["vs_reference"]["n"] == 2 and "diagnostics" in saved
+    assert result.table in (tmp_path / "study.md").read_text()
 
 
 def test_curve_helpers_by_hand():
@@ -122,3 +179,95 @@ def test_alpha_zero_arm_is_the_mixed_only_ablation_so_its_runs_are_shared(tmp_pa
     assert finished_run(wanted, tmp_path / "study") == run_dir
     half = arm_config(alpha, arms["lens_alpha0.5"], 2, tmp_path / "study" / "alpha", None, [])
     assert half.algo.alpha == 0.5 and half.algo.scope == "all" and finished_run(half, tmp_path / "study") is None
+
+
+def _finished(config, run_dir):
+    from lensrl.config import save_config
+
+    run_dir.mkdir(parents=True)
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "summary.json").write_text("{}")
+
+
+def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
+    # a stand-in for the signs testbed's config, given as --config (config_path) in place of the study's
+    from lensrl.study import arm_config, finished_run
+
+    base = tmp_path / "signs.yaml"
+    base.write_text("run:\n  steps: 7\n  eval_every: 7\n")
+    signs = {name: STUDIES[f"signs-{name}"] for name in ("main", "ablation", "alpha", "remedies", "long")}
+    assert all(s.config == "testbed:signs" and s.overrides == () for s in signs.values())
+    assert [str(s.results_dir) for s in signs.values()] == [f"results/signs/{n}" for n in signs]
+    assert signs["main"].seeds == (0, 1, 2, 3, 4) and signs["alpha"].seeds == (0, 1, 2)
+    assert [a.name for a in signs["alpha"].arms] == ["lens_alpha0.25", "lens_alpha1", "lens_alpha4", "lens_alpha16"]
+    assert STUDIES["main"].results_dir == Path("results/study_main") and STUDIES["main"].config is None
+
+    runs = tmp_path / "study"
+    arms = {(s.name, a.name): a for s in signs.values() for a in s.arms}
+    lens = arm_config(signs["main"], arms[("signs-main", "lens")], 1, runs / "signs-main", str(base), [])
+    grpo = arm_config(signs["main"], arms[("signs-main", "grpo")], 1, runs / "signs-main", str(base), [])
+    assert lens.run.steps == 7 and lens.run.eval_every == 7
+    _finished(lens, runs / "signs-main" / "lens_seed1")
+    _finished(grpo, runs / "signs-main" / "grpo_seed1")
+    # alpha 0.25 is the default: the alpha study's first arm is main's lens, and reuses its run
+    quarter = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha0.25")], 1, runs / "signs-alpha", str(base), [])
+    assert finished_run(quarter, runs) == runs / "signs-main" / "lens_seed1"
+    four = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha4")], 1, runs / "signs-alpha", str(base), [])
+    assert four.algo.alpha == 4.0 and finished_run(four, runs) is None
+    remedies_grpo = arm_config(signs["remedies"], arms[("signs-remedies", "grpo")], 1, runs / "signs-remedies",
+                               str(base), [])
+    assert finished_run(remedies_grpo, runs) == runs / "signs-main" / "grpo_seed1"
+    # the long study's arms train three times the config's steps (after the extra overrides), so never reuse
+    long_grpo = arm_config(signs["long"], arms[("signs-long", "grpo")], 1, runs / "signs-long", str(base), [])
+    assert long_grpo.run.steps == 21 and long_grpo.algo.advantage == "grpo" and finished_run(long_grpo, runs) is None
+    extended = arm_config(signs["long"], arms[("signs-long", "lens")], 1, runs / "signs-long", str(base), ["run.steps=5"])
+    assert extended.run.steps == 15 and extended.algo.advantage == "lens"
+
+
+def test_a_study_config_is_the_base_unless_one_is_given(tmp_path, monkeypatch):
+    import lensrl.study as study_module
+    from lensrl.config import load_config
+
+    seen = []
+
+    def recording(path, overrides):
+        seen.append(path)
+        return load_config(None, overrides)
+
+    monkeypatch.setattr(study_module, "load_config", recording)
+    arm = STUDIES["signs-main"].arms[0]
+    study_module.arm_config(STUDIES["signs-main"], arm, 0, tmp_path, None, [])
+    study_module.arm_config(STUDIES["signs-main"], arm, 0, tmp_path, "mine.yaml", [])
+    study_module.arm_config(STUDIES["main"], arm, 0, tmp_path, None, [])
+    assert seen == ["testbed:signs", "mine.yaml", None]
+
+
+def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
+    from lensrl.cli import main
+    from lensrl.study import load_records
+
+    results = tmp_path / "study_main"
+    (results / "runs").mkdir(parents=True)
+    for arm, p in (("grpo", 0.30), ("lens", 0.33)):
+        for seed in (0, 1):
+            record = {"arm": arm, "seed": seed, **_record([(0, 0.3), (10, p + seed / 100)], 0.1, seed)}
+            del record["samples_per_step"]  # a record written before the field existed
+            (results / "runs" / f"{arm}_seed{seed}.json").write_text(json.dumps(record))
+    # the records' samples per step come from the arms' resolved configs: 32 questions x G = 4
+    records = load_records(STUDIES["main"], [0, 1], results / "runs", None, ["rollout.group_size=4"])
+    assert [r["samples_per_step"] for r in records["lens"]] == [128, 128]
+    assert [r["seed"] for r in records["grpo"]] == [0, 1]
+
+    assert main(["study", "main", "--report-only", "--seeds", "0,1", "--results-dir", str(results),
+                 "run.progress=false"]) == 0
+    assert "[d +3.0" in capsys.readouterr().out
+    saved = json.loads((results / "study.json").read_text())
+    assert saved["command"] == "lensrl study main --seeds 0,1 run.progress=false"
+    assert saved["arms"]["lens"]["all"]["pass@1"]["vs_reference"]["n"] == 2
+    for name in ("study.md", "study.png", "study_curves.png"):
+        assert (results / name).exists(), name
+    assert (tmp_path / "study_overview.png").exists()  # results/study_overview.png, from every study there
+
+    assert main(["study", "main", "--report-only", "--seeds", "0,3", "--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "grpo_seed3.json" in err and "lens_seed3.json" in err

@@ -1,0 +1,84 @@
+"""Which studies exist: their arms, seeds, base config and folders (`lensrl.study` runs them).
+
+No heavy imports: `lensrl study --help` lists the studies from here before anything else loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...] = ()
+    steps_factor: int = 1  # run.steps = steps_factor x the resolved config's run.steps (`study.arm_config`)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str
+    arms: tuple[Arm, ...]  # the first is the reference the others are compared with
+    seeds: tuple[int, ...] = (0, 1, 2)
+    overrides: tuple[str, ...] = ("run.eval_every=10",)  # common to every arm
+    config: str | None = None  # base config of every arm (`load_config`'s path), unless --config is given
+    results: str | None = None  # default results folder (None: results/study_<name>)
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.results or f"results/study_{self.name}")
+
+
+def _alpha(a: float) -> Arm:
+    # alpha only scales negative-group advantages, so alpha = 0 is exactly LENS on mixed groups only
+    # (tests/unit/test_advantages.py checks the two are equal): that arm reuses the ablation's runs.
+    overrides = ("algo.scope=mixed",) if a == 0 else (f"algo.alpha={a}",)
+    return Arm(f"lens_alpha{a:g}", ("algo.advantage=lens", *overrides))
+
+
+GRPO = Arm("grpo", ("algo.advantage=grpo",))
+LENS = Arm("lens", ("algo.advantage=lens",))
+MIXED_ONLY = Arm("lens_mixed_only", ("algo.advantage=lens", "algo.scope=mixed"))
+NEGATIVE_ONLY = Arm("lens_negative_only", ("algo.advantage=lens", "algo.scope=negative"))
+GRPO_FILTERED = Arm("grpo_filtered", ("algo.advantage=grpo", "algo.filter_groups=true"))
+UNIFORM_NEGATIVE = Arm("uniform_negative", ("algo.advantage=uniform_negative",))
+
+MAIN_QUESTION = "Does LENS beat GRPO at pass@1..16, overall and on the hardest levels?"
+ABLATION_QUESTION = "Which part of LENS helps: the mixed-group or the negative-group reweighting? (paper Table 2)"
+REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong groups?"
+
+
+def _signs(short: str, question: str, arms: tuple[Arm, ...], seeds: tuple[int, ...] = (0, 1, 2)) -> Study:
+    """A study on the signs testbed: its config decides everything the arms do not (eval_every too)."""
+    return Study(f"signs-{short}", question, arms, seeds, overrides=(), config="testbed:signs",
+                 results=f"results/signs/{short}")
+
+
+STUDIES = {s.name: s for s in (
+    Study("main", MAIN_QUESTION, (GRPO, LENS)),
+    Study("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
+    Study("alpha", "How does LENS depend on alpha, the weight of negative groups?",
+          tuple(_alpha(a) for a in (0.25, 0.0, 0.1, 0.5, 1.0))),
+    Study("d_estimator", "Length-normalised (pibar) or raw sequence probability in D_imp?",
+          (Arm("normalized", ("algo.d_estimator=normalized",)), Arm("sequence", ("algo.d_estimator=sequence",)))),
+    Study("group_size", "G = 16 or G = 8 at the same number of samples per step?",
+          (Arm("G16", ("rollout.group_size=16", "rollout.questions_per_step=32")),
+           Arm("G8", ("rollout.group_size=8", "rollout.questions_per_step=64")))),
+    Study("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+    _signs("main", MAIN_QUESTION, (GRPO, LENS), seeds=(0, 1, 2, 3, 4)),
+    _signs("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
+    # alpha = 0.25 is the default: that arm's resolved config is signs-main's lens, whose runs it reuses
+    _signs("alpha", "How does LENS depend on alpha, the weight of negative groups, up to large values?",
+           tuple(_alpha(a) for a in (0.25, 1.0, 4.0, 16.0))),
+    _signs("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+    _signs("long", "Does LENS beat GRPO when both train three times as long?",
+           (Arm("grpo", GRPO.overrides, steps_factor=3), Arm("lens", LENS.overrides, steps_factor=3))),
+)}
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    return STUDIES[name]
