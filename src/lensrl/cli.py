@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--output", help="PNG path (default: RUN/curves.png for one run, curves.png for several)")
     p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
+    p = sub.add_parser("grad-diff", help="GRPO vs LENS without seeds: the first minibatch's gradient under both, "
+                       "on fresh rollouts of models, run folders or checkpoints (cosine, rel_diff, negative_share)",
+                       epilog=EPILOG)
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help='model folder, hub id, "testbed", or run folder (its newest checkpoint, and its config.yaml '
+                        "unless --config is given)")
+    p.add_argument("--rollouts", type=int, default=3, help="rollouts per model (default: 3)")
+    p.add_argument("--output", default="grad_diff.json", help="JSON path (default: grad_diff.json)")
+    p.add_argument("--config", help="YAML file of deltas over the defaults (or over a run folder's config.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--testbed", default="carry", help="which testbed: carry (default) or signs")
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "overrides"):
         args.overrides += extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "checkpoint", None) and "=" in args.checkpoint and not Path(args.checkpoint).exists():
         args.overrides.insert(0, args.checkpoint)  # `lensrl eval key=value ...`: an override, not a folder
         args.checkpoint = None
@@ -104,6 +115,8 @@ def _dispatch(args) -> int:
         return _testbed_build(args)
     if args.command == "study":
         return _study(args)
+    if args.command == "grad-diff":
+        return _grad_diff(args)
     if args.command == "samples":
         from lensrl.samples import print_samples
 
@@ -186,6 +199,27 @@ def _study(args) -> int:
         result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
     print(result.table)
     print(f"results: {result.output_dir}")
+    return 0
+
+
+def _grad_diff(args) -> int:
+    import json
+    import shlex
+
+    from lensrl.diagnostics import format_gradient_table, measure_gradients
+
+    # MODEL and key=value positionals arrive together: an item with "=" that is no path is an override
+    models = [m for m in args.models if "=" not in m or Path(m).exists()]
+    overrides = [m for m in args.models if m not in models] + list(args.overrides)
+    if not models:
+        raise ValueError("grad-diff needs at least one MODEL (a model folder, hub id, \"testbed\" or run folder)")
+    report = {"command": shlex.join(["lensrl", *args.argv]),
+              **measure_gradients(models, args.rollouts, args.config, overrides)}
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_gradient_table(report))
+    print(f"results: {args.output}")
     return 0
 
 

@@ -251,6 +251,9 @@ class RunConfig(_Section):
     """Write `sample_groups` whole groups of the rollout to samples.jsonl every this many steps (0: never)."""
     sample_groups: int = Field(4, ge=1)
     """Groups per sample-log entry: negative and mixed ones where present."""
+    diagnostic_every: int = Field(0, ge=0)
+    """Every this many steps, compare the first minibatch's gradient under GRPO and under LENS advantages
+    on the step's rollout (`lensrl.diagnostics`; 0: never); logged as diag/* in metrics.jsonl."""
 
 
 class SFTConfig(_Section):
@@ -363,10 +366,11 @@ def _with_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
 
 
 BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size",
-               "run.report_to", "run.sample_every", "run.sample_groups")
+               "run.report_to", "run.sample_every", "run.sample_groups", "run.diagnostic_every")
 """Fields that do not change what a run computes: two runs that differ only here are the same run
 (`micro_batch_size` splits the same gradient sum differently, which changes only float rounding; a
-run that ran out of memory can resume with smaller micro-batches)."""
+run that ran out of memory can resume with smaller micro-batches; the diagnostic leaves weights and
+random states as they were)."""
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -6,7 +6,9 @@ One step:
   3. compute the behaviour log-probs log pi_old (tempered, response tokens only) with one no-grad pass;
   4. advantages from the configured estimator (`lensrl.estimators`), from the same log-probs the ratio
      uses, so LENS costs no extra forward pass;
-  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.update`).
+  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.update`);
+     every `run.diagnostic_every` steps, before them, GRPO's and LENS's gradients of the first
+     minibatch are compared (`lensrl.diagnostics`; it changes nothing the run computes).
 Departures from the paper: none in the objective. The sampler is Hugging Face `generate` (or, with
 rollout.sampler=compact, `decode_compact`, the same distribution); evaluation samples at the rollout
 temperature. Under torchrun each rank does steps 1-3 for its share of the groups and the rollout is
@@ -35,6 +37,7 @@ from lensrl import verify
 from lensrl.checkpoint import load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data import load_problems
+from lensrl.diagnostics import gradient_comparison
 from lensrl.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.estimators import compute_advantages
 from lensrl.evaluate import EvalResult
@@ -109,6 +112,9 @@ def check_layout(config: TrainConfig, world: World) -> None:
     """Every rank gets whole groups of every minibatch."""
     if world.distributed and config.algo.filter_groups:
         raise ValueError("algo.filter_groups needs a single process (ranks would get unequal numbers of groups)")
+    if world.distributed and config.run.diagnostic_every:
+        raise ValueError("run.diagnostic_every needs a single process (the diagnostic takes whole minibatches); "
+                         "set run.diagnostic_every=0 under torchrun")
     q, updates = config.rollout.questions_per_step, config.optim.updates_per_rollout
     if q % (updates * world.size):
         raise ValueError(
@@ -231,14 +237,22 @@ def train_step(
     finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
     advantages = compute_advantages(config.algo, rollout) if finite else torch.zeros_like(rollout.correct)
     t2 = time.perf_counter()
-    if finite and all_finite(advantages):
+    healthy = finite and all_finite(advantages)
+    diagnostic = {}
+    if healthy and config.run.diagnostic_every and step % config.run.diagnostic_every == 0:
+        # before the update: the weights that sampled the rollout; it changes no weight and no random state
+        diagnostic = gradient_comparison(s.model, rollout, config, s.generator)
+        diagnostic["time/diagnostic"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    if healthy:
         update = update_policy(s.model, s.ref_model, s.optimizer, s.scheduler, rollout, advantages, config,
                                s.generator, world, step)
     else:
         nonfinite(config, step, "behaviour log-probs or advantages")
         update = skip_update(s.scheduler, config.optim.updates_per_rollout)
-    t3 = time.perf_counter()
+    t4 = time.perf_counter()
     metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
-               **all_reduce_sum(world, verify_counts), **update, "time/rollout": t1 - t0, "time/sample": t_sampled - t0,
-               "time/reward": t1 - t_sampled, "time/logprobs": t2 - t1, "time/update": t3 - t2, "time/step": t3 - t0}
+               **all_reduce_sum(world, verify_counts), **update, **diagnostic, "time/rollout": t1 - t0,
+               "time/sample": t_sampled - t0, "time/reward": t1 - t_sampled, "time/logprobs": t2 - t1,
+               "time/update": t4 - t3, "time/step": t4 - t0}
     return metrics, rollout, advantages

@@ -56,9 +56,37 @@ def minibatch_groups(rollout: Rollout, config: TrainConfig, generator: torch.Gen
     return groups.tensor_split(config.optim.updates_per_rollout)
 
 
-def _rows(groups: torch.Tensor, group_size: int, device: torch.device) -> torch.Tensor:
+def group_rows(groups: torch.Tensor, group_size: int, device: torch.device) -> torch.Tensor:
     """The rollout rows of some groups (rows of a group are contiguous)."""
     return (groups[:, None] * group_size + torch.arange(group_size)).flatten().to(device)
+
+
+def micro_batch_loss(
+    model: PreTrainedModel,
+    ref_model: PreTrainedModel | None,
+    rollout: Rollout,
+    advantages: torch.Tensor,  # (N,)
+    micro: torch.Tensor,  # rows of the rollout
+    config: TrainConfig,
+    num_seqs: int,
+    num_tokens: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped loss of some rows of a minibatch (with the KL term when `algo.kl_coef` > 0) and its
+    health metrics, normalised by the whole minibatch's `num_seqs` / `num_tokens`: the micro-batch
+    losses of a minibatch sum to its loss. One forward pass (two with a KL term), no backward."""
+    algo = config.algo
+    logprobs_ref = None
+    with autocast(config.model, model.device)():
+        if algo.kl_coef > 0:
+            with torch.no_grad(), reference_policy(model, ref_model) as ref:
+                logprobs_ref, _ = trimmed_logprobs(ref, rollout, micro, config.rollout.temperature)
+        logprobs, _ = trimmed_logprobs(model, rollout, micro, config.rollout.temperature)
+        return policy_loss(
+            logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
+            clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
+            logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
+            num_seqs=num_seqs, num_tokens=num_tokens, norm_length=config.rollout.max_new_tokens,
+        )
 
 
 def update_policy(
@@ -79,18 +107,17 @@ def update_policy(
     the world size and gradients are averaged over ranks: the whole minibatch's gradient. A minibatch
     whose gradient is not finite is skipped (counted) or stops the run (`run.on_nonfinite`).
     """
-    algo, optim, g = config.algo, config.optim, rollout.group_size
+    optim, g = config.optim, rollout.group_size
     device = rollout.input_ids.device
     minibatches = minibatch_groups(rollout, config, generator)
     updated = torch.cat(minibatches)
-    n_updated_tokens = rollout.response_mask[_rows(updated, g, device)].sum().item()
+    n_updated_tokens = rollout.response_mask[group_rows(updated, g, device)].sum().item()
     taken = [mb for mb in minibatches if len(mb)]
     # the optimizer's own list: FSDP2 leaves unsharded stand-ins on the root module after a forward pass
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of the means over the update
     totals: dict[str, float] = {"skipped_updates": 0, "groups/updated": len(updated) / len(rollout.problems)}
     grad_norms = []
-    amp = autocast(config.model, model.device)
     model.train()
     for mb_groups in minibatches:
         if not len(mb_groups):  # filtering left this minibatch nothing: no optimizer step
@@ -98,23 +125,12 @@ def update_policy(
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
             continue
-        rows = _rows(mb_groups, g, device)
+        rows = group_rows(mb_groups, g, device)
         n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
-        mine = _rows(mb_groups[world.share(len(mb_groups))], g, device)
+        mine = group_rows(mb_groups[world.share(len(mb_groups))], g, device)
         optimizer.zero_grad(set_to_none=True)
         for micro in by_length(mine, rollout.lengths, optim.micro_batch_size):
-            logprobs_ref = None
-            with amp():
-                if algo.kl_coef > 0:
-                    with torch.no_grad(), reference_policy(model, ref_model) as ref:
-                        logprobs_ref, _ = trimmed_logprobs(ref, rollout, micro, config.rollout.temperature)
-                logprobs, _ = trimmed_logprobs(model, rollout, micro, config.rollout.temperature)
-                loss, metrics = policy_loss(
-                    logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
-                    clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
-                    logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
-                    num_seqs=n_seqs, num_tokens=n_tokens, norm_length=config.rollout.max_new_tokens,
-                )
+            loss, metrics = micro_batch_loss(model, ref_model, rollout, advantages, micro, config, n_seqs, n_tokens)
             (loss * world.size).backward()
             summed["loss/policy"] += loss.item() / len(taken)  # micro losses sum to the minibatch's
             for k, v in metrics.items():

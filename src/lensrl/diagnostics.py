@@ -1,0 +1,260 @@
+"""How differently GRPO and LENS would move the policy on the same rollout: a comparison that needs no seeds.
+
+Training curves of two estimators differ by the seeds' noise as well as by the estimators; this
+takes one rollout and one set of weights and changes nothing but the advantages. The gradient of
+the update's first minibatch (the first part `update.minibatch_groups` makes) is taken three times:
+
+    g_grpo   with GRPO's advantages (`algo.scale`, `algo.eps`)
+    g_lens   with LENS's advantages (`algo.alpha`, `scope`, `d_estimator`, `eps`)
+    g_neg    with LENS's advantages kept on the rows of negative (all-wrong) groups and 0 elsewhere
+
+and, over all trainable parameters as one vector:
+
+    diag/cosine           cos(g_grpo, g_lens): 1 when LENS only rescales GRPO's step
+    diag/rel_diff         ||g_lens - g_grpo|| / ||g_grpo||: how far LENS's step is from GRPO's
+    diag/negative_share   ||g_neg|| / ||g_lens||: the negative groups' part of LENS's step
+    diag/grad_norm_grpo, diag/grad_norm_lens, and diag/negative_groups (the minibatch's share of
+    negative groups)
+
+A ratio whose denominator is 0 is NaN (a minibatch of negative groups only: GRPO's gradient is 0).
+
+The loss is `update_policy`'s (`update.micro_batch_loss`: the clipped surrogate, `algo.loss_agg`,
+micro-batches normalised by the whole minibatch), taken in train mode as the update takes it, with
+gradients before clipping (like the trainer's `grad_norm`). The KL term is left out: it does not
+depend on the advantages, so it would add the same vector to both gradients and blur what differs.
+
+Nothing the run computes changes: the minibatch is drawn from a copy of the trainer's generator,
+gradients come from `torch.autograd.grad` (no `.grad` is written, no optimizer step), the model is
+put back in its former mode, and every pass starts from the same global random state, which is
+restored after it (dropout, if any, draws the same masks in all three passes and nothing later sees
+a draw). So `run.diagnostic_every` is bookkeeping. `measure_gradients` is `lensrl grad-diff`: the
+comparison on fresh rollouts of saved models, run folders and checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lensrl.checkpoint import latest_checkpoint
+from lensrl.config import AlgoConfig, TrainConfig, load_config
+from lensrl.data import load_problems
+from lensrl.estimators import compute_advantages
+from lensrl.models import autocast, load_policy
+from lensrl.problem import Problem
+from lensrl.prompts import check_prompt_lengths, format_problems
+from lensrl.rollout import Rollout, behaviour_logprobs, by_length, sample, score
+from lensrl.seeds import DataOrder, rollout_seed
+from lensrl.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
+from lensrl.verify import verify_math
+
+TABLE_COLUMNS = {"cosine": "diag/cosine", "rel_diff": "diag/rel_diff", "negative_share": "diag/negative_share",
+                 "negative_groups": "diag/negative_groups"}
+
+# ------------------------------------------------------------------------------------ the comparison
+
+
+def first_minibatch(rollout: Rollout, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Group indices of the update's first minibatch, drawn from a copy of `generator` (left as it was)."""
+    return minibatch_groups(rollout, config, torch.Generator().set_state(generator.get_state()))[0]
+
+
+def estimator_advantages(rollout: Rollout, algo: AlgoConfig, name: str) -> torch.Tensor:  # (N,)
+    """The advantages estimator `name` gives with this run's settings (its `algo` with another `advantage`)."""
+    return compute_advantages(algo.model_copy(update={"advantage": name}), rollout)
+
+
+def negative_groups(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (Q,) bool
+    """Groups without a right answer."""
+    return correct.view(-1, group_size).sum(dim=1) == 0
+
+
+def trainable_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
+    """The parameters the trainer's optimizer updates."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def minibatch_gradient(
+    model: PreTrainedModel, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, config: TrainConfig
+) -> list[torch.Tensor]:
+    """The gradient of the minibatch loss over `rows` (no KL term) for each trainable parameter.
+
+    Micro-batched as `update_policy` does it; the gradients are returned, never written to `.grad`.
+    """
+    config = config.model_copy(update={"algo": config.algo.model_copy(update={"kl_coef": 0.0})})
+    params = trainable_parameters(model)
+    n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
+    total = [torch.zeros_like(p) for p in params]
+    for micro in by_length(rows, rollout.lengths, config.optim.micro_batch_size):
+        loss, _ = micro_batch_loss(model, None, rollout, advantages, micro, config, n_seqs, n_tokens)
+        for acc, grad in zip(total, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
+            if grad is not None:
+                acc += grad
+    return total
+
+
+def _norm(tensors: Iterable[torch.Tensor]) -> float:
+    return math.sqrt(math.fsum(float(t.double().square().sum()) for t in tensors))
+
+
+def _inner(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    return math.fsum(float((x.double() * y.double()).sum()) for x, y in zip(a, b, strict=True))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def gradient_stats(
+    g_grpo: Sequence[torch.Tensor], g_lens: Sequence[torch.Tensor], negative_norm: float
+) -> dict[str, float]:
+    """cosine, rel_diff, negative_share and both norms of the two gradients (given per parameter)."""
+    norm_grpo, norm_lens = _norm(g_grpo), _norm(g_lens)
+    return {
+        "diag/cosine": _ratio(_inner(g_grpo, g_lens), norm_grpo * norm_lens),
+        "diag/rel_diff": _ratio(_norm(y.double() - x.double() for x, y in zip(g_grpo, g_lens, strict=True)),
+                                norm_grpo),
+        "diag/negative_share": _ratio(negative_norm, norm_lens),
+        "diag/grad_norm_grpo": norm_grpo,
+        "diag/grad_norm_lens": norm_lens,
+    }
+
+
+@contextlib.contextmanager
+def _training(model: PreTrainedModel) -> Iterator[None]:
+    """The model in train mode (as in the update) inside the block, in its former mode after it."""
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _same_random_state(device: torch.device) -> contextlib.AbstractContextManager:
+    """Inside: torch's global random state (CPU, and the model's GPU); as it was on entry after it."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def gradient_comparison(
+    model: PreTrainedModel, rollout: Rollout, config: TrainConfig, generator: torch.Generator
+) -> dict[str, float]:
+    """The diag/* metrics (module docstring) of a scored rollout with behaviour log-probs, taken on
+    the update's first minibatch at the current weights; {} when that minibatch is empty (filtering
+    left no group) or the log-probs or either estimator's advantages are not finite. Single process."""
+    groups = first_minibatch(rollout, config, generator)
+    if not len(groups) or not all_finite(rollout.logprobs_old):
+        return {}
+    grpo, lens = (estimator_advantages(rollout, config.algo, name) for name in ("grpo", "lens"))
+    if not all_finite(grpo, lens):
+        return {}
+    g = rollout.group_size
+    negative = negative_groups(rollout.correct, g)
+    lens_negative = torch.where(negative.repeat_interleave(g), lens, torch.zeros_like(lens))
+    rows = group_rows(groups, g, rollout.input_ids.device)
+
+    def gradient(advantages: torch.Tensor) -> list[torch.Tensor]:
+        with _same_random_state(model.device):
+            return minibatch_gradient(model, rollout, advantages, rows, config)
+
+    with _training(model):
+        negative_norm = _norm(gradient(lens_negative))  # first: at most two gradients are held at once
+        stats = gradient_stats(gradient(grpo), gradient(lens), negative_norm)
+    return {**stats, "diag/negative_groups": negative[groups.to(negative.device)].double().mean().item()}
+
+
+# ------------------------------------------------------------------------------------ lensrl grad-diff
+
+
+def resolve_model(model: str, config_path: str | None = None, overrides: Sequence[str] = ()) -> tuple[TrainConfig, str]:
+    """The config and the weights of one MODEL of `lensrl grad-diff`.
+
+    A run folder (one with `checkpoints/`) gives its newest complete checkpoint, with its config.yaml
+    as the base config unless `config_path` is given; anything else (a model folder, a hub id,
+    "testbed") is loaded as it is, with `config_path` or the defaults. Overrides go on top.
+    """
+    folder = Path(model)
+    if not (folder / "checkpoints").is_dir():
+        return load_config(config_path, list(overrides)), model
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None:
+        raise ValueError(f"{model}: no complete checkpoint under {folder / 'checkpoints'}")
+    saved = folder / "config.yaml"
+    base = config_path if config_path is not None else (saved if saved.exists() else None)
+    return load_config(base, list(overrides)), str(checkpoint)
+
+
+def scored_rollout(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], config: TrainConfig, seed: int
+) -> Rollout:
+    """Steps 1-3 of a training step in one process: sample, score with `verify_math`, behaviour log-probs."""
+    ro, amp = config.rollout, autocast(config.model, model.device)
+    with amp():
+        rollout = sample(model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p, ro.max_new_tokens,
+                         ro.generation_batch_size, seed=seed, sampler=ro.sampler)
+    rollout.correct = score(rollout, verify_math)
+    with amp():
+        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, ro.temperature,
+                                                                   config.optim.micro_batch_size)
+    return rollout
+
+
+def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = "") -> list[dict[str, float]]:
+    """`gradient_comparison` on `rollouts` fresh rollouts of a model; rollout r is step r + 1 of a run
+    of `config` from these weights (its problems, sampling seed and minibatch shuffle) without updates."""
+    train_problems = load_problems(config.data, config.run.seed)[0]  # data errors before the model loads
+    model, tokenizer = load_policy(config.model, weights)
+    train_set = check_prompt_lengths(format_problems(train_problems, tokenizer, config.prompt), tokenizer,
+                                     model.config, config.rollout, config.data.skip_bad_rows)
+    order = DataOrder(len(train_set), config.run.seed)
+    generator = torch.Generator().manual_seed(config.run.seed)
+    results = []
+    for r in tqdm(range(rollouts), desc=name or weights, disable=not config.run.progress):
+        problems = [train_set[i] for i in order.take(config.rollout.questions_per_step)]
+        rollout = scored_rollout(model, tokenizer, problems, config, rollout_seed(config.run.seed, r + 1))
+        results.append(gradient_comparison(model, rollout, config, generator))
+        minibatch_groups(rollout, config, generator)  # the shuffle moves on as that step's update would
+    return results
+
+
+def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the records where it is defined (not NaN, present); NaN where it never is."""
+    keys = dict.fromkeys(k for record in records for k in record)
+    means = {}
+    for key in keys:
+        values = [r[key] for r in records if key in r and not math.isnan(r[key])]
+        means[key] = math.fsum(values) / len(values) if values else math.nan
+    return means
+
+
+def measure_gradients(
+    models: Sequence[str], rollouts: int = 3, config_path: str | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """`lensrl grad-diff`: {"models": {MODEL: {"rollouts": [diag metrics per rollout], "mean": {...}}}}."""
+    if rollouts < 1:
+        raise ValueError(f"--rollouts must be >= 1, got {rollouts}")
+    report = {}
+    for name in models:
+        config, weights = resolve_model(name, config_path, overrides)
+        records = measure_model(config, weights, rollouts, name)
+        report[name] = {"rollouts": records, "mean": mean_metrics(records)}
+    return {"models": report}
+
+
+def format_gradient_table(report: dict[str, Any]) -> str:
+    """One line per model and rollout, and each model's mean."""
+    width = max([len("model"), *(len(name) for name in report["models"])])
+    lines = [f"{'model':<{width}}  {'rollout':>7}" + "".join(f"  {c:>15}" for c in TABLE_COLUMNS)]
+    for name, result in report["models"].items():
+        rows = [*((str(r), rec) for r, rec in enumerate(result["rollouts"])), ("mean", result["mean"])]
+        for label, record in rows:
+            cells = "".join(f"  {record.get(key, math.nan):>15.6f}" for key in TABLE_COLUMNS.values())
+            lines.append(f"{name:<{width}}  {label:>7}{cells}")
+    return "\n".join(lines)
