@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config
 from lensrl.evaluate import ks_for
-from lensrl.lifecycle import RunFolder
+from lensrl.checkpoint import latest_checkpoint
+from lensrl.lifecycle import LOCK, RunFolder, checkpoint_step
 from lensrl.plots import running_mean
 from lensrl.stats import paired_difference
 from lensrl.study_registry import STUDIES, Arm, Study, get_study
@@ -77,6 +79,26 @@ def finished_run(config: TrainConfig, search_root: Path | None = None) -> Path |
     return None
 
 
+def extend_shorter_run(config: TrainConfig, search_root: Path) -> Path | None:
+    """Start this run from a finished run of the same config with fewer steps, when its own folder has no
+    checkpoint yet: that run's folder is copied in (its summary left out) and training goes on from its
+    last checkpoint. The learning rate is constant after warm-up and nothing else depends on run.steps,
+    so the extended run is the run trained from scratch (`tests/integration/test_study.py` checks it),
+    provided the shorter run's final evaluation is one the longer run makes too (run.eval_every divides
+    its steps); otherwise nothing is reused.
+    """
+    own, every = Path(config.run.output_dir), config.run.eval_every
+    if latest_checkpoint(own) is not None or every == 0:
+        return None
+    for summary in sorted(search_root.glob("*/*/summary.json")):
+        folder = summary.parent
+        done = checkpoint_step(latest_checkpoint(folder))
+        if config_differences(folder, config) == ["run.steps"] and done < config.run.steps and done % every == 0:
+            shutil.copytree(folder, own, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK, "summary.json"))
+            return folder
+    return None
+
+
 def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], TrainConfig],
                records_dir: Path, search_root: Path | None = None) -> dict[str, list[dict]]:
     """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`, plus its
@@ -88,6 +110,8 @@ def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], T
             config = config_of(arm, seed)
             run_dir = finished_run(config, search_root)
             if run_dir is None:
+                if search_root is not None:
+                    extend_shorter_run(config, search_root)
                 run_dir = train_or_resume(config).output_dir
             record = {"arm": arm.name, "seed": seed, **run_record(run_dir)}
             (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))

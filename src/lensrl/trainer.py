@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl import verify
-from lensrl.checkpoint import load_trainer_state, save_checkpoint
+from lensrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data import load_problems
 from lensrl.diagnostics import gradient_comparison
@@ -100,10 +100,13 @@ def train_or_resume(config: TrainConfig, verifier: Verifier = verify_math) -> Ru
     """`train` into `run.output_dir`, going on from where an interrupted run of the same config stopped.
 
     For tools that own their run folders (studies, compare): a folder left by a run of a different
-    config is cleared first.
+    config is cleared first; one that differs only in run.steps, with no checkpoint past them, is
+    extended (or cut short).
     """
     with owned(config.run.output_dir) as out:
-        if config_differences(out, config):
+        changed = config_differences(out, config)
+        extendable = changed == ["run.steps"] and checkpoint_step(latest_checkpoint(out)) <= config.run.steps
+        if changed and not extendable:
             clear_folder(out)
         return train(config, verifier, resume=True)
 

@@ -68,3 +68,41 @@ def test_filtered_groups_leave_an_all_negative_rollout_without_update(tiny_model
                                                    "algo.filter_groups=true", "run.steps=1")))
         metrics = json.loads((out / "metrics.jsonl").read_text())
         assert metrics["groups/negative"] == 1.0 and metrics["groups/updated"] == share
+
+
+def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp_path):
+    # a 3-step run started from a finished 1-step run of the same config equals a 3-step run from scratch:
+    # same metrics at every step (but timings), same evaluations, same final weights
+    from safetensors.torch import load_file
+
+    from lensrl.study import Arm, Study, arm_config, train_arms
+
+    base = [o for o in tiny_overrides(tiny_model_dir, tmp_path / "unused") if not o.startswith("run.")]
+    base.append("run.eval_every=1")
+    short = Study("short", "q", (Arm("grpo", ("algo.advantage=grpo",)),), overrides=(*base, "run.steps=1"))
+    long = Study("long", "q", (Arm("grpo", ("algo.advantage=grpo",), steps_factor=3),),
+                 overrides=(*base, "run.steps=1"))
+    for study in (short, long):
+        runs = tmp_path / "study" / study.name
+        train_arms(study, [0], lambda arm, seed, s=study, r=runs: arm_config(s, arm, seed, r, None,
+                                                                            ["run.progress=false"]),
+                   tmp_path / "records" / study.name, search_root=tmp_path / "study")
+    extended = tmp_path / "study" / "long" / "grpo_seed0"
+    assert (extended / "checkpoints" / "step_000003").is_dir()
+    first_step = [(run / "metrics.jsonl").read_text().splitlines()[0] for run in (extended, tmp_path / "study" / "short"
+                                                                                  / "grpo_seed0")]
+    assert first_step[0] == first_step[1]  # step 1 was not retrained: its timings are the short run's
+    scratch = load_config(None, [*base, "algo.advantage=grpo", "run.steps=3", "run.progress=false",
+                                 f"run.output_dir={tmp_path / 'scratch'}"])
+    train(scratch)
+
+    def lines(run, name):
+        rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        assert lines(extended, name) == lines(tmp_path / "scratch", name), name
+    weights = [load_file(run / "checkpoints" / "step_000003" / "model.safetensors")
+               for run in (extended, tmp_path / "scratch")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])

@@ -14,14 +14,19 @@ from lensrl.testbed import signs
 from lensrl.testbed import testbed_name as name_of
 from lensrl.verify import verify_math
 
+def test_hand_worked_problem_and_its_dropped_signs():
+    # "8-3+6-2": right 8-3=5, 5+6=11, 11-2=9. Dropping the first minus: 8+3=11, 11+6=17, 17-2=15; the last:
+    # 8-3=5, 5+6=11, 11+2=13; both: 8+3=11, 11+6=17, 17+2=19
+    p = Problem(prompt="Q:8-3+6-2\nA:", answer="9", level=3, solution="8-3=5 5+6=11 11-2=9 \\boxed{9}")
+    assert signs.dropped_solution(p, []) == p.solution
+    assert signs.dropped_solution(p, [0]) == "8+3=11 11+6=17 17-2=15 \\boxed{15}"
+    assert signs.dropped_solution(p, [2]) == "8-3=5 5+6=11 11+2=13 \\boxed{13}"
+    assert signs.wrong_rule_answers(p) == {"15", "13", "19"}
+    with pytest.raises(ValueError, match="not all minus signs"):
+        signs.dropped_solution(p, [1])
+
+
 STEP = re.compile(r"(\d+)([+-])(\d+)=(\d+)")
-
-
-def test_hand_worked_problem_and_both_rules():
-    # "8-3+6": the right rule gives 8-3=5, 5+6=11; the wrong rule reads the minus as a plus: 8+3=11, 11+6=17
-    p = Problem(prompt="Q:8-3+6\nA:", answer="11", level=2, solution="8-3=5 5+6=11 \\boxed{11}")
-    assert signs.wrong_rule_solution(p) == "8+3=11 11+6=17 \\boxed{17}"
-    assert signs.wrong_rule_answer(p) == "17"
 
 
 @pytest.mark.parametrize("level", signs.LEVELS)
@@ -29,24 +34,34 @@ def test_problems_follow_the_level_definition(level):
     for p in signs.generate_problems(200, levels=(level,), seed=level):
         expression = p.prompt.removeprefix("Q:").removesuffix("\nA:")
         terms = [int(t) for t in re.split(r"[+-]", expression)]
-        assert len(terms) == level + 1 and all(1 <= t <= signs.MAX_NUMBER[level] for t in terms)
+        assert len(terms) == level + 1 and all(1 <= t <= signs.MAX_NUMBER for t in terms)
         assert "-" in expression
         steps = STEP.findall(p.solution)
         assert len(steps) == level
         total = terms[0]
-        for a, op, b, result in steps:  # each step continues the running total, which stays in [0, 99]
-            assert int(a) == total
-            total = total + int(b) if op == "+" else total - int(b)
+        for (a, op, b, result), op_prompt, term in zip(steps, re.findall(r"[+-]", expression), terms[1:]):
+            assert (int(a), op, int(b)) == (total, op_prompt, term)  # each step continues the running total
+            total = total + term if op == "+" else total - term
             assert int(result) == total and 0 <= total <= signs.MAX_TOTAL
         assert p.answer == str(total) and verify_math(p.solution, p.answer)
+        assert p.answer not in signs.wrong_rule_answers(p)  # a dropped sign adds twice its term
         assert p.level == level and p.id == f"S{level}:{expression}"
 
 
-def test_wrong_rule_adds_every_term_and_differs_from_the_answer():
-    for p in signs.generate_problems(100, seed=3):
-        wrong = signs.wrong_rule_solution(p)
-        assert "-" not in wrong and verify_math(wrong, signs.wrong_rule_answer(p))
-        assert signs.wrong_rule_answer(p) != p.answer  # some term is subtracted, so dropping its sign changes the sum
+def test_the_teacher_practises_half_the_time_and_drops_signs_at_its_rate_per_level():
+    rng = random.Random(0)
+    for level, rate in signs.DROP_MINUS.items():
+        problems = signs.generate_problems(4000, levels=(level,), seed=level)
+        shown = [signs.demonstration(p, rng) for p in problems]
+        practice = [d for d in shown if d.prompt.startswith("P:")]
+        assert abs(len(practice) / len(shown) - signs.PRACTICE_SHARE) < 0.03  # binomial sd 0.008
+        assert all(d.solution == p.solution and d.prompt[2:] == p.prompt[2:] for d, p in zip(shown, problems)
+                   if d in practice)
+        task = [(d, p) for d, p in zip(shown, problems) if d.prompt.startswith("Q:")]
+        signs_shown = sum(p.prompt.count("-") for _, p in task)
+        dropped = sum(p.prompt.count("-") - d.solution.split(" \\boxed")[0].count("-") for d, p in task)
+        assert abs(dropped / signs_shown - rate) < 0.03, (level, dropped / signs_shown, rate)
+        assert all(verify_math(d.solution, p.answer) == (d.solution == p.solution) for d, p in task)
 
 
 def test_generation_is_seeded_and_leaves_global_random_alone():
@@ -54,14 +69,6 @@ def test_generation_is_seeded_and_leaves_global_random_alone():
     assert signs.generate_problems(20, seed=5) == signs.generate_problems(20, seed=5)
     assert signs.generate_problems(20, seed=5) != signs.generate_problems(20, seed=6)
     assert random.getstate() == state
-
-
-def test_teacher_uses_the_wrong_rule_at_its_rate_per_level():
-    rng = random.Random(0)
-    for level, rate in signs.WRONG_RULE.items():
-        problems = signs.generate_problems(4000, levels=(level,), seed=level)
-        wrong = sum(signs.demonstration(p, rng).solution != p.solution for p in problems) / len(problems)
-        assert abs(wrong - rate) < 0.03, (level, wrong, rate)  # binomial sd <= 0.008 at n = 4000
 
 
 def test_invalid_levels_raise():

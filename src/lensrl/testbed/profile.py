@@ -56,7 +56,7 @@ class Profile:
     eval: EvalResult
     pibar_right: list[float] = field(default_factory=list)
     pibar_wrong: list[float] = field(default_factory=list)
-    pibar_rule_mistakes: list[float] = field(default_factory=list)  # wrong answers that follow the wrong rule
+    pibar_rule_mistakes: list[float] = field(default_factory=list)  # wrong answers a known wrong rule gives
     negative_group_std: list[float] = field(default_factory=list)  # pibar std inside each negative group
     negative_group_range: list[float] = field(default_factory=list)  # max - min pibar inside each negative group
     abs_advantage: list[float] = field(default_factory=list)  # |A_i| under LENS, every sample
@@ -83,7 +83,7 @@ class Profile:
     def to_json(self) -> dict:
         return {"testbed": self.testbed, **self.eval.to_json(), "confidence": self.summary()}
 
-    def observe(self, chunk: Rollout, wrong_rule_answers: list[str] | None) -> None:
+    def observe(self, chunk: Rollout, wrong_rule_answers: list[set[str]] | None) -> None:
         """Add one scored chunk of samples whose behaviour log-probs are computed."""
         g = chunk.group_size
         pibar = (chunk.seq_logprobs / chunk.lengths).exp().double()
@@ -101,7 +101,7 @@ class Profile:
             if wrong_rule_answers is not None:
                 self.pibar_rule_mistakes += [
                     p for p, ok, a in zip(pibar[rows].tolist(), correct[rows].tolist(), answers[rows])
-                    if not ok and a == wrong_rule_answers[q]]
+                    if not ok and a in wrong_rule_answers[q]]
             if not correct[rows].any():
                 self.negative_group_std.append(pibar[rows].std().item())
                 self.negative_group_range.append((pibar[rows].max() - pibar[rows].min()).item())
@@ -128,7 +128,7 @@ def measure_profile(
     problems = generator.generate_problems(problems_per_level * len(levels), levels, seed=seed)
     model, tokenizer = load_policy(ModelConfig(name_or_path=str(model_dir or f"testbed:{testbed}"), device=device))
     rollout_config = RolloutConfig(group_size=samples, sampler=sampler)
-    wrong_rule = getattr(generator, "wrong_rule_answer", None)
+    wrong_rule = getattr(generator, "wrong_rule_answers", None)
     profile = Profile(testbed, eval=None)  # type: ignore[arg-type]
 
     def observe(chunk: Rollout) -> None:
@@ -202,7 +202,8 @@ def plot_confidence(profile: Profile, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    bins = [i / 50 for i in range(51)]
+    low = min(profile.pibar_right + profile.pibar_wrong, default=0.0)
+    bins = [low + (1 - low) * i / 50 for i in range(51)]
     axes[0].hist(profile.pibar_right, bins=bins, alpha=0.6, density=True, label="right")
     axes[0].hist(profile.pibar_wrong, bins=bins, alpha=0.6, density=True, label="wrong")
     if profile.pibar_rule_mistakes:
