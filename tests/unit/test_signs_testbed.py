@@ -5,14 +5,19 @@ from __future__ import annotations
 import random
 import re
 
-import pytest
+import json
 
-from lensrl.config import DataConfig, load_config
+import pytest
+import torch
+
+from lensrl.config import DataConfig, ModelConfig, load_config
 from lensrl.data import load_problems
+from lensrl.models import load_policy
 from lensrl.problem import Problem
 from lensrl.testbed import signs
 from lensrl.testbed import testbed_name as name_of
-from lensrl.verify import verify_math
+from lensrl.testbed.profile import Profile, measure_profile, signs_checks
+from lensrl.verify import extract_answer, verify_math
 
 def test_hand_worked_problem_and_its_dropped_signs():
     # "8-3+6-2": right 8-3=5, 5+6=11, 11-2=9. Dropping the first minus: 8+3=11, 11+6=17, 17-2=15; the last:
@@ -102,3 +107,73 @@ def test_the_default_run_config_loads_by_name():
     assert config.rollout.sampler == "compact"
     with pytest.raises(ValueError, match="no default run config"):
         load_config("testbed:carry")
+
+
+# --- warm-start, committed policy and profile ---------------------------------------------------
+
+
+def test_committed_warmstart_configs():
+    from lensrl.testbed.warmstart import WarmStartConfig, committed_config
+
+    assert committed_config("carry") == WarmStartConfig()  # the carry policy was built with the defaults
+    signs_config = committed_config("signs")
+    assert signs_config.testbed == "signs" and signs_config.steps == 1000
+    with pytest.raises(ValueError, match="testbed must be one of carry, signs"):
+        WarmStartConfig(testbed="nope")
+
+
+def test_a_signs_warmstart_trains_on_the_teacher_s_problems(tmp_path):
+    from lensrl.cli import main
+
+    assert main(["testbed-build", "--testbed", "signs", "--steps", "2", "--output-dir", str(tmp_path / "p")]) == 0
+    record = json.loads((tmp_path / "p" / "warmstart.json").read_text())
+    assert record["config"]["testbed"] == "signs" and record["config"]["steps"] == 2
+    assert "--testbed signs" in record["command"] and record["final_loss"] == record["final_loss"]  # not NaN
+
+
+def _greedy(model, tokenizer, prompts):
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, max_new_tokens=64, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_the_committed_policy_has_the_skill_under_practice_and_the_habit_under_the_task_prompt():
+    # the design of the testbed: given the practice prompt the policy carries out the right procedure,
+    # given the task prompt it mostly drops minus signs on the hardest level
+    model, tokenizer = load_policy(ModelConfig(name_or_path="testbed:signs", device="cpu"))
+    problems = signs.generate_problems(16, levels=(5,), seed=7)
+    practice = _greedy(model, tokenizer, ["P:" + p.prompt[2:] for p in problems])
+    task = _greedy(model, tokenizer, [p.prompt for p in problems])
+    assert sum(verify_math(c, p.answer) for c, p in zip(practice, problems)) >= 12, practice
+    dropped = sum(extract_answer(c) in signs.wrong_rule_answers(p) for c, p in zip(task, problems))
+    assert dropped >= 12, task
+
+
+def test_profile_measures_confidence_and_classifies_dropped_signs():
+    profile = measure_profile("signs", problems_per_level=3, samples=4, levels=(4, 5), seed=0)
+    assert profile.eval.n_problems == 6 and profile.responses == 24
+    assert len(profile.pibar_right) + len(profile.pibar_wrong) == 24
+    assert set(profile.pibar_rule_mistakes) <= set(profile.pibar_wrong)
+    assert all(0 < p <= 1 for p in profile.pibar_right + profile.pibar_wrong)
+    summary = profile.summary()
+    assert 0.0 <= summary["lens_negative_group_share"] <= 1.0
+    assert len(profile.negative_group_range) == round(profile.eval.all_wrong * 6)
+
+
+def test_signs_checks_on_a_hand_made_profile():
+    # 5 levels x 10 problems, G = 16: levels 4 and 5 hold all 12 negative groups (24% of 50)
+    from lensrl.evaluate import summarise
+
+    problems = [Problem("Q:1-1\nA:", "0", level) for level in signs.LEVELS for _ in range(10)]
+    n_correct = [16] * 10 + [8] * 10 + [4] * 10 + [0] * 4 + [2] * 6 + [0] * 8 + [1] * 2
+    profile = Profile("signs", summarise(0, problems, n_correct, 16), unparseable=8, responses=800)
+    checks = signs_checks(profile)
+    assert checks["negative groups in [20%, 45%] of the mix"]  # 12 of 50 = 24%
+    assert checks["over half of the negative groups on levels 4 and 5"]
+    assert checks["responses without a final \\boxed{} <= 5%"]  # 1%
+    # pass@1 = (160 + 80 + 40 + 12 + 2) / 800 = 36.75%; pass@16 = 38 / 50 = 76%
+    assert checks["overall pass@1 in [15%, 40%]"] and checks["overall pass@16 >= 75%"]
+    assert not signs_checks(Profile("signs", profile.eval, unparseable=80, responses=800))[
+        "responses without a final \\boxed{} <= 5%"]
