@@ -33,6 +33,10 @@ _EXPORTS = {
     "load_config": "lensrl.config",
     "train": "lensrl.trainer",
     "evaluate": "lensrl.evaluate",
+    "paired_difference": "lensrl.stats",
+    "gradient_comparison": "lensrl.diagnostics",
+    "run_study": "lensrl.study",
+    "measure_profile": "lensrl.testbed.profile",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,10 +48,14 @@ if TYPE_CHECKING:
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
     from lensrl.data import Problem, load_jsonl, load_problems, load_source
+    from lensrl.diagnostics import gradient_comparison
     from lensrl.evaluate import evaluate
     from lensrl.models import load_policy
     from lensrl.prompts import format_prompt
     from lensrl.sft import sft
+    from lensrl.stats import paired_difference
+    from lensrl.study import run_study
+    from lensrl.testbed.profile import measure_profile
     from lensrl.trainer import train
     from lensrl.verify import extract_answer, verify_math
 
