@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--testbed", default="carry", help="which testbed: carry (default) or signs")
     p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
+    p = sub.add_parser("testbed-profile", help="what RL starts from on a testbed: pass@k by level at step 0, the "
+                       "confidence of right and wrong answers, LENS's negative-group share, and the testbed's checks")
+    p.add_argument("--testbed", default="carry", help="carry (default) or signs")
+    p.add_argument("--model-dir", help="policy folder (default: the testbed's base policy)")
+    p.add_argument("--problems-per-level", type=int, default=200, help="held-out problems per level (default: 200)")
+    p.add_argument("--samples", type=int, default=16, help="samples per problem, G (default: 16)")
+    p.add_argument("--seed", type=int, help="seed of the problems and samples (default: the evaluation seed)")
+    p.add_argument("--sampler", default="generate", choices=("generate", "compact"), help="default: generate")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the profile and the checks to this JSON file")
+    p.add_argument("--png", help="also plot the confidence histograms into this PNG")
     return parser
 
 
@@ -113,6 +124,8 @@ def _dispatch(args) -> int:
 
     if args.command == "testbed-build":
         return _testbed_build(args)
+    if args.command == "testbed-profile":
+        return _testbed_profile(args)
     if args.command == "study":
         return _study(args)
     if args.command == "grad-diff":
@@ -232,6 +245,19 @@ def _testbed_build(args) -> int:
     path = build_base_policy(args.output_dir, config)
     print(f"base policy written to {path}")
     return 0
+
+
+def _testbed_profile(args) -> int:
+    import shlex
+
+    from lensrl.seeds import EVAL_SEED
+    from lensrl.testbed.profile import report
+
+    results = report(args.testbed, args.model_dir, args.problems_per_level, args.samples,
+                     EVAL_SEED if args.seed is None else args.seed, args.sampler, args.device,
+                     Path(args.json) if args.json else None, Path(args.png) if args.png else None,
+                     shlex.join(["lensrl", *args.argv]))
+    return 0 if all(results.values()) else 1
 
 
 if __name__ == "__main__":

@@ -177,3 +177,19 @@ def test_signs_checks_on_a_hand_made_profile():
     assert checks["overall pass@1 in [15%, 40%]"] and checks["overall pass@16 >= 75%"]
     assert not signs_checks(Profile("signs", profile.eval, unparseable=80, responses=800))[
         "responses without a final \\boxed{} <= 5%"]
+
+
+def test_the_profile_command_prints_the_checks_and_writes_json(tmp_path, capsys):
+    from lensrl.cli import main
+
+    out = tmp_path / "profile.json"
+    rc = main(["testbed-profile", "--testbed", "signs", "--problems-per-level", "2", "--samples", "2",
+               "--sampler", "compact", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert rc == (0 if all(record["checks"].values()) else 1)
+    assert record["command"].startswith("lensrl testbed-profile --testbed signs")
+    assert record["testbed"] == "signs" and record["n_problems"] == 10
+    assert set(record["confidence"]) >= {"pibar_right", "pibar_wrong", "negative_group_pibar_range",
+                                         "lens_negative_group_share", "unparseable"}
+    printed = capsys.readouterr().out
+    assert "pibar, wrong answers" in printed and "overall pass@1 in [15%, 40%]" in printed

@@ -14,12 +14,11 @@ behaviour log-probs, from which the profile reports
 Each testbed has its own checks: `carry` those of its base policy, `signs` the targets of a testbed
 with RL headroom (docs in README "Testbeds").
 
-    python -m lensrl.testbed.profile [--testbed signs] [--model-dir DIR] [--json profile.json] [--png pibar.png]
+    lensrl testbed-profile [--testbed signs] [--model-dir DIR] [--json profile.json] [--png pibar.png]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -220,34 +219,28 @@ def plot_confidence(profile: Profile, path: Path) -> None:
     plt.close(fig)
 
 
-def _main() -> None:
-    parser = argparse.ArgumentParser(description="Measure what RL starts from on a testbed.")
-    parser.add_argument("--testbed", default="carry", help="carry (default) or signs")
-    parser.add_argument("--model-dir", help="policy folder (default: the testbed's base policy)")
-    parser.add_argument("--problems-per-level", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=EVAL_SEED)
-    parser.add_argument("--sampler", default="generate", choices=("generate", "compact"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, help="also write the profile and the checks to this JSON file")
-    parser.add_argument("--png", type=Path, help="also plot the confidence histograms into this PNG")
-    args = parser.parse_args()
-    profile = measure_profile(args.testbed, args.model_dir, args.problems_per_level, args.samples, args.seed,
-                              device=args.device, sampler=args.sampler, progress=True)
+def report(testbed: str, model_dir: str | None, problems_per_level: int, samples: int, seed: int, sampler: str,
+           device: str, json_path: Path | None, png_path: Path | None, command: str) -> dict[str, bool]:
+    """Measure, print the table, the confidence lines and the checks; optionally write JSON and PNG
+    (`lensrl testbed-profile`). Returns the checks."""
+    profile = measure_profile(testbed, model_dir, problems_per_level, samples, seed, device=device, sampler=sampler,
+                              progress=True)
     results = checks(profile)
     print(format_table({"base": profile.eval}))
     print(format_confidence(profile))
     for name, ok in results.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    if args.json is not None:
-        command = "python -m lensrl.testbed.profile " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("json", "png")
-            and v != parser.get_default(k))
-        record = {**profile.to_json(), "checks": results, "command": command.strip()}
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    if args.png is not None:
-        plot_confidence(profile, args.png)
+    if json_path is not None:
+        record = {**profile.to_json(), "checks": results, "command": command}
+        json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if png_path is not None:
+        plot_confidence(profile, png_path)
+    return results
 
 
 if __name__ == "__main__":
-    _main()
+    import sys
+
+    from lensrl.cli import main
+
+    sys.exit(main(["testbed-profile", *sys.argv[1:]]))
