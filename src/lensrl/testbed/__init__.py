@@ -5,8 +5,8 @@ model or a data source is named (`testbed` is `testbed:carry`):
 
 * `carry` (`lensrl.testbed.problems`): chains of multi-digit additions and subtractions whose
   mistakes are capacity limits of the 1M-parameter policy (carries and borrows it learnt only partly);
-* `signs` (`lensrl.testbed.signs`): chains of small numbers that the policy computes reliably but
-  often with the wrong rule (every minus read as plus), so that its mistakes are confident ones.
+* `signs` (`lensrl.testbed.signs`): chains of small numbers that the policy can compute reliably but
+  often computes with minus signs dropped, so that many of its mistakes are confident ones.
 
 `base_policy_path(name)` is the folder of a committed base policy (loadable with the Auto classes);
 `lensrl.testbed.warmstart` rebuilds it and `lensrl.testbed.profile` measures what RL starts from.

@@ -1,17 +1,18 @@
-"""Supervised warm-start of the testbed's base policy: a ~1M-parameter Llama trained from scratch.
+"""Supervised warm-start of a testbed's base policy: a ~1M-parameter Llama trained from scratch.
 
-The policy sees `prompt + solution + <eos>` and is trained with cross-entropy on the solution and
+The policy sees `prompt + solution + <eos>`, the solution being the testbed teacher's (its
+`demonstration`: the right one on carry; on signs a practice problem or one with dropped signs), and is trained with cross-entropy on the solution and
 EOS tokens only (the prompt is context, never a target). AdamW with linear warm-up then cosine decay
 to zero, fp32, for a FIXED number of steps: the checkpoint must not depend on machine speed, and it
 is deliberately under-trained so that RL has room to improve it (level 1 mostly right, level 5
 mostly wrong but sometimes right; see `lensrl.testbed.profile`).
 
 Determinism: the only randomness is the weight init (`torch.manual_seed(seed)` inside a forked RNG,
-so the caller's global state is untouched) and the problem stream (`random.Random(seed)`); there is
-no dropout. Training runs on `num_threads` CPU threads, fixed so that float reductions, and hence
+so the caller's global state is untouched), the problem stream (`random.Random(seed)`) and the
+teacher's choices (`random.Random(seed + 1)`); there is no dropout. Training runs on `num_threads` CPU threads, fixed so that float reductions, and hence
 the weights, do not change with the machine's core count.
 
-    python -m lensrl.testbed.warmstart --output-dir DIR [--steps N ...]
+    python -m lensrl.testbed.warmstart --output-dir DIR [--testbed signs] [--steps N ...]
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from lensrl.testbed.tokenizer import build_tokenizer
 
 
 class WarmStartConfig(BaseModel):
-    """Everything that determines the warm-started base policy; the defaults build the committed one."""
+    """Everything that determines a warm-started base policy; the defaults build the carry testbed's committed one
+    (`committed_config` reads any testbed's from its warmstart.json)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
