@@ -237,10 +237,3 @@ def report(testbed: str, model_dir: str | None, problems_per_level: int, samples
         plot_confidence(profile, png_path)
     return results
 
-
-if __name__ == "__main__":
-    import sys
-
-    from lensrl.cli import main
-
-    sys.exit(main(["testbed-profile", *sys.argv[1:]]))
