@@ -21,7 +21,7 @@ most three digits. The worked solution writes one step per operation and boxes t
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lensrl.problem import Problem
 
@@ -67,19 +67,24 @@ def make_problem(level: int, rng: random.Random) -> Problem:
     )
 
 
-def generate_problems(n: int, levels: Sequence[int] = LEVELS, seed: int = 0) -> list[Problem]:
-    """`n` problems whose levels cycle through `levels` (problem i has level levels[i % len(levels)]).
-
-    The list is fully determined by `seed`; the global `random` state is neither read nor changed.
-    """
+def cycle_levels(make: Callable[[int, random.Random], Problem], n: int, levels: Sequence[int],
+                 seed: int) -> list[Problem]:
+    """`n` problems from `make` whose levels cycle through `levels` (problem i has level
+    levels[i % len(levels)]). The list is fully determined by `seed`; the global `random` state is
+    neither read nor changed. `make` checks the levels (each is made once before any problem)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if len(levels) == 0:
         raise ValueError("levels must name at least one level")
     for level in levels:
-        _check_level(level)
+        make(level, random.Random(0))
     rng = random.Random(seed)
-    return [make_problem(levels[i % len(levels)], rng) for i in range(n)]
+    return [make(levels[i % len(levels)], rng) for i in range(n)]
+
+
+def generate_problems(n: int, levels: Sequence[int] = LEVELS, seed: int = 0) -> list[Problem]:
+    """`n` problems whose levels cycle through `levels`, fully determined by `seed` (`cycle_levels`)."""
+    return cycle_levels(make_problem, n, levels, seed)
 
 
 def demonstration(problem: Problem, rng: random.Random) -> Problem:

@@ -31,6 +31,7 @@ import random
 from collections.abc import Sequence
 
 from lensrl.problem import Problem
+from lensrl.testbed.problems import cycle_levels
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 MAX_NUMBER = 9  # largest term
@@ -92,15 +93,8 @@ def make_problem(level: int, rng: random.Random) -> Problem:
 
 
 def generate_problems(n: int, levels: Sequence[int] = LEVELS, seed: int = 0) -> list[Problem]:
-    """`n` task problems whose levels cycle through `levels`, fully determined by `seed`."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if len(levels) == 0:
-        raise ValueError("levels must name at least one level")
-    for level in levels:
-        _check_level(level)
-    rng = random.Random(seed)
-    return [make_problem(levels[i % len(levels)], rng) for i in range(n)]
+    """`n` task problems whose levels cycle through `levels`, fully determined by `seed` (`cycle_levels`)."""
+    return cycle_levels(make_problem, n, levels, seed)
 
 
 def dropped_solution(problem: Problem, dropped: Sequence[int]) -> str:
