@@ -63,3 +63,17 @@ def tiny_chat_model_dir(tmp_path_factory):
     Qwen2ForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def nan_behaviour_logprobs_at(monkeypatch, call: int) -> None:
+    """Make the trainer's `call`-th behaviour log-prob pass (1-based) return NaN log-probs."""
+    from lensrl import trainer
+
+    behaviour_logprobs, calls = trainer.behaviour_logprobs, [0]
+
+    def faulty(*args, **kwargs):
+        calls[0] += 1
+        logprobs, entropy = behaviour_logprobs(*args, **kwargs)
+        return (logprobs * float("nan") if calls[0] == call else logprobs), entropy
+
+    monkeypatch.setattr(trainer, "behaviour_logprobs", faulty)

@@ -13,12 +13,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-import lensrl.trainer as trainer
 from lensrl.cli import main
 from lensrl.config import load_config
 from lensrl.testbed import build_tokenizer
 from lensrl.trainer import train
-from tests.conftest import tiny_overrides
+from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 STEPS = 3
 
@@ -95,14 +94,7 @@ def _same(a, b) -> bool:
 
 
 def test_a_step_with_nonfinite_logprobs_has_no_diagnostic(tiny_model_dir, tmp_path, monkeypatch):
-    behaviour_logprobs, calls = trainer.behaviour_logprobs, [0]
-
-    def nan_in_step_2(*args, **kwargs):
-        calls[0] += 1
-        logprobs, entropy = behaviour_logprobs(*args, **kwargs)
-        return (logprobs * float("nan") if calls[0] == 2 else logprobs), entropy
-
-    monkeypatch.setattr(trainer, "behaviour_logprobs", nan_in_step_2)
+    nan_behaviour_logprobs_at(monkeypatch, 2)
     out = tmp_path / "run"
     train(load_config(overrides=tiny_overrides(tiny_model_dir, out, f"run.steps={STEPS}", "run.diagnostic_every=1")),
           verifier=_odd_length)

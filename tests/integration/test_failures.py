@@ -20,7 +20,7 @@ from lensrl.models import load_tokenizer
 from lensrl.prompts import check_prompt_lengths
 from lensrl.trainer import train
 from lensrl.update import NonFiniteError
-from tests.conftest import tiny_overrides
+from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:
 BACKWARDS_PER_STEP = 4
@@ -78,15 +78,7 @@ def test_nan_gradients_stop_the_run_and_keep_the_last_checkpoint(tiny_model_dir,
 
 
 def test_nan_behaviour_logprobs_skip_the_whole_update(tiny_model_dir, tmp_path, monkeypatch):
-    behaviour_logprobs = trainer.behaviour_logprobs
-    calls = [0]
-
-    def faulty(*args, **kwargs):
-        calls[0] += 1
-        logprobs, entropy = behaviour_logprobs(*args, **kwargs)
-        return (logprobs * float("nan") if calls[0] == 2 else logprobs), entropy
-
-    monkeypatch.setattr(trainer, "behaviour_logprobs", faulty)
+    nan_behaviour_logprobs_at(monkeypatch, 2)
     out = tmp_path / "logprobs"
     train(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=2", "run.save_every=1")))
     assert [m["skipped_updates"] for m in _metrics(out)] == [0, 2]
