@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -14,6 +15,7 @@ from lensrl.distributed import World, all_gather_objects
 from lensrl.problem import Problem
 from lensrl.rollout import Rollout, Verifier, sample, score
 from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
+from lensrl.verify import extract_answer
 
 
 @dataclass
@@ -27,6 +29,8 @@ class EvalResult:
     all_wrong_per_level: dict[str, float]
     n_problems: int
     samples: int
+    unparseable: float | None = None  # share of samples without a final answer the verifier can read
+    response_tokens: float | None = None  # mean response length in tokens (EOS included)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,8 +45,10 @@ def ks_for(samples: int) -> list[int]:
     return ks
 
 
-def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], samples: int) -> EvalResult:
-    """Average the unbiased pass@k of each problem, overall and by level."""
+def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], samples: int,
+              n_unparseable: Sequence[int] | None = None, response_tokens: Sequence[int] | None = None) -> EvalResult:
+    """Average the unbiased pass@k of each problem, overall and by level; per-problem counts of unparseable
+    samples and sums of response tokens, when given, become the overall unparseable share and mean length."""
     ks = ks_for(samples)
 
     def mean_pass(idx: list[int]) -> dict[str, float]:
@@ -64,6 +70,8 @@ def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], 
         all_wrong_per_level={lv: all_wrong(idx) for lv, idx in by_level.items()},
         n_problems=len(problems),
         samples=samples,
+        unparseable=None if n_unparseable is None else sum(n_unparseable) / (len(problems) * samples),
+        response_tokens=None if response_tokens is None else sum(response_tokens) / (len(problems) * samples),
     )
 
 
@@ -94,7 +102,7 @@ def evaluate(
     padded = (list(problems) * world.size)[: per_rank * world.size]
     mine = padded[world.rank * per_rank : (world.rank + 1) * per_rank]
     first = first_chunk(world.rank, per_rank, per_chunk)
-    n_correct: list[int] = []
+    counts: list[tuple[int, int, int]] = []  # per problem: correct, unparseable, response tokens
     chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
         batch = mine[start : start + per_chunk]
@@ -106,16 +114,21 @@ def evaluate(
         out.correct = score(out, verifier)
         if on_chunk is not None:
             on_chunk(out)
-        correct = out.correct.view(len(batch), samples)
-        n_correct.extend(int(c) for c in correct.sum(dim=1).tolist())
-    gathered = [c for counts in all_gather_objects(world, n_correct) for c in counts][: len(problems)]
-    return summarise(step, problems, gathered, samples)
+        unparseable = torch.tensor([extract_answer(c) is None for c in out.completions])
+        per_problem = zip(out.correct.view(len(batch), samples).sum(dim=1).tolist(),
+                          unparseable.view(len(batch), samples).sum(dim=1).tolist(),
+                          out.lengths.view(len(batch), samples).sum(dim=1).tolist())
+        counts.extend((int(c), int(u), int(n)) for c, u, n in per_problem)
+    gathered = [c for part in all_gather_objects(world, counts) for c in part][: len(problems)]
+    correct, unparseable, tokens = zip(*gathered)
+    return summarise(step, problems, correct, samples, unparseable, tokens)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:
     """A plain-text pass@k table by level (in %), one block of rows per named result (e.g. before / after).
 
-    The last column is the share of problems with no correct sample: the negative groups.
+    The last column is the share of problems with no correct sample: the negative groups. A line per
+    result below the table gives its unparseable share and mean response length, when measured.
     """
     first = next(iter(results.values()))
     ks = list(first.overall)
@@ -125,4 +138,8 @@ def format_table(results: dict[str, EvalResult]) -> str:
         rows = [(lv, res.per_level[lv], res.all_wrong_per_level[lv]) for lv in res.per_level]
         for lv, vals, wrong in rows + [("all", res.overall, res.all_wrong)]:
             lines.append(f"{name:<8}{lv:<7}" + "".join(f"{100 * vals[k]:>9.1f}" for k in ks) + f"{100 * wrong:>11.1f}")
+    for name, res in results.items():
+        if res.unparseable is not None and res.response_tokens is not None:
+            lines.append(f"{name}: {100 * res.unparseable:.1f}% of samples without a final answer, "
+                         f"{res.response_tokens:.1f} response tokens on average")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def test_tensorboard_gets_metrics_evaluations_config_and_samples(tiny_model_dir,
     metrics, tables = logged(run)
     events = tensorboard_events(run)
     for key in ("reward", "loss/policy", "pibar/correct", "time/step", "eval/pass@1", "eval/all_wrong",
-                "eval/L1/pass@2"):
+                "eval/L1/pass@2", "eval/unparseable", "eval/response_tokens"):
         assert {e.step for e in events.Scalars(key)} == ({0, 2} if key.startswith("eval/") else {1, 2}), key
     for key in ("reward", "pibar/correct", "eval/pass@1"):  # pibar/correct: NaN with no correct response
         assert {e.step: e.value for e in events.Scalars(key)} == pytest.approx(metrics[key], rel=1e-6, nan_ok=True)

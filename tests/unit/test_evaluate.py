@@ -25,6 +25,17 @@ def test_summarise_hand_worked():
     assert "pass@4" in table and "all-wrong" in table
 
 
+def test_summarise_unparseable_share_and_mean_length():
+    # 2 problems x 4 samples: 1 + 3 samples without a box out of 8 -> 0.5;
+    # response tokens summed per problem 40 and 24 -> 64 / 8 samples = 8.0 on average
+    problems = [Problem("a", "1"), Problem("b", "1")]
+    res = summarise(0, problems, n_correct=[1, 0], samples=4, n_unparseable=[1, 3], response_tokens=[40, 24])
+    assert res.unparseable == 0.5 and res.response_tokens == 8.0
+    assert "50.0% of samples without a final answer, 8.0 response tokens" in format_table({"x": res})
+    assert summarise(0, problems, [1, 0], 4).unparseable is None  # not measured: no line in the table
+    assert "without a final answer" not in format_table({"x": summarise(0, problems, [1, 0], 4)})
+
+
 def test_ks_for():
     assert ks_for(16) == [1, 2, 4, 8, 16]
     assert ks_for(6) == [1, 2, 4]

@@ -1,0 +1,54 @@
+"""The committed chain-sum data (experiments/chain_sum_data.py): worked solutions and splits, checked
+without reasoning-gym."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lensrl.data import load_jsonl
+from lensrl.verify import extract_answer, verify_math
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data" / "chain_sum"
+spec = importlib.util.spec_from_file_location("chain_sum_data", ROOT / "experiments" / "chain_sum_data.py")
+chain_sum_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(chain_sum_data)
+
+
+def test_worked_solution_hand_worked():
+    # 21 - 81 = -60; -60 + 7 = -53
+    assert chain_sum_data.worked_solution("21 - 81 + 7") == (
+        "21 - 81 = -60\n-60 + 7 = -53\nThe final answer is \\boxed{-53}.")
+    with pytest.raises(ValueError):
+        chain_sum_data.worked_solution("2 * 3")
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["heldout", "sft", "rl"])
+def test_every_committed_solution_is_right_and_boxed(name):
+    for row in rows(name):
+        expression = row["problem"].removeprefix(
+            "State the final answer to the following arithmetic problem: ").removesuffix(" =")
+        terms = expression.split()[::2]
+        assert len(terms) == chain_sum_data.LEVEL_TERMS[row["level"]]
+        assert all(10 <= abs(int(t)) <= 99 for t in terms)  # 2-digit terms
+        for line in row["solution"].splitlines()[:-1]:  # "a op b = c", each step right
+            a, op, b, _, c = line.split()
+            assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        assert extract_answer(row["solution"]) == row["answer"]
+        assert verify_math(row["solution"], row["answer"])
+
+
+def test_splits_are_disjoint_and_load_as_lensrl_data():
+    held = {row["problem"] for row in rows("heldout")}
+    assert len(held) == 200
+    assert not held & {row["problem"] for row in rows("sft") + rows("rl")}
+    problems = load_jsonl(DATA / "heldout.jsonl", kind="custom")
+    assert [sum(p.level == lv for p in problems) for lv in (1, 2, 3, 4)] == [50, 50, 50, 50]
+    assert all(p.solution and re.search(r"\\boxed\{-?\d+\}\.$", p.solution) for p in problems)
