@@ -54,6 +54,9 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about a third more update time)."""
     lora: LoraSettings = LoraSettings()
+    adapter: str | None = None
+    """A saved LoRA adapter folder (e.g. a `lensrl sft` checkpoint trained with LoRA) that is loaded onto
+    name_or_path and trained further, so the final adapter holds every change from the base model."""
 
     @field_validator("autocast", mode="before")
     @classmethod
@@ -289,6 +292,13 @@ class TrainConfig(_Section):
                 f"rollout.questions_per_step={n} must be divisible by optim.updates_per_rollout="
                 f"{self.optim.updates_per_rollout} (each minibatch holds whole groups)"
             )
+        if self.model.adapter is not None and self.model.lora.r > 0:
+            raise ValueError("model.adapter continues training a saved adapter; model.lora.r (a new adapter) "
+                             "must then stay 0")
+        if self.model.adapter is not None and self.algo.kl_coef > 0:
+            raise ValueError("algo.kl_coef > 0 with model.adapter: the KL reference of a LoRA policy is the base "
+                             "model with its adapter off, not the starting adapter; merge the adapter into the "
+                             "model first, or use no KL term")
         for part in ("train", "eval"):
             for i, source in enumerate(getattr(self.data, part)):
                 for lvl in source.levels or []:

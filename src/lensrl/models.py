@@ -97,8 +97,14 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
 
     `path` is a checkpoint folder that replaces `config.name_or_path`: a full model, or a LoRA
     adapter folder (`adapter_config.json`), which is loaded on top of the configured base model.
+    Without `path`, `config.adapter` (a saved adapter to train further) is loaded the same way.
     """
     dtype = _DTYPES[config.dtype]
+    if path is None and config.adapter is not None:
+        if not (Path(resolve_model_path(config.adapter)) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"model.adapter={config.adapter!r} is not a LoRA adapter folder "
+                                    "(no adapter_config.json)")
+        path = config.adapter
     path = resolve_model_path(str(path)) if path is not None else None
     kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
     adapter = path is not None and (Path(path) / "adapter_config.json").exists()

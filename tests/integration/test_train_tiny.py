@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GenerationConfig
@@ -112,6 +113,34 @@ def test_lora_run_with_kl_trains_adapters_and_its_checkpoint_evaluates(tiny_chat
             "rollout.max_new_tokens=4", "run.progress=false"]
     assert main(args) == 0
     assert (tmp_path / "eval" / "eval.jsonl").exists()
+
+
+def test_a_run_continues_training_a_saved_adapter(tiny_chat_model_dir, tmp_path):
+    # model.adapter: the second run starts from the first run's adapter and trains it further, so its
+    # final adapter is the whole change from the base model (what a LoRA warm-start then RL needs).
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(load_config(overrides=tiny_overrides(tiny_chat_model_dir, first, "model.lora.r=4", "run.steps=1")))
+    start = first / "checkpoints" / "step_000001"
+    train(load_config(overrides=tiny_overrides(tiny_chat_model_dir, second, f"model.adapter={start}", "run.steps=1")))
+    from lensrl.cli import main
+
+    # the second run's step-0 evaluation is `lensrl eval` of the saved adapter (same seed, same policy)
+    assert main(["eval", str(start), "--output-dir", str(tmp_path / "eval"),
+                 f"model.name_or_path={tiny_chat_model_dir}", "data.eval={path: testbed, per_level: 2}",
+                 "run.eval_samples=2", "rollout.max_new_tokens=12", "run.progress=false"]) == 0
+    evals = [json.loads((run / "eval.jsonl").read_text().splitlines()[0]) for run in (tmp_path / "eval", second)]
+    assert evals[0] == evals[1]
+    before, after = load_file(str(start / "adapter_model.safetensors")), load_file(
+        str(second / "checkpoints" / "step_000001" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+    with pytest.raises(ValueError, match="must then stay 0"):
+        load_config(overrides=[f"model.adapter={start}", "model.lora.r=4"])
+    with pytest.raises(ValueError, match="KL reference"):
+        load_config(overrides=[f"model.adapter={start}", "algo.kl_coef=0.1"])
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
+        load_policy(load_config(overrides=[f"model.name_or_path={tiny_chat_model_dir}",
+                                           f"model.adapter={tmp_path}"]).model)
 
 
 def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_path):
