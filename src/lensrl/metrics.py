@@ -30,6 +30,7 @@ def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig
         "pibar/correct": pibar[correct > 0].mean().item() if (correct > 0).any() else math.nan,
         "pibar/wrong": pibar[correct == 0].mean().item() if (correct == 0).any() else math.nan,
         "entropy": ((rollout.entropy * mask).sum() / mask.sum()).item(),
+        "prompt_len/mean": rollout.prompt_mask.sum(dim=1).float().mean().item(),
         "response_len/mean": lengths.mean().item(),
         "response_len/max": lengths.max().item(),
         "truncated": rollout.truncated.float().mean().item(),

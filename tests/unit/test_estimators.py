@@ -78,6 +78,7 @@ def test_rollout_metrics_by_hand():
     # entropy: token mean over the 7 response tokens (row 1's second column is padding)
     assert m["entropy"] == pytest.approx((1 + 3 + 2 + 0 + 0 + 1 + 1) / 7)
     assert (m["response_len/mean"], m["response_len/max"]) == (1.75, 2.0)
+    assert m["prompt_len/mean"] == 1.0  # every row has one real prompt token
     assert m["truncated"] == 0.25 and m["unparseable"] == 0.25  # row 1: cut short, no \boxed{}
     assert m["adv/abs_mean"] == pytest.approx(0.625)
     assert m["adv/negative_group_share"] == pytest.approx(0.5 / 2.5)  # |A| of group 1 over all |A|
