@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "config unless --config is given); overrides may only extend run.steps or bookkeeping")
     p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
     p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
+    p.add_argument("--step", type=int, default=0,
+                   help="sample with the seed of a run's evaluation at this step (with run.seed), so that a run's "
+                        "checkpoint reproduces that run's row of eval.jsonl (default: 0)")
     _common(p)
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
@@ -171,7 +174,7 @@ def _run(args, config) -> int:
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
         print(f"run folder: {result.output_dir}")
     elif args.command == "eval":
-        return _eval(config, args.checkpoint)
+        return _eval(config, args.checkpoint, args.step)
     elif args.command == "compare":
         from lensrl.compare import compare
 
@@ -181,7 +184,7 @@ def _run(args, config) -> int:
     return 0
 
 
-def _eval(config, checkpoint: str | None) -> int:
+def _eval(config, checkpoint: str | None, step: int = 0) -> int:
     from lensrl.config import save_config
     from lensrl.data import load_problems
     from lensrl.evaluate import format_table
@@ -193,12 +196,12 @@ def _eval(config, checkpoint: str | None) -> int:
     model, tokenizer = load_policy(config.model, checkpoint)
     problems = format_problems(problems, tokenizer, config.prompt)
     if not config.run.output_dir:
-        result = evaluate_and_log(model, tokenizer, problems, config, step=0)
+        result = evaluate_and_log(model, tokenizer, problems, config, step=step)
     else:
         with owned(config.run.output_dir) as out:
             folder = RunFolder(out)
             save_config(config, out / "config.yaml")
-            result = evaluate_and_log(model, tokenizer, problems, config, step=0, folder=folder)
+            result = evaluate_and_log(model, tokenizer, problems, config, step=step, folder=folder)
     print(format_table({"eval": result}))
     return 0
 

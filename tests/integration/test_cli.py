@@ -40,6 +40,16 @@ def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
     assert "level" in printed and "response tokens on average" in printed
 
 
+def test_eval_of_a_checkpoint_at_its_step_reproduces_the_runs_row(tiny_model_dir, tmp_path):
+    # `--step 2` seeds the sampling as the run's own evaluation after step 2 did: the same row exactly
+    run, again = tmp_path / "run", tmp_path / "again"
+    assert main(["train", *tiny_overrides(tiny_model_dir, run)]) == 0
+    assert main(["eval", str(run / "checkpoints" / "step_000002"), "--step", "2",
+                 *tiny_overrides(tiny_model_dir, again)]) == 0
+    last = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 2 and json.loads((again / "eval.jsonl").read_text()) == last
+
+
 def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--seeds", "0,1", *tiny_overrides(tiny_model_dir, out, "run.steps=1")]) == 0
