@@ -1,0 +1,113 @@
+"""SmolLM2-135M-Instruct learns chain sums on CPU: LoRA warm-start, then GRPO and LENS from the same start.
+
+    python experiments/smollm2_chain_sum.py [--seeds 0,1]
+
+1. `lensrl sft` with configs/smollm2/sft_chain_sum.yaml (a LoRA adapter on the GGUF base model);
+2. `lensrl compare` with configs/smollm2/rl_chain_sum.yaml: GRPO and LENS per seed, each continuing
+   the warm-start's adapter (model.adapter), evaluated on the 200 held-out problems every 10 steps;
+3. the report in results/smollm2_chain_sum/: results.json (command, machine, timings, the warm
+   start's evaluation, every run's evaluations and per-phase step times), compare.md/.png,
+   compare_curves.png, and each run's final adapter with its config under adapters/<arm>_seed<S>/.
+
+Every stage goes on from what is already in --runs-dir (finished runs are reused, interrupted ones
+resume). A committed adapter is evaluated with its run's config; --step makes the sampling that of
+the run's own final evaluation, so the row is reproduced:
+
+    lensrl eval results/smollm2_chain_sum/adapters/grpo_seed0 --step 30 \\
+        --config results/smollm2_chain_sum/adapters/grpo_seed0/config.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lensrl.compare import compare
+from lensrl.config import load_config
+from lensrl.jsonl import read_jsonl
+from lensrl.models import resolve_model_path
+from lensrl.sft import sft
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
+PHASES = ("time/sample", "time/logprobs", "time/update", "time/step", "prompt_len/mean", "response_len/mean")
+
+
+def step_profile(run_dir: Path) -> dict[str, float]:
+    """Mean per-step seconds of each phase, and mean prompt / response tokens, over the run's steps."""
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    return {key: statistics.fmean(m[key] for m in metrics) for key in PHASES}
+
+
+def keep_adapter(run_dir: Path, into: Path) -> Path:
+    """Copy the run's final adapter and its config, without the run's own paths (the starting adapter and
+    the run folder), so that `lensrl eval` with it writes a folder of its own."""
+    final = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(final / name, into / name)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["model"]["adapter"], config["run"]["output_dir"] = None, None
+    (into / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return into
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--runs-dir", default="runs/smollm2_chain_sum")
+    parser.add_argument("--results-dir", default="results/smollm2_chain_sum")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs, results = Path(args.runs_dir), Path(args.results_dir)
+    progress = f"run.progress={not args.no_progress}"
+
+    t0 = time.perf_counter()
+    sft_config = load_config(CONFIGS / "sft_chain_sum.yaml", [progress, f"run.output_dir={runs / 'sft'}"])
+    summary = runs / "sft" / "summary.json"
+    if not summary.exists():
+        sft(sft_config)
+    warm = json.loads(summary.read_text())
+    t1 = time.perf_counter()
+    rl_config = load_config(CONFIGS / "rl_chain_sum.yaml",
+                            [progress, f"model.adapter={warm['model']}", f"run.output_dir={runs / 'rl'}"])
+    report = compare(rl_config, seeds)
+    t2 = time.perf_counter()
+
+    results.mkdir(parents=True, exist_ok=True)
+    for name in ("compare.md", "compare.png", "compare_curves.png"):
+        shutil.copy(report.output_dir / name, results / name)
+    run_dirs = {f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}" for arm in ("grpo", "lens") for seed in seeds}
+    for name, run_dir in run_dirs.items():
+        keep_adapter(run_dir, results / "adapters" / name)
+    threads = torch.get_num_threads()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} threads)"
+    record = {
+        "command": "python experiments/smollm2_chain_sum.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"device": device, "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+        "base_model": {"path": resolve_model_path(sft_config.model.name_or_path), "gguf_file": sft_config.model.gguf_file},
+        "seconds": {"sft": round(t1 - t0, 1), "rl_all_runs": round(t2 - t1, 1)},
+        "sft": {"config": sft_config.model_dump(), "before": warm["first_eval"], "after": warm["last_eval"],
+                "sft_seconds_per_step": statistics.fmean(m["time/step"] for m in read_jsonl(runs / "sft" / "metrics.jsonl"))},
+        "rl": {"config": rl_config.model_dump(), **report.aggregate},
+        "runs": {name: {"evals": read_jsonl(d / "eval.jsonl"), "step_profile": step_profile(d)}
+                 for name, d in run_dirs.items()},
+    }
+    (results / "results.json").write_text(json.dumps(record, indent=2))
+    print(report.table)
+    print(f"results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
