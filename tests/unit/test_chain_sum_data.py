@@ -19,9 +19,9 @@ spec.loader.exec_module(chain_sum_data)
 
 
 def test_worked_solution_hand_worked():
-    # 21 - 81 = -60; -60 + 7 = -53
-    assert chain_sum_data.worked_solution("21 - 81 + 7") == (
-        "21 - 81 = -60\n-60 + 7 = -53\nThe final answer is \\boxed{-53}.")
+    # 2 - 8 = -6; -6 + 7 = 1; 1 - 9 = -8
+    assert chain_sum_data.worked_solution("2 - 8 + 7 - 9") == (
+        "2 - 8 = -6\n-6 + 7 = 1\n1 - 9 = -8\nThe final answer is \\boxed{-8}.")
     with pytest.raises(ValueError):
         chain_sum_data.worked_solution("2 * 3")
 
@@ -37,8 +37,10 @@ def test_every_committed_solution_is_right_and_boxed(name):
             "State the final answer to the following arithmetic problem: ").removesuffix(" =")
         terms = expression.split()[::2]
         assert len(terms) == chain_sum_data.LEVEL_TERMS[row["level"]]
-        assert all(10 <= abs(int(t)) <= 99 for t in terms)  # 2-digit terms
-        for line in row["solution"].splitlines()[:-1]:  # "a op b = c", each step right
+        assert all(0 <= int(t) <= 9 for t in terms)  # 1-digit terms
+        worked = row["solution"].splitlines()[:-1]
+        assert len(worked) in (0, len(terms) - 1)  # a direct answer, or every operation worked
+        for line in worked:  # "a op b = c", each step right
             a, op, b, _, c = line.split()
             assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
         assert extract_answer(row["solution"]) == row["answer"]
@@ -52,3 +54,11 @@ def test_splits_are_disjoint_and_load_as_lensrl_data():
     problems = load_jsonl(DATA / "heldout.jsonl", kind="custom")
     assert [sum(p.level == lv for p in problems) for lv in (1, 2, 3, 4)] == [50, 50, 50, 50]
     assert all(p.solution and re.search(r"\\boxed\{-?\d+\}\.$", p.solution) for p in problems)
+
+
+def test_only_the_warm_start_mixes_direct_answers_in_about_half_its_rows():
+    direct = {name: [row["solution"].startswith("The final answer") for row in rows(name)]
+              for name in ("sft", "rl", "heldout")}
+    assert not any(direct["rl"]) and not any(direct["heldout"])
+    # 1,199 rows with P(direct) = 0.5: the share lies within 0.5 +- 0.05 (more than 3 standard errors of 0.0144)
+    assert abs(sum(direct["sft"]) / len(direct["sft"]) - 0.5) < 0.05
