@@ -3,6 +3,8 @@
     python experiments/smollm2_chain_sum.py [--seeds 0,1]
 
 1. `lensrl sft` with configs/smollm2/sft_chain_sum.yaml (a LoRA adapter on the GGUF base model);
+   with --probes, then the plan's learning-rate probes (GRPO, seed 0, one run per lr in PROBE_LRS)
+   and its rule (results/smollm2_chain_sum/PLAN.md), recorded in results.json;
 2. `lensrl compare` with configs/smollm2/rl_chain_sum.yaml: GRPO and LENS per seed, each continuing
    the warm-start's adapter (model.adapter), evaluated on the 200 held-out problems every 10 steps;
 3. the report in results/smollm2_chain_sum/: results.json (command, machine, timings, the warm
@@ -33,12 +35,16 @@ import torch
 import yaml
 
 from lensrl.compare import compare
-from lensrl.config import load_config
+from lensrl.config import TrainConfig, apply_overrides, load_config
 from lensrl.jsonl import read_jsonl
+from lensrl.lifecycle import LOCK
 from lensrl.sft import sft
 from lensrl.stats import paired_difference
+from lensrl.study import finished_run
+from lensrl.trainer import train_or_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
+PROBE_LRS = ("5e-5", "2e-4")  # as written in the probes' folder names and commands
 TARGET = 0.05  # the issue's target: GRPO's held-out pass@1 rises by at least 5 points
 PHASES = ("time/sample", "time/logprobs", "time/update", "time/step", "prompt_len/mean", "response_len/mean")
 
@@ -69,6 +75,31 @@ def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
     return out
 
 
+def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
+    """The plan's probes: GRPO, seed 0, one run per lr, and its rule. Take the largest lr whose mean
+    training reward over the second half of the steps is above the first half's, with at most 10%
+    unparseable training samples at every step of the second half; else the smallest."""
+    probes = {}
+    for lr in PROBE_LRS:
+        config = apply_overrides(rl_config, ["algo.advantage=grpo", "run.seed=0", f"optim.lr={lr}",
+                                             f"run.output_dir={runs / f'probe_lr{lr}'}"])
+        folder = finished_run(config) or train_or_resume(config).output_dir
+        metrics = read_jsonl(folder / "metrics.jsonl")
+        first, second = metrics[: len(metrics) // 2], metrics[len(metrics) // 2 :]
+        probes[lr] = {
+            "command": f"lensrl train --config configs/smollm2/rl_chain_sum.yaml --output-dir {config.run.output_dir} "
+                       f"model.adapter={config.model.adapter} algo.advantage=grpo run.seed=0 optim.lr={lr}",
+            "reward": [m["reward"] for m in metrics],
+            "reward_first_half": statistics.fmean(m["reward"] for m in first),
+            "reward_second_half": statistics.fmean(m["reward"] for m in second),
+            "max_unparseable_second_half": max(m["unparseable"] for m in second),
+            "evals": read_jsonl(folder / "eval.jsonl"),
+        }
+    passing = [lr for lr, p in probes.items()
+               if p["reward_second_half"] > p["reward_first_half"] and p["max_unparseable_second_half"] <= 0.10]
+    return {"probes": probes, "chosen_lr": max(passing, key=float, default=min(PROBE_LRS, key=float))}
+
+
 def keep_adapter(run_dir: Path, into: Path) -> Path:
     """Copy the run's final adapter and its config, without the run's own paths (the starting adapter and
     the run folder), so that `lensrl eval` with it writes a folder of its own."""
@@ -88,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="runs/smollm2_chain_sum")
     parser.add_argument("--results-dir", default="results/smollm2_chain_sum")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--probes", action="store_true", help="also run (or read) the plan's lr probes")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, results = Path(args.runs_dir), Path(args.results_dir)
@@ -102,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     rl_config = load_config(CONFIGS / "rl_chain_sum.yaml",
                             [progress, f"model.adapter={warm['model']}", f"run.output_dir={runs / 'rl'}"])
+    probes = lr_probes(rl_config, runs) if args.probes else None
+    if probes and float(probes["chosen_lr"]) != rl_config.optim.lr:
+        print(f"note: the probes' rule picks lr {probes['chosen_lr']}; the config has {rl_config.optim.lr:g}")
+    elif probes and not (runs / "rl" / "grpo_seed0").exists():  # the chosen probe is GRPO seed 0's run
+        shutil.copytree(runs / f"probe_lr{probes['chosen_lr']}", runs / "rl" / "grpo_seed0",
+                        ignore=shutil.ignore_patterns(LOCK))
     report = compare(rl_config, seeds)
     t2 = time.perf_counter()
 
@@ -123,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sft_seconds_per_step": statistics.fmean(m["time/step"] for m in read_jsonl(runs / "sft" / "metrics.jsonl"))},
         "rl": {"config": rl_config.model_dump(), **report.aggregate},
         "gains_from_step_0": gains(run_dirs, seeds),
+        "lr_probes": probes,
         "runs": {name: {"evals": read_jsonl(d / "eval.jsonl"), "step_profile": step_profile(d)}
                  for name, d in run_dirs.items()},
     }

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from lensrl.evaluate import EvalResult, evaluate
 from lensrl.jsonl import append_jsonl, read_jsonl, write_atomic
 from lensrl.models import autocast
 from lensrl.problem import Problem
-from lensrl.rollout import Verifier
+from lensrl.rollout import Rollout, Verifier
 from lensrl.samples import sample_table
 from lensrl.seeds import eval_seed
 from lensrl.trackers import Tracker, open_trackers
@@ -296,18 +296,20 @@ def evaluate_and_log(
     world: World = World(),
     synced_gpus: bool = False,
     seed: int | None = None,
+    on_chunk: Callable[[Rollout], None] | None = None,
 ) -> EvalResult:
     """Evaluate the policy at training step `step` and append the result to the folder's eval.jsonl.
 
     Samples `run.eval_samples` responses per problem at the rollout's temperature and top-p, seeded
     by `seeds.eval_seed(run.seed, step)` (`seed` replaces it for measurements outside any run, such
-    as the testbed profile).
+    as the testbed profile). `on_chunk` sees every scored chunk of samples (`evaluate`).
     """
     with autocast(config.model, model.device)():
         result = evaluate(
             model, tokenizer, problems, verifier, config.rollout, config.run.eval_samples,
             seed=eval_seed(config.run.seed, step) if seed is None else seed, step=step,
             progress=config.run.progress and world.is_main, world=world, synced_gpus=synced_gpus,
+            on_chunk=on_chunk,
         )
     if folder is not None:
         folder.log_eval(result)

@@ -1,0 +1,84 @@
+"""What RL changed in SmolLM2's chain-sum answers: worked or direct, and how often each is right.
+
+    python experiments/chain_sum_styles.py NAME=ADAPTER@STEP [...] [--config YAML] [--out FILE]
+
+Each adapter is evaluated on its config's held-out set exactly as `lensrl eval ADAPTER --step STEP`
+does (the config is ADAPTER/config.yaml when there is one, else --config), so its pass@k reproduce
+the run's eval.jsonl row at that step; every sample is also sorted by style (a direct answer starts
+with "The final answer", a worked one with its first operation) and counted per level. Writes the
+rows and the style table as JSON (default results/smollm2_chain_sum/styles.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from lensrl.config import load_config
+from lensrl.data import load_problems
+from lensrl.lifecycle import evaluate_and_log
+from lensrl.models import load_policy
+from lensrl.prompts import format_problems
+from lensrl.rollout import Rollout
+
+DIRECT = "The final answer"
+
+
+def style_counts(rollout: Rollout, counts: Counter) -> None:
+    """Add each sample of the chunk to counts[(level, style, correct)]."""
+    for i, completion in enumerate(rollout.completions):
+        level = rollout.problems[i // rollout.group_size].level
+        style = "direct" if completion.lstrip().startswith(DIRECT) else "worked"
+        counts[(level, style, bool(rollout.correct[i]))] += 1
+
+
+def style_table(counts: Counter) -> dict:
+    """Per level and overall: share of direct answers and the accuracy of each style."""
+    table = {}
+    for level in [*sorted({lv for lv, _, _ in counts}), "all"]:
+        def n(style: str, correct: bool | None = None) -> int:
+            return sum(c for (lv, s, ok), c in counts.items()
+                       if (level == "all" or lv == level) and s == style and (correct is None or ok == correct))
+        total = n("direct") + n("worked")
+        table[str(level)] = {"samples": total, "direct_share": n("direct") / total,
+                             **{f"{s}_accuracy": (n(s, True) / n(s) if n(s) else None) for s in ("direct", "worked")}}
+    return table
+
+
+def analyse(adapter: Path, step: int, config_path: Path) -> dict:
+    config = load_config(config_path, ["model.adapter=null", "run.output_dir=null", "run.progress=false"])
+    problems = load_problems(config.data, config.run.seed)[1]
+    model, tokenizer = load_policy(config.model, str(adapter))
+    problems = format_problems(problems, tokenizer, config.prompt)
+    counts: Counter = Counter()
+    result = evaluate_and_log(model, tokenizer, problems, config, step=step,
+                              on_chunk=lambda chunk: style_counts(chunk, counts))
+    return {"adapter": str(adapter), "step": step, "seed": config.run.seed, "eval": asdict(result),
+            "styles": style_table(counts)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("adapters", nargs="+", metavar="NAME=ADAPTER@STEP")
+    parser.add_argument("--config", type=Path, help="config for adapters without a config.yaml")
+    parser.add_argument("--out", type=Path, default=Path("results/smollm2_chain_sum/styles.json"))
+    args = parser.parse_args(argv)
+    report = {}
+    for spec in args.adapters:
+        name, rest = spec.split("=", 1)
+        adapter, step = rest.rsplit("@", 1)
+        config = Path(adapter) / "config.yaml" if (Path(adapter) / "config.yaml").exists() else args.config
+        report[name] = analyse(Path(adapter), int(step), config)
+        s = report[name]["styles"]["all"]
+        print(f"{name}: pass@1 {100 * report[name]['eval']['overall']['pass@1']:.2f}, direct answers "
+              f"{100 * s['direct_share']:.1f}%, right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
