@@ -9,7 +9,8 @@ L + 2 terms (levels 1-4). Each file is JSON Lines in lensrl's `custom` layout (p
 level, solution). A worked solution goes left to right, one line per operation, and ends with
 "The final answer is \\boxed{N}."; a direct one is that last line alone. The warm-start file mixes
 the two styles half and half, as instruction data mixes answers with and without working, so the
-warm-started model uses both and RL has a choice to learn: working it out is right far more often.
+warm-started model uses both and RL has a choice to learn: working a long chain out should be
+right more often (`experiments/chain_sum_styles.py` measures it).
 The RL and held-out files carry worked solutions (RL reads only the answers).
 
 The three files come from disjoint seeds and the held-out set shares no expression with the other
