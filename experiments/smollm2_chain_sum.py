@@ -64,13 +64,14 @@ def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
     primary endpoint is GRPO's overall pass@1 change), for pass@1 and pass@8, overall and per level."""
     evals = {name: read_jsonl(d / "eval.jsonl") for name, d in run_dirs.items()}
     scopes = ["all", *sorted(evals[f"grpo_seed{seeds[0]}"][0]["per_level"])]
-    out: dict = {}
-    for arm in ("grpo", "lens"):
-        runs = [evals[f"{arm}_seed{s}"] for s in seeds]
-        out[arm] = {scope: {k: {"by_seed": {s: pass_at(r[-1], scope, k) - pass_at(r[0], scope, k) for s, r in zip(seeds, runs)},
-                                **asdict(paired_difference([pass_at(r[0], scope, k) for r in runs],
-                                                           [pass_at(r[-1], scope, k) for r in runs]))}
-                            for k in ("pass@1", "pass@8")} for scope in scopes}
+
+    def change(arm: str, scope: str, k: str) -> dict:
+        before = [pass_at(evals[f"{arm}_seed{s}"][0], scope, k) for s in seeds]
+        after = [pass_at(evals[f"{arm}_seed{s}"][-1], scope, k) for s in seeds]
+        return {"by_seed": {s: b - a for s, a, b in zip(seeds, before, after)}, **asdict(paired_difference(before, after))}
+
+    out: dict = {arm: {scope: {k: change(arm, scope, k) for k in ("pass@1", "pass@8")} for scope in scopes}
+                 for arm in ("grpo", "lens")}
     out["target_met"] = out["grpo"]["all"]["pass@1"]["diff"] >= TARGET
     return out
 
