@@ -50,9 +50,11 @@ PHASES = ("time/sample", "time/logprobs", "time/update", "time/step", "prompt_le
 
 
 def step_profile(run_dir: Path) -> dict[str, float]:
-    """Mean per-step seconds of each phase, and mean prompt / response tokens, over the run's steps."""
+    """Mean per-step seconds of each phase, and mean prompt / response tokens, over the run's steps, with
+    the seconds of all its steps together (its evaluations not included)."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    return {key: statistics.fmean(m[key] for m in metrics) for key in PHASES}
+    return {**{key: statistics.fmean(m[key] for m in metrics) for key in PHASES},
+            "training_seconds": sum(m["time/step"] for m in metrics)}
 
 
 def pass_at(evaluation: dict, scope: str, k: str) -> float:
@@ -77,9 +79,8 @@ def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
 
 
 def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
-    """The plan's probes: GRPO, seed 0, one run per lr, and its rule. Take the largest lr whose mean
-    training reward over the second half of the steps is above the first half's, with at most 10%
-    unparseable training samples at every step of the second half; else the smallest."""
+    """The plan's probes (GRPO, seed 0, one run per lr in PROBE_LRS), each trained or read from `runs`,
+    and the lr its rule (`choose_lr`) picks."""
     probes = {}
     for lr in PROBE_LRS:
         config = apply_overrides(rl_config, ["algo.advantage=grpo", "run.seed=0", f"optim.lr={lr}",
@@ -96,9 +97,15 @@ def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
             "max_unparseable_second_half": max(m["unparseable"] for m in second),
             "evals": read_jsonl(folder / "eval.jsonl"),
         }
+    return {"probes": probes, "chosen_lr": choose_lr(probes)}
+
+
+def choose_lr(probes: dict[str, dict]) -> str:
+    """The plan's rule: the largest lr whose training reward rose from the first half of the steps to the
+    second, with at most 10% unparseable samples at every step of the second half; else the smallest."""
     passing = [lr for lr, p in probes.items()
                if p["reward_second_half"] > p["reward_first_half"] and p["max_unparseable_second_half"] <= 0.10]
-    return {"probes": probes, "chosen_lr": max(passing, key=float, default=min(PROBE_LRS, key=float))}
+    return max(passing, key=float, default=min(probes, key=float))
 
 
 def keep_adapter(run_dir: Path, into: Path) -> Path:
@@ -157,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"device": device, "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "torch": torch.__version__},
         "base_model": {"name_or_path": sft_config.model.name_or_path, "gguf_file": sft_config.model.gguf_file},
-        "seconds": {"sft": round(t1 - t0, 1), "rl_all_runs": round(t2 - t1, 1)},
+        # wall time of this invocation's stages: what it reused from --runs-dir took no time here
+        "seconds_this_invocation": {"sft": round(t1 - t0, 1), "rl": round(t2 - t1, 1)},
         "sft": {"config": sft_config.model_dump(), "before": warm["first_eval"], "after": warm["last_eval"],
                 "sft_seconds_per_step": statistics.fmean(m["time/step"] for m in read_jsonl(runs / "sft" / "metrics.jsonl"))},
         "rl": {"config": rl_config.model_dump(), **report.aggregate},
