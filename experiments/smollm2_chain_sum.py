@@ -11,6 +11,10 @@
    start's evaluation, every run's evaluations and per-phase step times), compare.md/.png,
    compare_curves.png, and each run's final adapter with its config under adapters/<arm>_seed<S>/.
 
+With --lr LR the comparison runs at LR instead of the config's (a post hoc study, results/
+smollm2_chain_sum/lr5e-5/PLAN.md): its runs go to RUNS_DIR/rl_lr<LR>, the probe at LR is its GRPO
+seed 0, and no adapters are kept (give it its own --results-dir).
+
 Every stage goes on from what is already in --runs-dir (finished runs are reused, interrupted ones
 resume). A committed adapter is evaluated with its run's config; --step makes the sampling that of
 the run's own final evaluation, so the row is reproduced:
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results/smollm2_chain_sum")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--probes", action="store_true", help="also run (or read) the plan's lr probes")
+    parser.add_argument("--lr", help="post hoc: compare at this lr instead of the config's, in RUNS_DIR/rl_lr<LR>, "
+                                     "reusing the probe at this lr as GRPO seed 0 (no adapters are kept)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, results = Path(args.runs_dir), Path(args.results_dir)
@@ -140,14 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         sft(sft_config)
     warm = json.loads(summary.read_text())
     t1 = time.perf_counter()
+    rl_dir = runs / ("rl" if args.lr is None else f"rl_lr{args.lr}")
     rl_config = load_config(CONFIGS / "rl_chain_sum.yaml",
-                            [progress, f"model.adapter={warm['model']}", f"run.output_dir={runs / 'rl'}"])
+                            [progress, f"model.adapter={warm['model']}", f"run.output_dir={rl_dir}",
+                             *([f"optim.lr={args.lr}"] if args.lr else [])])
     probes = lr_probes(rl_config, runs) if args.probes else None
-    if probes and float(probes["chosen_lr"]) != rl_config.optim.lr:
-        print(f"note: the probes' rule picks lr {probes['chosen_lr']}; the config has {rl_config.optim.lr:g}")
-    elif probes and not (runs / "rl" / "grpo_seed0").exists():  # the chosen probe is GRPO seed 0's run
-        shutil.copytree(runs / f"probe_lr{probes['chosen_lr']}", runs / "rl" / "grpo_seed0",
-                        ignore=shutil.ignore_patterns(LOCK))
+    lr = args.lr or (probes or {}).get("chosen_lr")
+    if lr and float(lr) != rl_config.optim.lr:
+        print(f"note: the probes' rule picks lr {lr}; the config has {rl_config.optim.lr:g}")
+    elif lr and (runs / f"probe_lr{lr}" / "summary.json").exists() and not (rl_dir / "grpo_seed0").exists():
+        # the probe at the comparison's lr has GRPO seed 0's config: it is that run
+        shutil.copytree(runs / f"probe_lr{lr}", rl_dir / "grpo_seed0", ignore=shutil.ignore_patterns(LOCK))
     report = compare(rl_config, seeds)
     t2 = time.perf_counter()
 
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(report.output_dir / name, results / name)
     run_dirs = {f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}" for arm in ("grpo", "lens") for seed in seeds}
     for name, run_dir in run_dirs.items():
-        keep_adapter(run_dir, results / "adapters" / name)
+        if args.lr is None:
+            keep_adapter(run_dir, results / "adapters" / name)
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} threads)"
     record = {
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_this_invocation": {"sft": round(t1 - t0, 1), "rl": round(t2 - t1, 1)},
         "sft": {"config": sft_config.model_dump(), "before": warm["first_eval"], "after": warm["last_eval"],
                 "sft_seconds_per_step": statistics.fmean(m["time/step"] for m in read_jsonl(runs / "sft" / "metrics.jsonl"))},
-        "rl": {"config": rl_config.model_dump(), **report.aggregate},
+        "rl": {"config": rl_config.model_dump(), "post_hoc_lr": args.lr, **report.aggregate},
         "gains_from_step_0": gains(run_dirs, seeds),
         "lr_probes": probes,
         "runs": {name: {"evals": read_jsonl(d / "eval.jsonl"), "step_profile": step_profile(d)}
