@@ -9,7 +9,8 @@
    the warm-start's adapter (model.adapter), evaluated on the 200 held-out problems every 10 steps;
 3. the report in results/smollm2_chain_sum/: results.json (command, machine, timings, the warm
    start's evaluation, every run's evaluations and per-phase step times), compare.md/.png,
-   compare_curves.png, and each run's final adapter with its config under adapters/<arm>_seed<S>/.
+   compare_curves.png, each run's final adapter with its config under adapters/<arm>_seed<S>/, and
+   what each run logged (config, metrics.jsonl, eval.jsonl; the warm start's too) under logs/<run>/.
 
 With --lr LR the comparison runs at LR instead of the config's (a post hoc study, results/
 smollm2_chain_sum/lr5e-5/PLAN.md): its runs go to RUNS_DIR/rl_lr<LR>, the probe at LR is its GRPO
@@ -113,16 +114,26 @@ def choose_lr(probes: dict[str, dict]) -> str:
 
 
 def keep_adapter(run_dir: Path, into: Path) -> Path:
-    """Copy the run's final adapter and its config, without the run's own paths (the starting adapter and
-    the run folder), so that `lensrl eval` with it writes a folder of its own."""
+    """Copy the run's final adapter and its config, without this machine's paths: the base model is named
+    by its spec, and the run's own paths (the starting adapter and the run folder) are cleared so that
+    `lensrl eval` with it writes a folder of its own."""
     final = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
     into.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy(final / name, into / name)
+    shutil.copy(final / "adapter_model.safetensors", into / "adapter_model.safetensors")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    adapter["base_model_name_or_path"] = config["model"]["name_or_path"]
+    (into / "adapter_config.json").write_text(json.dumps(adapter, indent=2))
     config["model"]["adapter"], config["run"]["output_dir"] = None, None
     (into / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return into
+
+
+def keep_logs(run_dir: Path, into: Path) -> None:
+    """Copy what a run logged (its config, per-step metrics and evaluations), for the diagnostics."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "metrics.jsonl", "eval.jsonl"):
+        shutil.copy(run_dir / name, into / name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("compare.md", "compare.png", "compare_curves.png"):
         shutil.copy(report.output_dir / name, results / name)
     run_dirs = {f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}" for arm in ("grpo", "lens") for seed in seeds}
+    for name, run_dir in {"sft": runs / "sft", **run_dirs}.items():
+        keep_logs(run_dir, results / "logs" / name)
     for name, run_dir in run_dirs.items():
         if args.lr is None:
             keep_adapter(run_dir, results / "adapters" / name)
