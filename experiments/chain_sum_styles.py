@@ -6,7 +6,8 @@ Each adapter is evaluated on its config's held-out set exactly as `lensrl eval A
 does (the config is ADAPTER/config.yaml when there is one, else --config), so its pass@k reproduce
 the run's eval.jsonl row at that step; every sample is also sorted by style (a direct answer starts
 with "The final answer", a worked one with its first operation) and counted per level. Writes the
-rows and the style table as JSON (default results/smollm2_chain_sum/styles.json).
+rows and the style table as JSON (default results/smollm2_chain_sum/styles.json), adding to what the
+file already holds: adapters it has are not evaluated again.
 """
 
 from __future__ import annotations
@@ -66,17 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="config for adapters without a config.yaml")
     parser.add_argument("--out", type=Path, default=Path("results/smollm2_chain_sum/styles.json"))
     args = parser.parse_args(argv)
-    report = {}
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for spec in args.adapters:
         name, rest = spec.split("=", 1)
         adapter, step = rest.rsplit("@", 1)
-        config = Path(adapter) / "config.yaml" if (Path(adapter) / "config.yaml").exists() else args.config
-        report[name] = analyse(Path(adapter), int(step), config)
+        if name not in report:  # each adapter is written as soon as it is done, so a rerun goes on
+            config = Path(adapter) / "config.yaml" if (Path(adapter) / "config.yaml").exists() else args.config
+            report[name] = analyse(Path(adapter), int(step), config)
+            args.out.write_text(json.dumps(report, indent=2))
         s = report[name]["styles"]["all"]
         print(f"{name}: pass@1 {100 * report[name]['eval']['overall']['pass@1']:.2f}, direct answers "
               f"{100 * s['direct_share']:.1f}%, right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -96,7 +96,8 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
     """Model (on its device, in its dtype, with LoRA adapters if configured) and tokenizer.
 
     `path` is a checkpoint folder that replaces `config.name_or_path`: a full model, or a LoRA
-    adapter folder (`adapter_config.json`), which is loaded on top of the configured base model.
+    adapter folder (`adapter_config.json`), which is loaded on top of the configured base model, with
+    the tokenizer saved beside it, else the base model's.
     Without `path`, `config.adapter` (a saved adapter to train further) is loaded the same way.
     """
     dtype = _DTYPES[config.dtype]
@@ -114,7 +115,10 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
     else:
         name = resolve_model_path(config.name_or_path)
-        tokenizer = load_tokenizer(str(path) if adapter else name, None if adapter else config.gguf_file)
+        if adapter and (Path(path) / "tokenizer_config.json").exists():  # saved with its tokenizer
+            tokenizer = load_tokenizer(str(path))
+        else:  # the base model's (an adapter saved alone: adapter_config.json and its weights)
+            tokenizer = load_tokenizer(name, config.gguf_file)
         with _loading("model", name):
             if config.gguf_file:
                 model = _from_gguf(name, config.gguf_file, dtype, **kwargs)

@@ -123,11 +123,19 @@ def test_lora_adapter_checkpoint_reloads_on_its_base(tiny_chat_model_dir, tmp_pa
     policy.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded, _ = load_policy(config, tmp_path)
+    alone = tmp_path / "adapter_alone"  # the adapter without its tokenizer: the base model's is used
+    alone.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (alone / name).write_bytes((tmp_path / name).read_bytes())
+    reloaded_alone, tokenizer_alone = load_policy(config, alone)
+    assert tokenizer_alone.get_vocab() == tokenizer.get_vocab() and tokenizer_alone.padding_side == "left"
     input_ids, prompt_mask = _batch(tokenizer, ["12-7"], response_len=3)
     with torch.no_grad():
         a, _ = response_logprobs(policy, input_ids, prompt_mask, 3, 1.0)
         b, _ = response_logprobs(reloaded, input_ids, prompt_mask, 3, 1.0)
+        c, _ = response_logprobs(reloaded_alone, input_ids, prompt_mask, 3, 1.0)
     torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_chat_model_dir):
