@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = {f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}" for arm in ("grpo", "lens") for seed in seeds}
     for name, run_dir in {"sft": runs / "sft", **run_dirs}.items():
         keep_logs(run_dir, results / "logs" / name)
-    for name, run_dir in run_dirs.items():
-        if args.lr is None:
+    if args.lr is None:  # the post hoc study keeps no adapters
+        for name, run_dir in run_dirs.items():
             keep_adapter(run_dir, results / "adapters" / name)
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} threads)"
