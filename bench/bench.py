@@ -50,9 +50,9 @@ ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+com
 def _problems(args):
     """The formatted training prompts, in the order lensrl's data order takes them."""
     from lensrl.config import load_config
-    from lensrl.data import load_problems
-    from lensrl.models import load_tokenizer, resolve_model_path
-    from lensrl.prompts import format_problems
+    from lensrl.data.sources import load_problems
+    from lensrl.policy.models import load_tokenizer, resolve_model_path
+    from lensrl.data.prompts import format_problems
     from lensrl.seeds import DataOrder
 
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
@@ -91,7 +91,7 @@ def _peak_memory_gib(device: str) -> float:
 
 def run_lensrl(args, advantage: str, sampler: str) -> dict:
     from lensrl.config import load_config
-    from lensrl.trainer import train
+    from lensrl.training.trainer import train
 
     with tempfile.TemporaryDirectory() as out:
         train(load_config(overrides=[*_lensrl_overrides(args, out, advantage), f"rollout.sampler={sampler}"]))
@@ -131,7 +131,7 @@ def run_trl(args, fast: bool) -> dict:
 
     from lensrl.config import load_config
     from lensrl.integrations.trl import math_reward
-    from lensrl.models import load_policy
+    from lensrl.policy.models import load_policy
 
     problems = _problems(args)
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))

@@ -19,11 +19,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lensrl.config import load_config
-from lensrl.data import load_problems
-from lensrl.lifecycle import evaluate_and_log
-from lensrl.models import load_policy
-from lensrl.prompts import format_problems
-from lensrl.rollout import Rollout
+from lensrl.data.sources import load_problems
+from lensrl.runs.lifecycle import evaluate_and_log
+from lensrl.policy.models import load_policy
+from lensrl.data.prompts import format_problems
+from lensrl.rollout.sampler import Rollout
 
 DIRECT = "The final answer"
 

@@ -21,8 +21,8 @@ import statistics
 from pathlib import Path
 
 from lensrl.config import flatten
-from lensrl.jsonl import read_jsonl
-from lensrl.plots import running_mean
+from lensrl.runs.jsonl import read_jsonl
+from lensrl.research.plots import running_mean
 
 BLOCK, SLACK = 10, 0.02
 

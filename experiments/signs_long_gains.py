@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lensrl.stats import paired_difference
+from lensrl.research.stats import paired_difference
 
 DEFAULT_STEPS = 60
 

@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from lensrl.compare import compare
+from lensrl.research.compare import compare
 from lensrl.config import TrainConfig, apply_overrides, load_config
-from lensrl.jsonl import read_jsonl
-from lensrl.lifecycle import LOCK
-from lensrl.sft import sft
-from lensrl.stats import paired_difference
-from lensrl.study import finished_run
-from lensrl.trainer import train_or_resume
+from lensrl.runs.jsonl import read_jsonl
+from lensrl.runs.lifecycle import LOCK
+from lensrl.training.sft import sft
+from lensrl.research.stats import paired_difference
+from lensrl.research.study import finished_run
+from lensrl.training.trainer import train_or_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
 PROBE_LRS = ("5e-5", "2e-4")  # as written in the probes' folder names and commands

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from lensrl.compare import compare
+from lensrl.research.compare import compare
 from lensrl.config import load_config
-from lensrl.sft import sft
+from lensrl.training.sft import sft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
 SCALES = {  # overrides on top of configs/smollm2/*.yaml

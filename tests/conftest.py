@@ -67,8 +67,7 @@ def tiny_chat_model_dir(tmp_path_factory):
 
 def nan_behaviour_logprobs_at(monkeypatch, call: int) -> None:
     """Make the trainer's `call`-th behaviour log-prob pass (1-based) return NaN log-probs."""
-    from lensrl import trainer
-
+    from lensrl.training import trainer
     behaviour_logprobs, calls = trainer.behaviour_logprobs, [0]
 
     def faulty(*args, **kwargs):

@@ -20,22 +20,22 @@ _EXPORTS = {
     "selective_logprobs": "lensrl.core.logprobs",
     "head_logprobs": "lensrl.core.logprobs",
     "pass_at_k": "lensrl.core.passk",
-    "verify_math": "lensrl.verify",
-    "extract_answer": "lensrl.verify",
-    "Problem": "lensrl.data",
-    "load_jsonl": "lensrl.data",
-    "load_source": "lensrl.data",
-    "load_problems": "lensrl.data",
-    "format_prompt": "lensrl.prompts",
-    "load_policy": "lensrl.models",
-    "sft": "lensrl.sft",
+    "verify_math": "lensrl.rollout.verify",
+    "extract_answer": "lensrl.rollout.verify",
+    "Problem": "lensrl.data.sources",
+    "load_jsonl": "lensrl.data.sources",
+    "load_source": "lensrl.data.sources",
+    "load_problems": "lensrl.data.sources",
+    "format_prompt": "lensrl.data.prompts",
+    "load_policy": "lensrl.policy.models",
+    "sft": "lensrl.training.sft",
     "TrainConfig": "lensrl.config",
     "load_config": "lensrl.config",
-    "train": "lensrl.trainer",
-    "evaluate": "lensrl.evaluate",
-    "paired_difference": "lensrl.stats",
-    "gradient_comparison": "lensrl.diagnostics",
-    "run_study": "lensrl.study",
+    "train": "lensrl.training.trainer",
+    "evaluate": "lensrl.evaluation.evaluate",
+    "paired_difference": "lensrl.research.stats",
+    "gradient_comparison": "lensrl.training.diagnostics",
+    "run_study": "lensrl.research.study",
     "measure_profile": "lensrl.testbed.profile",
 }
 
@@ -47,17 +47,17 @@ if TYPE_CHECKING:
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
-    from lensrl.data import Problem, load_jsonl, load_problems, load_source
-    from lensrl.diagnostics import gradient_comparison
-    from lensrl.evaluate import evaluate
-    from lensrl.models import load_policy
-    from lensrl.prompts import format_prompt
-    from lensrl.sft import sft
-    from lensrl.stats import paired_difference
-    from lensrl.study import run_study
+    from lensrl.data.sources import Problem, load_jsonl, load_problems, load_source
+    from lensrl.training.diagnostics import gradient_comparison
+    from lensrl.evaluation.evaluate import evaluate
+    from lensrl.policy.models import load_policy
+    from lensrl.data.prompts import format_prompt
+    from lensrl.training.sft import sft
+    from lensrl.research.stats import paired_difference
+    from lensrl.research.study import run_study
     from lensrl.testbed.profile import measure_profile
-    from lensrl.trainer import train
-    from lensrl.verify import extract_answer, verify_math
+    from lensrl.training.trainer import train
+    from lensrl.rollout.verify import extract_answer, verify_math
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from lensrl.study_registry import STUDIES
+from lensrl.research.registry import STUDIES
 
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
@@ -134,12 +134,12 @@ def _dispatch(args) -> int:
     if args.command == "grad-diff":
         return _grad_diff(args)
     if args.command == "samples":
-        from lensrl.samples import print_samples
+        from lensrl.research.samples import print_samples
 
         print_samples(Path(args.run), step=args.step, negative_only=args.negative, limit=args.limit)
         return 0
     if args.command == "plot":
-        from lensrl.plots import plot_runs
+        from lensrl.research.plots import plot_runs
 
         labels = args.labels.split(",") if args.labels else None
         print(f"plot: {plot_runs([Path(r) for r in args.runs], Path(args.output) if args.output else None, labels)}")
@@ -156,8 +156,8 @@ def _dispatch(args) -> int:
 
 def _run(args, config) -> int:
     if args.command == "train":
-        from lensrl.evaluate import format_table
-        from lensrl.trainer import train
+        from lensrl.evaluation.evaluate import format_table
+        from lensrl.training.trainer import train
 
         result = train(config, resume=args.resume)
         if result.stopped_by:
@@ -167,8 +167,8 @@ def _run(args, config) -> int:
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
         print(f"run folder: {result.output_dir}")
     elif args.command == "sft":
-        from lensrl.evaluate import format_table
-        from lensrl.sft import sft
+        from lensrl.evaluation.evaluate import format_table
+        from lensrl.training.sft import sft
 
         result = sft(config)
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
@@ -176,7 +176,7 @@ def _run(args, config) -> int:
     elif args.command == "eval":
         return _eval(config, args.checkpoint, args.step)
     elif args.command == "compare":
-        from lensrl.compare import compare
+        from lensrl.research.compare import compare
 
         report = compare(config, args.seeds)
         print(report.table)
@@ -186,11 +186,11 @@ def _run(args, config) -> int:
 
 def _eval(config, checkpoint: str | None, step: int = 0) -> int:
     from lensrl.config import save_config
-    from lensrl.data import load_problems
-    from lensrl.evaluate import format_table
-    from lensrl.lifecycle import RunFolder, evaluate_and_log, owned
-    from lensrl.models import load_policy
-    from lensrl.prompts import format_problems
+    from lensrl.data.sources import load_problems
+    from lensrl.evaluation.evaluate import format_table
+    from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
+    from lensrl.policy.models import load_policy
+    from lensrl.data.prompts import format_problems
 
     problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
     model, tokenizer = load_policy(config.model, checkpoint)
@@ -207,7 +207,7 @@ def _eval(config, checkpoint: str | None, step: int = 0) -> int:
 
 
 def _study(args) -> int:
-    from lensrl.study import report_from_records, run_study
+    from lensrl.research.study import report_from_records, run_study
 
     if args.report_only:
         result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
@@ -222,7 +222,7 @@ def _grad_diff(args) -> int:
     import json
     import shlex
 
-    from lensrl.diagnostics import format_gradient_table, measure_gradients
+    from lensrl.training.diagnostics import format_gradient_table, measure_gradients
 
     # MODEL and key=value positionals arrive together: an item with "=" that is no path is an override
     models = [m for m in args.models if "=" not in m or Path(m).exists()]

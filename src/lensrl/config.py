@@ -256,7 +256,7 @@ class RunConfig(_Section):
     """Groups per sample-log entry: negative and mixed ones where present."""
     diagnostic_every: int = Field(0, ge=0)
     """Every this many steps, compare the first minibatch's gradient under GRPO and under LENS advantages
-    on the step's rollout (`lensrl.diagnostics`; 0: never); logged as diag/* in metrics.jsonl."""
+    on the step's rollout (`lensrl.training.diagnostics`; 0: never); logged as diag/* in metrics.jsonl."""
 
 
 class SFTConfig(_Section):

@@ -24,7 +24,7 @@ from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_reward
 
 if TYPE_CHECKING:  # types only: the config and the rollout import nothing from here
     from lensrl.config import AlgoConfig
-    from lensrl.rollout import Rollout
+    from lensrl.rollout.sampler import Rollout
 
 AdvantageFn = Callable[["Rollout", "AlgoConfig"], torch.Tensor]
 MetricsFn = Callable[["Rollout", "AlgoConfig"], dict[str, float]]

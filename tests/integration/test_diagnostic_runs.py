@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from lensrl.cli import main
 from lensrl.config import load_config
 from lensrl.testbed import build_tokenizer
-from lensrl.trainer import train
+from lensrl.training.trainer import train
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 STEPS = 3

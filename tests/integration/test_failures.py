@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-import lensrl.trainer as trainer
+import lensrl.training.trainer as trainer
 from lensrl.cli import main
 from lensrl.config import RolloutConfig, load_config
-from lensrl.data import Problem
-from lensrl.models import load_tokenizer
-from lensrl.prompts import check_prompt_lengths
-from lensrl.trainer import train
-from lensrl.update import NonFiniteError
+from lensrl.data.sources import Problem
+from lensrl.policy.models import load_tokenizer
+from lensrl.data.prompts import check_prompt_lengths
+from lensrl.training.trainer import train
+from lensrl.policy.update import NonFiniteError
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-import lensrl.trainer as trainer
+import lensrl.training.trainer as trainer
 from lensrl.cli import main
 from tests.conftest import tiny_overrides
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.trainer import train
+from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 STEPS = 6

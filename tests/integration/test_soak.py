@@ -17,7 +17,7 @@ import time
 import pytest
 
 from lensrl.config import load_config
-from lensrl.trainer import train
+from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 from tests.integration.test_resume import assert_same_run
 

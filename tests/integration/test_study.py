@@ -4,7 +4,7 @@ import json
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.trainer import train
+from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 
@@ -75,7 +75,7 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
     # same metrics at every step (but timings), same evaluations, same final weights
     from safetensors.torch import load_file
 
-    from lensrl.study import Arm, Study, arm_config, train_arms
+    from lensrl.research.study import Arm, Study, arm_config, train_arms
 
     base = [o for o in tiny_overrides(tiny_model_dir, tmp_path / "unused") if not o.startswith("run.")]
     base.append("run.eval_every=1")

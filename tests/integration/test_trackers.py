@@ -15,10 +15,10 @@ import pytest
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.jsonl import read_jsonl
-from lensrl.samples import sample_table
-from lensrl.trackers import open_trackers
-from lensrl.trainer import train
+from lensrl.runs.jsonl import read_jsonl
+from lensrl.research.samples import sample_table
+from lensrl.runs.trackers import open_trackers
+from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 COLUMNS = ["prompt", "completion", "correct", "pibar"]

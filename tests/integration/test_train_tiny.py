@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lensrl.config import load_config
-from lensrl.models import load_policy
-from lensrl.rollout import behaviour_logprobs, sample
+from lensrl.policy.models import load_policy
+from lensrl.rollout.sampler import behaviour_logprobs, sample
 from lensrl.testbed import generate_problems
-from lensrl.trainer import train
+from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 

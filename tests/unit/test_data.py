@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lensrl.config import DataConfig, SourceConfig
-from lensrl.data import EVAL_SEED, Problem, load_jsonl, load_problems, load_source
+from lensrl.data.sources import EVAL_SEED, Problem, load_jsonl, load_problems, load_source
 from lensrl.testbed import generate_problems
-from lensrl.verify import extract_answer
+from lensrl.rollout.verify import extract_answer
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "math500.jsonl").exists(), reason="shared data copy not present")
@@ -273,7 +273,7 @@ def test_missing_local_file_is_a_clear_error(tmp_path):
 def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
     # In a fresh interpreter, so that the offline switch is read at import time and nothing waits on the network.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = ("from lensrl.config import SourceConfig; from lensrl.data import load_source\n"
+    code = ("from lensrl.config import SourceConfig; from lensrl.data.sources import load_source\n"
             "try:\n    load_source(SourceConfig(path='nobody-lensrl/no-such-dataset'))\n"
             "except ValueError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

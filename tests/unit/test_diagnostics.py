@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from lensrl.config import BOOKKEEPING, load_config
 from lensrl.core.loss import policy_loss
-from lensrl.diagnostics import (
+from lensrl.training.diagnostics import (
     estimator_advantages,
     first_minibatch,
     format_gradient_table,
@@ -18,12 +18,12 @@ from lensrl.diagnostics import (
     gradient_stats,
     mean_metrics,
 )
-from lensrl.distributed import World
-from lensrl.models import load_policy, load_tokenizer
-from lensrl.rollout import behaviour_logprobs, by_length, sample, trimmed_logprobs
+from lensrl.policy.distributed import World
+from lensrl.policy.models import load_policy, load_tokenizer
+from lensrl.rollout.sampler import behaviour_logprobs, by_length, sample, trimmed_logprobs
 from lensrl.testbed import generate_problems
-from lensrl.trainer import check_layout
-from lensrl.update import group_rows
+from lensrl.training.trainer import check_layout
+from lensrl.policy.update import group_rows
 from tests.conftest import tiny_overrides
 
 G = 4

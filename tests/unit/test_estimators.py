@@ -10,9 +10,9 @@ from lensrl import estimators
 from lensrl.config import AlgoConfig, ConfigError, load_config
 from lensrl.core.advantages import LensSettings, grpo_advantages, lens_advantages, uniform_negative_advantages
 from lensrl.estimators import compute_advantages, get_estimator, register
-from lensrl.metrics import rollout_metrics
-from lensrl.problem import Problem
-from lensrl.rollout import Rollout
+from lensrl.rollout.metrics import rollout_metrics
+from lensrl.data.problem import Problem
+from lensrl.rollout.sampler import Rollout
 
 
 def _rollout() -> Rollout:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lensrl.data import Problem
-from lensrl.evaluate import format_table, ks_for, summarise
+from lensrl.data.sources import Problem
+from lensrl.evaluation.evaluate import format_table, ks_for, summarise
 
 
 def test_summarise_hand_worked():

@@ -5,10 +5,10 @@ import torch
 
 from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
-from lensrl.data import Problem
-from lensrl.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
-from lensrl.prompts import format_prompt
-from lensrl.rollout import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
+from lensrl.data.sources import Problem
+from lensrl.policy.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
+from lensrl.data.prompts import format_prompt
+from lensrl.rollout.sampler import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
 
 
 def _batch(tokenizer, texts, response_len):

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from lensrl.cli import main
-from lensrl.plots import plot_runs, running_mean
+from lensrl.research.plots import plot_runs, running_mean
 
 STEPS = 12
 
@@ -112,7 +112,7 @@ def test_cli_plot(lens_run, grpo_run, tmp_path, capsys):
 
 def test_a_real_tiny_run(tiny_model_dir, tmp_path):
     from lensrl.config import load_config
-    from lensrl.trainer import train
+    from lensrl.training.trainer import train
     from tests.conftest import tiny_overrides
 
     train(load_config(overrides=tiny_overrides(tiny_model_dir, tmp_path / "run", "run.sample_every=0")))
@@ -122,7 +122,7 @@ def test_a_real_tiny_run(tiny_model_dir, tmp_path):
 def test_a_run_with_no_steps_yet_and_panels_without_data(grpo_run, tmp_path):
     import matplotlib.pyplot as plt
 
-    from lensrl.plots import _levels_panel, load_run
+    from lensrl.research.plots import _levels_panel, load_run
 
     fresh = tmp_path / "fresh"
     fresh.mkdir()

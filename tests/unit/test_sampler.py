@@ -7,8 +7,8 @@ from transformers import GenerationConfig
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from lensrl.config import ModelConfig
-from lensrl.models import load_policy
-from lensrl.rollout import decode_compact, sample, sampling_probs
+from lensrl.policy.models import load_policy
+from lensrl.rollout.sampler import decode_compact, sample, sampling_probs
 from lensrl.testbed import generate_problems
 
 

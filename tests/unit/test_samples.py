@@ -1,4 +1,4 @@
-"""The sample log (`lensrl.samples`): groups chosen, values recorded, the table, the terminal view, the CLI,
+"""The sample log (`lensrl.research.samples`): groups chosen, values recorded, the table, the terminal view, the CLI,
 on a hand-built rollout; and a real tiny run that logs samples without changing its numbers."""
 
 import json
@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lensrl.checkpoint import latest_checkpoint
+from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.cli import main
 from lensrl.config import AlgoConfig, load_config
 from lensrl.core.advantages import lens_rewards
-from lensrl.problem import Problem
-from lensrl.rollout import Rollout
-from lensrl.samples import (
+from lensrl.data.problem import Problem
+from lensrl.rollout.sampler import Rollout
+from lensrl.research.samples import (
     COLUMNS,
     choose_groups,
     format_samples,
@@ -252,7 +252,7 @@ def test_print_samples_errors_for_a_missing_log_and_a_missing_step(tmp_path, cap
 
 
 def test_a_tiny_run_logs_samples_without_changing_its_numbers(tiny_model_dir, tmp_path, capsys):
-    from lensrl.trainer import train
+    from lensrl.training.trainer import train
 
     logged, quiet = tmp_path / "run", tmp_path / "quiet"
     train(load_config(overrides=tiny_overrides(tiny_model_dir, logged, "run.sample_every=1")))

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from lensrl.config import DataConfig, ModelConfig, load_config
-from lensrl.data import load_problems
-from lensrl.models import load_policy
-from lensrl.problem import Problem
+from lensrl.data.sources import load_problems
+from lensrl.policy.models import load_policy
+from lensrl.data.problem import Problem
 from lensrl.testbed import signs
 from lensrl.testbed import testbed_name as name_of
 from lensrl.testbed.profile import Profile, measure_profile, signs_checks
-from lensrl.verify import extract_answer, verify_math
+from lensrl.rollout.verify import extract_answer, verify_math
 
 def test_hand_worked_problem_and_its_dropped_signs():
     # "8-3+6-2": right 8-3=5, 5+6=11, 11-2=9. Dropping the first minus: 8+3=11, 11+6=17, 17-2=15; the last:
@@ -164,7 +164,7 @@ def test_profile_measures_confidence_and_classifies_dropped_signs():
 
 def test_signs_checks_on_a_hand_made_profile():
     # 5 levels x 10 problems, G = 16: levels 4 and 5 hold all 12 negative groups (24% of 50)
-    from lensrl.evaluate import summarise
+    from lensrl.evaluation.evaluate import summarise
 
     problems = [Problem("Q:1-1\nA:", "0", level) for level in signs.LEVELS for _ in range(10)]
     n_correct = [16] * 10 + [8] * 10 + [4] * 10 + [0] * 4 + [2] * 6 + [0] * 8 + [1] * 2

@@ -1,4 +1,4 @@
-"""Seed-paired differences (lensrl.stats), with hand-worked values.
+"""Seed-paired differences (lensrl.research.stats), with hand-worked values.
 
 Student t with 2 degrees of freedom has a closed form, used throughout: F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),
 so t_{0.975,2} solves t / sqrt(t^2 + 2) = 0.95: t^2 = 2 * 0.9025 / 0.0975 = 18.513, t = 4.3027; t_{0.80,2}
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from lensrl.stats import minimal_detectable_difference, paired_difference
+from lensrl.research.stats import minimal_detectable_difference, paired_difference
 
 
 def test_paired_difference_by_hand():

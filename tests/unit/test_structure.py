@@ -63,7 +63,7 @@ def test_there_are_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node)
-    assert "lensrl.trainer" in graph and "lensrl.lifecycle" in graph["lensrl.trainer"]  # the graph is real
+    assert "lensrl.training.trainer" in graph and "lensrl.runs.lifecycle" in graph["lensrl.training.trainer"]  # the graph is real
 
 
 def test_package_data_patterns_match_files():

@@ -10,7 +10,7 @@ import torch
 
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
 from lensrl.estimators import get_estimator
-from lensrl.study import STUDIES, aggregate, format_study_table
+from lensrl.research.study import STUDIES, aggregate, format_study_table
 
 
 def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
@@ -102,7 +102,7 @@ def test_diagnostics_average_each_run_over_its_logged_steps_then_the_seeds():
 
 
 def test_report_writes_every_file_and_tolerates_gaps_in_the_curves(tmp_path):
-    from lensrl.study import write_report
+    from lensrl.research.study import write_report
 
     gappy = {"step": [1, 2, 3], "groups/negative": [0.5, None, 0.4], "diag/cosine": [None, 0.1, None]}
     records = {arm: [_record([(0, 0.3), (5, p), (10, p + 0.01)], 0.1, s, gappy) for s in (0, 1)]
@@ -117,8 +117,8 @@ def test_report_writes_every_file_and_tolerates_gaps_in_the_curves(tmp_path):
 
 
 def test_curve_helpers_by_hand():
-    from lensrl.plots import running_mean
-    from lensrl.study import _mean_and_std
+    from lensrl.research.plots import running_mean
+    from lensrl.research.study import _mean_and_std
 
     # columns (1, 3) and (2, 6): means 2 and 4, stds sqrt(2) and sqrt(8)
     mean, std = _mean_and_std([[1.0, 2.0], [3.0, 6.0]])
@@ -128,7 +128,7 @@ def test_curve_helpers_by_hand():
 
 
 def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
-    from lensrl.study import overview_rows, plot_overview
+    from lensrl.research.study import overview_rows, plot_overview
 
     def cell(values):
         c = {"mean": sum(values) / len(values), "std": _std(values), "values": values}
@@ -164,7 +164,7 @@ def test_alpha_zero_arm_is_the_mixed_only_ablation_so_its_runs_are_shared(tmp_pa
     # so the alpha study's alpha = 0 arm is configured as the ablation's mixed-only arm, and
     # `finished_run` reuses those runs; every other alpha arm sets algo.alpha itself
     from lensrl.config import save_config
-    from lensrl.study import arm_config, finished_run
+    from lensrl.research.study import arm_config, finished_run
 
     alpha, ablation = STUDIES["alpha"], STUDIES["ablation"]
     arms = {a.name: a for a in alpha.arms}
@@ -191,7 +191,7 @@ def _finished(config, run_dir):
 
 def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
     # a stand-in for the signs testbed's config, given as --config (config_path) in place of the study's
-    from lensrl.study import arm_config, finished_run
+    from lensrl.research.study import arm_config, finished_run
 
     base = tmp_path / "signs.yaml"
     base.write_text("run:\n  steps: 7\n  eval_every: 7\n")
@@ -225,7 +225,7 @@ def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
 
 
 def test_a_study_config_is_the_base_unless_one_is_given(tmp_path, monkeypatch):
-    import lensrl.study as study_module
+    import lensrl.research.study as study_module
     from lensrl.config import load_config
 
     seen = []
@@ -244,7 +244,7 @@ def test_a_study_config_is_the_base_unless_one_is_given(tmp_path, monkeypatch):
 
 def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     from lensrl.cli import main
-    from lensrl.study import load_records
+    from lensrl.research.study import load_records
 
     results = tmp_path / "study_main"
     (results / "runs").mkdir(parents=True)

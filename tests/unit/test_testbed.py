@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lensrl.data import Problem
-from lensrl.sft import IGNORE_INDEX, encode_batch
+from lensrl.data.sources import Problem
+from lensrl.training.sft import IGNORE_INDEX, encode_batch
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
-from lensrl.testbed.problems import MAX_NUMBER, MAX_TOTAL
+from lensrl.testbed.carry import MAX_NUMBER, MAX_TOTAL
 from lensrl.testbed.profile import measure_profile
 from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy, rebuild_command
-from lensrl.verify import extract_answer, verify_math
+from lensrl.rollout.verify import extract_answer, verify_math
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")
 
@@ -275,7 +275,7 @@ def test_warmstart_changes_the_parameters():
 
 def test_base_policy_is_committed_and_small():
     path = base_policy_path()
-    assert path.name == "base_policy" and (path / "model.safetensors").is_file()
+    assert path.name == "carry_policy" and (path / "model.safetensors").is_file()
     assert sum(f.stat().st_size for f in path.iterdir()) <= 20 * 2**20
 
 
@@ -284,7 +284,7 @@ def test_a_missing_base_policy_is_an_error_that_says_how_to_rebuild_it(tmp_path,
     import lensrl.testbed
     import lensrl.testbed.warmstart
     from lensrl.config import ModelConfig
-    from lensrl.models import load_policy
+    from lensrl.policy.models import load_policy
 
     def no_build(*args, **kwargs):
         raise AssertionError("loading a model must not train one")

@@ -7,10 +7,10 @@ from transformers import AutoModelForCausalLM
 
 from lensrl.config import load_config
 from lensrl.core.advantages import grpo_advantages
-from lensrl.models import load_policy, load_tokenizer, reference_policy
-from lensrl.rollout import behaviour_logprobs, sample, trimmed_logprobs
+from lensrl.policy.models import load_policy, load_tokenizer, reference_policy
+from lensrl.rollout.sampler import behaviour_logprobs, sample, trimmed_logprobs
 from lensrl.testbed import generate_problems
-from lensrl.update import minibatch_groups, update_policy
+from lensrl.policy.update import minibatch_groups, update_policy
 from tests.conftest import tiny_overrides
 
 G = 2

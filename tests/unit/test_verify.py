@@ -17,8 +17,8 @@ import math_verify.grader
 import pytest
 
 from lensrl import extract_answer, verify_math
-from lensrl import verify as verify_module
-from lensrl.verify import MAX_ANSWER_CHARS, MEMORY_LIMIT_BYTES, stats
+from lensrl.rollout import verify as verify_module
+from lensrl.rollout.verify import MAX_ANSWER_CHARS, MEMORY_LIMIT_BYTES, stats
 
 SHARED_MATH500 = Path(__file__).resolve().parents[3] / "shared" / "data" / "math500.jsonl"
 MARGIN_S = 5.0  # safety bound on top of the time limit (a loaded machine, a worker kill), not a benchmark

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lensrl.verify import extract_answer, stats, verify_math
+from lensrl.rollout.verify import extract_answer, stats, verify_math
 
 FRAGMENTS = [
     "\\boxed{", "{", "}", "\\frac", "\\dfrac", "\\sqrt", "^", "_", "!", "1", "2", "9", "0.5", "-", "+", "x", "=",

@@ -9,8 +9,8 @@ from collections import OrderedDict
 
 import pytest
 
-from lensrl import verify as verify_module
-from lensrl.verify import stats, verify_math
+from lensrl.rollout import verify as verify_module
+from lensrl.rollout.verify import stats, verify_math
 
 NEEDS_MATH_VERIFY = ("\\boxed{\\frac{1}{2}}", "0.5")  # not a fast path: it goes to the worker
 
@@ -76,12 +76,12 @@ def test_a_wrong_verdict_is_memoised(worker_path):
 def test_a_script_without_a_main_guard_runs_once(tmp_path):
     script = tmp_path / "no_guard.py"
     script.write_text(textwrap.dedent("""\
-        import lensrl.verify
+        import lensrl.rollout.verify
 
         print("script body ran")
-        verdict = lensrl.verify.verify_math("\\\\boxed{\\\\frac{1}{2}}", "0.5")
-        print("verdict", verdict, "worker", lensrl.verify._worker is not None)
-        print("worker pid", lensrl.verify._worker[0].pid)
+        verdict = lensrl.rollout.verify.verify_math("\\\\boxed{\\\\frac{1}{2}}", "0.5")
+        print("verdict", verdict, "worker", lensrl.rollout.verify._worker is not None)
+        print("worker pid", lensrl.rollout.verify._worker[0].pid)
     """))
     # a decoy `lensrl` in the working directory: the worker must import the caller's lensrl, not this one
     decoy = tmp_path / "cwd" / "lensrl"

@@ -337,7 +337,7 @@ def math_reward(completions: list[Any], answer: list[Any], **kwargs: Any) -> lis
     Completions may be text or chat messages (the assistant content is checked). Plug a dataset with an
     `answer` column directly; see `lensrl.verify_math` for how the final answer is found.
     """
-    from lensrl.verify import verify_math
+    from lensrl.rollout.verify import verify_math
 
     if len(completions) != len(answer):
         raise ValueError(f"{len(completions)} completions but {len(answer)} answers")

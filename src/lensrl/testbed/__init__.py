@@ -3,7 +3,7 @@
 Two testbeds, each a problem generator and a committed base policy, selected by name wherever a
 model or a data source is named (`testbed` is `testbed:carry`):
 
-* `carry` (`lensrl.testbed.problems`): chains of multi-digit additions and subtractions whose
+* `carry` (`lensrl.testbed.carry`): chains of multi-digit additions and subtractions whose
   mistakes are capacity limits of the 1M-parameter policy (carries and borrows it learnt only partly);
 * `signs` (`lensrl.testbed.signs`): chains of small numbers that the policy can compute reliably but
   often computes with minus signs dropped, so that many of its mistakes are confident ones.
@@ -17,16 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from lensrl.testbed import problems, signs
-from lensrl.testbed.problems import generate_problems, make_problem
+from lensrl.testbed import carry, signs
+from lensrl.testbed.carry import generate_problems, make_problem
 from lensrl.testbed.tokenizer import build_tokenizer
 
 __all__ = ["TESTBEDS", "base_policy_path", "build_tokenizer", "generate_problems", "make_problem", "task",
            "testbed_config", "testbed_name"]
 
-TESTBEDS: dict[str, ModuleType] = {"carry": problems, "signs": signs}
+TESTBEDS: dict[str, ModuleType] = {"carry": carry, "signs": signs}
 """Testbed name -> its task module (LEVELS, generate_problems, demonstration)."""
-POLICY_FOLDERS = {"carry": "base_policy", "signs": "signs_policy"}
+POLICY_FOLDERS = {"carry": "carry_policy", "signs": "signs_policy"}
 WEIGHTS_FILE = "model.safetensors"
 PREFIX = "testbed"
 

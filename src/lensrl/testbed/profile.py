@@ -28,12 +28,12 @@ import torch
 
 from lensrl.config import AlgoConfig, ModelConfig, RolloutConfig
 from lensrl.estimators import compute_advantages
-from lensrl.evaluate import EvalResult, evaluate, format_table
-from lensrl.models import load_policy
-from lensrl.rollout import Rollout, behaviour_logprobs
+from lensrl.evaluation.evaluate import EvalResult, evaluate, format_table
+from lensrl.policy.models import load_policy
+from lensrl.rollout.sampler import Rollout, behaviour_logprobs
 from lensrl.seeds import EVAL_SEED
 from lensrl.testbed import task
-from lensrl.verify import extract_answer, verify_math
+from lensrl.rollout.verify import extract_answer, verify_math
 
 QUANTILES = (0.1, 0.5, 0.9)
 

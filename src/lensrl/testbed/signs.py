@@ -30,8 +30,8 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from lensrl.problem import Problem
-from lensrl.testbed.problems import cycle_levels
+from lensrl.data.problem import Problem
+from lensrl.testbed.carry import cycle_levels
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 MAX_NUMBER = 9  # largest term

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lensrl.sft import cosine_with_warmup, sft_step
+from lensrl.training.sft import cosine_with_warmup, sft_step
 from lensrl.testbed import POLICY_FOLDERS, TESTBEDS, task
 from lensrl.testbed.tokenizer import build_tokenizer
 

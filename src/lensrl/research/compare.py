@@ -1,6 +1,6 @@
 """GRPO vs LENS from one config with the same seeds: the main study's arms, on any config.
 
-`lensrl compare` trains the main study's arms (`lensrl.study`) over the given config instead of the
+`lensrl compare` trains the main study's arms (`lensrl.research.study`) over the given config instead of the
 testbed defaults, into `run.output_dir` (default runs/compare/), and writes the same aggregate,
 table and plots as a study: compare.json, compare.md, compare.png, compare_curves.png, and
 runs/<arm>_seed<s>.json.
@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from lensrl.config import TrainConfig, apply_overrides
-from lensrl.study import STUDIES, Arm, StudyResult, train_arms, write_report
+from lensrl.research.study import STUDIES, Arm, StudyResult, train_arms, write_report
 
 MAIN = dataclasses.replace(STUDIES["main"], overrides=())  # the arms only: the given config decides the rest
 

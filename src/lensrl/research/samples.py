@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from lensrl.core.advantages import lens_rewards
-from lensrl.jsonl import read_jsonl
+from lensrl.runs.jsonl import read_jsonl
 
 if TYPE_CHECKING:
     from lensrl.config import AlgoConfig
-    from lensrl.rollout import Rollout
+    from lensrl.rollout.sampler import Rollout
 
 FILE = "samples.jsonl"
 KINDS = ("negative", "mixed", "all_correct")

@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from lensrl.config import DataConfig, SourceConfig
-from lensrl.problem import Problem
+from lensrl.data.problem import Problem
 from lensrl.seeds import EVAL_SEED, source_seed
 from lensrl.testbed import task, testbed_name
-from lensrl.verify import extract_answer
+from lensrl.rollout.verify import extract_answer
 
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 

@@ -9,8 +9,8 @@ import torch
 from lensrl.config import AlgoConfig
 from lensrl.core.advantages import group_outcomes, negative_group_signal_share
 from lensrl.estimators import get_estimator
-from lensrl.rollout import Rollout
-from lensrl.verify import extract_answer
+from lensrl.rollout.sampler import Rollout
+from lensrl.rollout.verify import extract_answer
 
 
 def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig) -> dict[str, float]:

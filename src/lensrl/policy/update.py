@@ -17,10 +17,10 @@ from transformers import PreTrainedModel
 from lensrl.config import TrainConfig
 from lensrl.core.advantages import kept_groups
 from lensrl.core.loss import policy_loss
-from lensrl.distributed import World, all_reduce_sum, average_gradients, is_sharded
+from lensrl.policy.distributed import World, all_reduce_sum, average_gradients, is_sharded
 from lensrl.estimators import get_estimator
-from lensrl.models import autocast, reference_policy
-from lensrl.rollout import Rollout, by_length, trimmed_logprobs
+from lensrl.policy.models import autocast, reference_policy
+from lensrl.rollout.sampler import Rollout, by_length, trimmed_logprobs
 
 
 class NonFiniteError(RuntimeError):

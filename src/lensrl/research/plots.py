@@ -3,7 +3,7 @@
     lensrl plot RUN [RUN ...] [--output PNG] [--labels a,b]
 
 A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl and eval.jsonl
-(`lensrl.lifecycle` writes them):
+(`lensrl.runs.lifecycle` writes them):
 
     reward            the pass rate (share of correct samples); dashed: LENS's calibrated reward
     negative groups   share of all-wrong groups; dashed: their share of the advantage mass sum |A|
@@ -16,7 +16,7 @@ A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl
     pass@1 by level   bars of the first (light) and the last (solid) evaluation, where levels exist
 
 Per-step curves are noisy: each is drawn thin and faint, with a 5-step running mean in bold. A panel
-no run has data for says so. A run still in progress plots what it has so far (`lensrl.jsonl` skips
+no run has data for says so. A run still in progress plots what it has so far (`lensrl.runs.jsonl` skips
 a line its writer has not finished).
 """
 
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensrl.jsonl import read_jsonl
+from lensrl.runs.jsonl import read_jsonl
 
 SMOOTH = 5  # steps in the running mean drawn in bold
 GREY = "0.35"  # colour of the line-style keys in each panel's legend

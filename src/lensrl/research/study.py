@@ -1,12 +1,12 @@
 """Studies: every arm of a comparison, over several seeds, resumable, with an aggregate and plots.
 
-The studies themselves (arms, seeds, base config, folders) are defined in `lensrl.study_registry`.
+The studies themselves (arms, seeds, base config, folders) are defined in `lensrl.research.registry`.
 `lensrl study NAME` trains each (arm, seed) into `runs/study/NAME/<arm>_seed<s>/` (a run whose
 `summary.json` exists with the same resolved config, in this study's folder or another study's, is
 reused, so an interrupted study resumes without redoing finished runs and studies share their
 common arms) and writes the study's results folder (default `results/study_NAME/`):
 `runs/<arm>_seed<s>.json` (its evaluations, per-step metrics and samples per step), `study.json`
-(means, spreads and seed-paired differences against the first arm, `lensrl.stats`), `study.md`,
+(means, spreads and seed-paired differences against the first arm, `lensrl.research.stats`), `study.md`,
 `study.png` and `study_curves.png` (pass@k against samples seen). `--report-only`
 (`report_from_records`) rebuilds all but the records from the records alone. Arms differ only in
 their overrides: the same base policy, the same data order and the same sampling seeds, so the
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config
-from lensrl.evaluate import ks_for
-from lensrl.checkpoint import latest_checkpoint
-from lensrl.lifecycle import LOCK, RunFolder, checkpoint_step
-from lensrl.plots import running_mean
-from lensrl.stats import paired_difference
-from lensrl.study_registry import STUDIES, Arm, Study, get_study
-from lensrl.trainer import train_or_resume
+from lensrl.evaluation.evaluate import ks_for
+from lensrl.runs.checkpoint import latest_checkpoint
+from lensrl.runs.lifecycle import LOCK, RunFolder, checkpoint_step
+from lensrl.research.plots import running_mean
+from lensrl.research.stats import paired_difference
+from lensrl.research.registry import STUDIES, Arm, Study, get_study
+from lensrl.training.trainer import train_or_resume
 
 # logged only every few steps (None in a run's curves at the other steps, absent from older records)
 DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
@@ -146,7 +146,7 @@ def _diagnostics(records: dict[str, list[dict]]) -> dict[str, dict[str, float | 
 
 def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
     """Final pass@k per arm (mean, std over seeds, per level) and each arm's seed-paired difference
-    from the first (`vs_reference`: `lensrl.stats.PairedDifference`, over the seeds both arms have);
+    from the first (`vs_reference`: `lensrl.research.stats.PairedDifference`, over the seeds both arms have);
     `diagnostics` per arm when the runs log them."""
     first = next(iter(records.values()))[0]["evals"]
     ks = [f"pass@{k}" for k in ks_for(first[-1]["samples"])]

@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.checkpoint import save_checkpoint
+from lensrl.runs.checkpoint import save_checkpoint
 from lensrl.config import TrainConfig
-from lensrl.data import load_problems
-from lensrl.lifecycle import RunResult, evaluate_and_log, open_run
-from lensrl.models import autocast, load_policy
-from lensrl.problem import Problem
-from lensrl.prompts import format_problems
+from lensrl.data.sources import load_problems
+from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
+from lensrl.policy.models import autocast, load_policy
+from lensrl.data.problem import Problem
+from lensrl.data.prompts import format_problems
 from lensrl.seeds import DataOrder
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)

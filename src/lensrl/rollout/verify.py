@@ -7,7 +7,7 @@ is unparseable (a wrong answer).
 Hard time limit. Math-Verify's own timeouts use `signal.alarm`, which cannot interrupt a long
 C-level operation (a huge integer power, say) and does not work outside the main thread. So
 Math-Verify runs in one persistent worker process, started on first need: a fresh interpreter
-(`sys.executable -c ...`) that imports only `lensrl.verify` (never the caller's main module, so a
+(`sys.executable -c ...`) that imports only `lensrl.rollout.verify` (never the caller's main module, so a
 script needs no `if __name__ == "__main__":` guard) and talks over a socket pair, not its stdout.
 The worker interrupts itself with an alarm after `SOFT_TIMEOUT_FRACTION * timeout_s`, which covers
 slow Python-level work without a restart; the parent waits at most `timeout_s` for the verdict,
@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 import warnings
 from collections import OrderedDict
 from decimal import Decimal
@@ -65,7 +66,7 @@ _PLAIN_NUMBER = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?")  # co
 # first on sys.path, ahead of the working directory, so the worker imports the parent's lensrl, installed or not.
 _WORKER_CODE = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
-    "from multiprocessing.connection import Connection; import lensrl.verify as v; "
+    "from multiprocessing.connection import Connection; import lensrl.rollout.verify as v; "
     "v._worker_main(Connection(int(sys.argv[2])))"
 )
 
@@ -164,7 +165,7 @@ def _attempt(answer: str, gold: str, timeout_s: float) -> bool | None:
                 _ensure_worker()
             except Exception as e:  # e.g. no process spawning here, or no `sys.executable`
                 _in_process = True
-                warnings.warn(f"lensrl.verify: no worker process ({e!r}); Math-Verify runs in-process "
+                warnings.warn(f"lensrl.rollout.verify: no worker process ({e!r}); Math-Verify runs in-process "
                               "with its own timeouts, which cannot stop C-level work (and are off outside the main thread)",
                               RuntimeWarning, stacklevel=4)
         if _in_process:
@@ -208,7 +209,7 @@ def _ensure_worker() -> None:
     if _worker is not None:
         return
     conn, child_conn = multiprocessing.Pipe()  # duplex: a socket pair
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding the lensrl package
     try:
         process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_CODE, package_parent, str(child_conn.fileno())],

@@ -6,9 +6,9 @@ Every command that writes a run folder (`train`, `sft`, `lensrl eval --output-di
     config.yaml      the resolved config
     metrics.jsonl    one record per step ({"step": s, ...})
     eval.jsonl       one `EvalResult` per evaluation
-    samples.jsonl    every `run.sample_every` steps, some whole groups of the rollout (`lensrl.samples`)
+    samples.jsonl    every `run.sample_every` steps, some whole groups of the rollout (`lensrl.research.samples`)
     summary.json     first and last evaluation and run facts, written at the end
-    checkpoints/     `lensrl.checkpoint`
+    checkpoints/     `lensrl.runs.checkpoint`
     run.lock         the live process that owns the folder (removed when it is done)
 
 Ownership: `owned(folder)` admits one live process at a time; a second one is refused with a message
@@ -16,7 +16,7 @@ naming the owner, and a lock left by a process that no longer runs is taken over
 on from its newest complete checkpoint only with the same config (bookkeeping and `run.steps` aside),
 and its logs are cut back to that step. Evaluation: `evaluate_and_log` samples with
 `seeds.eval_seed(run seed, step)` and appends the result to eval.jsonl. Trackers (`run.report_to`,
-`lensrl.trackers`) get everything the files get, from the same calls.
+`lensrl.runs.trackers`) get everything the files get, from the same calls.
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.checkpoint import latest_checkpoint
+from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, load_config, save_config
-from lensrl.distributed import World, all_gather_objects
-from lensrl.evaluate import EvalResult, evaluate
-from lensrl.jsonl import append_jsonl, read_jsonl, write_atomic
-from lensrl.models import autocast
-from lensrl.problem import Problem
-from lensrl.rollout import Rollout, Verifier
-from lensrl.samples import sample_table
+from lensrl.policy.distributed import World, all_gather_objects
+from lensrl.evaluation.evaluate import EvalResult, evaluate
+from lensrl.runs.jsonl import append_jsonl, read_jsonl, write_atomic
+from lensrl.policy.models import autocast
+from lensrl.data.problem import Problem
+from lensrl.rollout.sampler import Rollout, Verifier
+from lensrl.research.samples import sample_table
 from lensrl.seeds import eval_seed
-from lensrl.trackers import Tracker, open_trackers
-from lensrl.verify import verify_math
+from lensrl.runs.trackers import Tracker, open_trackers
+from lensrl.rollout.verify import verify_math
 
 LOCK = "run.lock"
 LOGS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")
@@ -189,7 +189,7 @@ class RunFolder:
                 tracker.log(eval_metrics(result), result.step)
 
     def log_samples(self, record: dict) -> None:
-        """One sample-log entry (`lensrl.samples.sample_record`): samples.jsonl, and a table in the trackers."""
+        """One sample-log entry (`lensrl.research.samples.sample_record`): samples.jsonl, and a table in the trackers."""
         if self.is_main:
             append_jsonl(self.path / "samples.jsonl", record)
             columns, rows = sample_table(record)

@@ -43,17 +43,17 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.checkpoint import latest_checkpoint
+from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.config import AlgoConfig, TrainConfig, load_config
-from lensrl.data import load_problems
+from lensrl.data.sources import load_problems
 from lensrl.estimators import compute_advantages
-from lensrl.models import autocast, load_policy
-from lensrl.problem import Problem
-from lensrl.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout import Rollout, behaviour_logprobs, by_length, sample, score
+from lensrl.policy.models import autocast, load_policy
+from lensrl.data.problem import Problem
+from lensrl.data.prompts import check_prompt_lengths, format_problems
+from lensrl.rollout.sampler import Rollout, behaviour_logprobs, by_length, sample, score
 from lensrl.seeds import DataOrder, rollout_seed
-from lensrl.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
-from lensrl.verify import verify_math
+from lensrl.policy.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
+from lensrl.rollout.verify import verify_math
 
 TABLE_COLUMNS = {"cosine": "diag/cosine", "rel_diff": "diag/rel_diff", "negative_share": "diag/negative_share",
                  "negative_groups": "diag/negative_groups"}

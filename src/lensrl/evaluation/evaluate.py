@@ -11,11 +11,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
-from lensrl.distributed import World, all_gather_objects
-from lensrl.problem import Problem
-from lensrl.rollout import Rollout, Verifier, sample, score
+from lensrl.policy.distributed import World, all_gather_objects
+from lensrl.data.problem import Problem
+from lensrl.rollout.sampler import Rollout, Verifier, sample, score
 from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
-from lensrl.verify import extract_answer
+from lensrl.rollout.verify import extract_answer
 
 
 @dataclass

@@ -6,14 +6,14 @@ One step:
   3. compute the behaviour log-probs log pi_old (tempered, response tokens only) with one no-grad pass;
   4. advantages from the configured estimator (`lensrl.estimators`), from the same log-probs the ratio
      uses, so LENS costs no extra forward pass;
-  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.update`);
+  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.policy.update`);
      every `run.diagnostic_every` steps, before them, GRPO's and LENS's gradients of the first
-     minibatch are compared (`lensrl.diagnostics`; it changes nothing the run computes).
+     minibatch are compared (`lensrl.training.diagnostics`; it changes nothing the run computes).
 Departures from the paper: none in the objective. The sampler is Hugging Face `generate` (or, with
 rollout.sampler=compact, `decode_compact`, the same distribution); evaluation samples at the rollout
 temperature. Under torchrun each rank does steps 1-3 for its share of the groups and the rollout is
-gathered before step 4 (`lensrl.distributed`). The run folder, resume rules and evaluations are
-`lensrl.lifecycle`'s; seeds are `lensrl.seeds`'.
+gathered before step 4 (`lensrl.policy.distributed`). The run folder, resume rules and evaluations are
+`lensrl.runs.lifecycle`'s; seeds are `lensrl.seeds`'.
 
 Reliability: a checkpoint every `run.save_every` steps holds everything the loop depends on, so
 `train(config, resume=True)` (`lensrl train --resume`) goes on from the newest one and ends exactly
@@ -33,15 +33,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl import verify
-from lensrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from lensrl.rollout import verify
+from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
-from lensrl.data import load_problems
-from lensrl.diagnostics import gradient_comparison
-from lensrl.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
+from lensrl.data.sources import load_problems
+from lensrl.training.diagnostics import gradient_comparison
+from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.estimators import compute_advantages
-from lensrl.evaluate import EvalResult
-from lensrl.lifecycle import (
+from lensrl.evaluation.evaluate import EvalResult
+from lensrl.runs.lifecycle import (
     GracefulStop,
     RunFolder,
     RunResult,
@@ -51,15 +51,15 @@ from lensrl.lifecycle import (
     open_run,
     owned,
 )
-from lensrl.metrics import rollout_metrics
-from lensrl.models import autocast, is_lora, load_policy
-from lensrl.problem import Problem
-from lensrl.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout import Rollout, Verifier, behaviour_logprobs, gather_rollout, sample, score
-from lensrl.samples import sample_record
+from lensrl.rollout.metrics import rollout_metrics
+from lensrl.policy.models import autocast, is_lora, load_policy
+from lensrl.data.problem import Problem
+from lensrl.data.prompts import check_prompt_lengths, format_problems
+from lensrl.rollout.sampler import Rollout, Verifier, behaviour_logprobs, gather_rollout, sample, score
+from lensrl.research.samples import sample_record
 from lensrl.seeds import DataOrder, first_chunk, problems_per_chunk, rollout_seed
-from lensrl.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
-from lensrl.verify import verify_math
+from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
+from lensrl.rollout.verify import verify_math
 
 __all__ = ["NonFiniteError", "RunResult", "Session", "train", "train_or_resume"]
 
@@ -85,7 +85,7 @@ def train(config: TrainConfig, verifier: Verifier = verify_math, resume: bool = 
 
     `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
     `lifecycle.resume_checkpoint`). Launched by torchrun / accelerate with several processes, it trains
-    data-parallel (or sharded, `run.parallel=fsdp`) as `lensrl.distributed` describes; rank 0 writes
+    data-parallel (or sharded, `run.parallel=fsdp`) as `lensrl.policy.distributed` describes; rank 0 writes
     the run folder. Data errors are reported before any model is loaded.
     """
     world = init_world(config.model.device)

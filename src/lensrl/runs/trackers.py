@@ -1,6 +1,6 @@
 """Experiment trackers (`run.report_to`): TensorBoard, Weights & Biases, Trackio, MLflow.
 
-`lensrl.lifecycle` opens them on rank 0 before the model is loaded (a missing package fails at once)
+`lensrl.runs.lifecycle` opens them on rank 0 before the model is loaded (a missing package fails at once)
 and gives them what the run folder gets: every metrics.jsonl record and evaluation (`log`), the sample
 log (`log_table`), and `close` at the end, also after an error (the run is then marked failed where
 the tracker has such a state). Each imports its library only when asked for; the extras

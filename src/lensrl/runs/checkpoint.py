@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.distributed import World, barrier, full_state_dict, is_sharded
+from lensrl.policy.distributed import World, barrier, full_state_dict, is_sharded
 
 MANIFEST = "manifest.json"
 

@@ -1,4 +1,4 @@
-"""Which studies exist: their arms, seeds, base config and folders (`lensrl.study` runs them).
+"""Which studies exist: their arms, seeds, base config and folders (`lensrl.research.study` runs them).
 
 No heavy imports: `lensrl study --help` lists the studies from here before anything else loads.
 """

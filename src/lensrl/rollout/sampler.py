@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
-from lensrl.distributed import World, all_gather_objects, is_sharded
-from lensrl.models import eval_mode, unwrapped
-from lensrl.problem import Problem
+from lensrl.policy.distributed import World, all_gather_objects, is_sharded
+from lensrl.policy.models import eval_mode, unwrapped
+from lensrl.data.problem import Problem
 from lensrl.seeds import chunk_seed, problems_per_chunk
 
 Verifier = Callable[[str, str], bool]  # (completion, gold answer) -> correct

@@ -1,0 +1,1 @@
+"""Evaluation: pass@k overall and per difficulty level."""

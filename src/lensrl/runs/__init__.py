@@ -1,0 +1,1 @@
+"""Run management: the run folder, its logs, checkpoints, resume rules and experiment trackers."""

@@ -1,0 +1,1 @@
+"""The training loops: RL (`trainer`), the supervised warm-start (`sft`) and the GRPO-vs-LENS gradient diagnostic."""
