@@ -1,7 +1,7 @@
 """RL step benchmark: lensrl (GRPO and LENS) against TRL's GRPOTrainer at equal settings.
 
     python bench/bench.py                      # CPU: the testbed model (see bench/README.md)
-    python bench/bench.py --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (scripts/gpu_bench.sh)
+    python bench/bench.py --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (experiments/gpu/gpu_bench.sh)
 
 Every engine trains on the same model, the same prompts in the same order, with the same G, Q,
 response length, optimizer steps per rollout (minibatches of whole groups), micro-batch and

@@ -6,7 +6,7 @@ Each adapter is evaluated on its config's held-out set exactly as `lensrl eval A
 does (the config is ADAPTER/config.yaml when there is one, else --config), so its pass@k reproduce
 the run's eval.jsonl row at that step; every sample is also sorted by style (a direct answer starts
 with "The final answer", a worked one with its first operation) and counted per level. Writes the
-rows and the style table as JSON (default results/smollm2_chain_sum/styles.json), adding to what the
+rows and the style table as JSON (default results/smollm2/chain_sum/styles.json), adding to what the
 file already holds: adapters it has are not evaluated again.
 """
 
@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 from lensrl.config import load_config
-from lensrl.data.sources import load_problems
-from lensrl.runs.lifecycle import evaluate_and_log
-from lensrl.policy.models import load_policy
 from lensrl.data.prompts import format_problems
+from lensrl.data.sources import load_problems
+from lensrl.evaluation.evaluate import EvalResult
+from lensrl.policy.models import load_policy
 from lensrl.rollout.sampler import Rollout
+from lensrl.runs.lifecycle import evaluate_and_log
 
 DIRECT = "The final answer"
 
@@ -40,7 +40,7 @@ def style_table(counts: Counter) -> dict:
     """Per level and overall: share of direct answers and the accuracy of each style."""
     table = {}
     for level in [*sorted({lv for lv, _, _ in counts}), "all"]:
-        def n(style: str, correct: bool | None = None) -> int:
+        def n(style: str, correct: bool | None = None, level=level) -> int:
             return sum(c for (lv, s, ok), c in counts.items()
                        if (level == "all" or lv == level) and s == style and (correct is None or ok == correct))
         total = n("direct") + n("worked")
@@ -57,7 +57,7 @@ def analyse(adapter: Path, step: int, config_path: Path) -> dict:
     counts: Counter = Counter()
     result = evaluate_and_log(model, tokenizer, problems, config, step=step,
                               on_chunk=lambda chunk: style_counts(chunk, counts))
-    return {"adapter": str(adapter), "step": step, "seed": config.run.seed, "eval": asdict(result),
+    return {"adapter": str(adapter), "step": step, "seed": config.run.seed, "eval": result.to_json(),
             "styles": style_table(counts)}
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("adapters", nargs="+", metavar="NAME=ADAPTER@STEP")
     parser.add_argument("--config", type=Path, help="config for adapters without a config.yaml")
-    parser.add_argument("--out", type=Path, default=Path("results/smollm2_chain_sum/styles.json"))
+    parser.add_argument("--out", type=Path, default=Path("results/smollm2/chain_sum/styles.json"))
     args = parser.parse_args(argv)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             report[name] = analyse(Path(adapter), int(step), config)
             args.out.write_text(json.dumps(report, indent=2))
         s = report[name]["styles"]["all"]
-        print(f"{name}: pass@1 {100 * report[name]['eval']['overall']['pass@1']:.2f}, direct answers "
-              f"{100 * s['direct_share']:.1f}%, right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}")
+        pass1 = EvalResult.from_json(report[name]["eval"]).pass_at("all", 1)
+        print(f"{name}: pass@1 {100 * pass1:.2f}, direct answers {100 * s['direct_share']:.1f}%, "
+              f"right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}")
     return 0
 
 

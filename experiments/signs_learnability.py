@@ -2,6 +2,10 @@
 targets on three seeds (results/signs/learnability/).
 
     python experiments/signs_learnability.py --sweep 3e-6=RUN 1e-5=RUN ... --seeds RUN RUN RUN
+    python experiments/signs_learnability.py --report-only   # learnability.md and .png from learnability.json
+
+learnability.md is the table below; notes written above it by hand in an existing learnability.md are
+kept when it is rewritten.
 
 Each RUN is a finished run folder: sweep runs are `lensrl train --config testbed:signs
 algo.advantage=grpo optim.lr=LR` (seed 0), the seed runs are the default run under GRPO with seeds
@@ -17,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
+from importlib.metadata import version
 from pathlib import Path
 
 from lensrl.config import flatten
-from lensrl.runs.jsonl import read_jsonl
 from lensrl.research.plots import running_mean
+from lensrl.runs.jsonl import read_jsonl
 
 BLOCK, SLACK = 10, 0.02
 
@@ -73,7 +80,8 @@ def plot(sweep: dict[str, dict], seeds: list[dict], path: Path) -> None:
         axes[2].plot([e["step"] for e in run["evals"]], [100 * e["overall"]["pass@1"] for e in run["evals"]],
                      "o-", color=f"C{i}", label=f"seed {run['seed']}")
         for level, style in (("5", ":"), ("4", "--")):
-            axes[2].plot([e["step"] for e in run["evals"]], [100 * e["per_level"][level]["pass@1"] for e in run["evals"]],
+            axes[2].plot([e["step"] for e in run["evals"]],
+                         [100 * e["per_level"][level]["pass@1"] for e in run["evals"]],
                          style, color=f"C{i}", alpha=0.6, label=f"seed {run['seed']}, level {level}")
     axes[2].set(xlabel="step", ylabel="pass@1 (%)", title="default run under GRPO: overall (solid), levels 4-5")
     for ax in axes:
@@ -83,21 +91,9 @@ def plot(sweep: dict[str, dict], seeds: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", nargs="+", required=True, metavar="LR=RUN")
-    parser.add_argument("--seeds", nargs="+", required=True, metavar="RUN")
-    parser.add_argument("--output-dir", type=Path, default=Path("results/signs/learnability"))
-    parser.add_argument("--machine", default="2-core x86 CPU, no GPU, torch 2.13.0 CPU")
-    args = parser.parse_args()
-    sweep = {lr: run_summary(Path(run)) for lr, run in (item.split("=", 1) for item in args.sweep)}
-    seeds = [run_summary(Path(run)) for run in args.seeds]
-    report = {"sweep": sweep, "seeds": seeds, "targets": targets(seeds), "machine": args.machine,
-              "rule": "default lr: the largest of the sweep whose GRPO reward rises steadily and whose final "
-                      "overall pass@1 is at most 80% (headroom for a better method)"}
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "learnability.json").write_text(json.dumps(report, indent=1))
-    plot(sweep, seeds, args.output_dir / "learnability.png")
+def table(report: dict) -> str:
+    """learnability.md: the sweep, one row per lr, then the seed runs against the targets."""
+    sweep, seeds = report["sweep"], report["seeds"]
     lines = ["| lr | overall pass@1 by step | final pass@16 | steady | minutes |", "|---|---|---|---|---|"]
     for lr, run in sweep.items():
         curve = " / ".join(f"{100 * e['overall']['pass@1']:.1f}" for e in run["evals"])
@@ -108,8 +104,37 @@ def main() -> None:
                   f"{100 * statistics.fmean(t['start_pass@1']):.1f} -> {100 * statistics.fmean(t['final_pass@1']):.1f} "
                   f"(rise {100 * t['rise']:.1f} points, std of the final {100 * t['final_std']:.1f})"]
     lines += [f"{'PASS' if ok else 'FAIL'}  {name}" for name, ok in t.items() if isinstance(ok, bool)]
-    (args.output_dir / "learnability.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", nargs="+", metavar="LR=RUN")
+    parser.add_argument("--seeds", nargs="+", metavar="RUN")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild learnability.md and .png from OUTPUT_DIR/learnability.json alone")
+    parser.add_argument("--output-dir", type=Path, default=Path("results/signs/learnability"))
+    parser.add_argument("--machine", help="what the runs were trained on, for the report (default: this machine)")
+    args = parser.parse_args()
+    if args.report_only:
+        report = json.loads((args.output_dir / "learnability.json").read_text())
+    elif args.sweep and args.seeds:
+        sweep = {lr: run_summary(Path(run)) for lr, run in (item.split("=", 1) for item in args.sweep)}
+        seeds = [run_summary(Path(run)) for run in args.seeds]
+        machine = args.machine or f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {version('torch')}"
+        report = {"sweep": sweep, "seeds": seeds, "targets": targets(seeds), "machine": machine,
+                  "rule": "default lr: the largest of the sweep whose GRPO reward rises steadily and whose final "
+                          "overall pass@1 is at most 80% (headroom for a better method)"}
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "learnability.json").write_text(json.dumps(report, indent=1))
+    else:
+        parser.error("give --sweep and --seeds (run folders), or --report-only")
+    plot(report["sweep"], report["seeds"], args.output_dir / "learnability.png")
+    text = table(report)
+    md = args.output_dir / "learnability.md"
+    notes, table_found, _ = md.read_text().partition(text.splitlines()[0]) if md.exists() else ("", "", "")
+    md.write_text((notes if table_found else "") + text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

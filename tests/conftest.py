@@ -67,12 +67,12 @@ def tiny_chat_model_dir(tmp_path_factory):
 
 def nan_behaviour_logprobs_at(monkeypatch, call: int) -> None:
     """Make the trainer's `call`-th behaviour log-prob pass (1-based) return NaN log-probs."""
-    from lensrl.training import trainer
-    behaviour_logprobs, calls = trainer.behaviour_logprobs, [0]
+    from lensrl.rollout import collect
+    behaviour_logprobs, calls = collect.behaviour_logprobs, [0]
 
     def faulty(*args, **kwargs):
         calls[0] += 1
         logprobs, entropy = behaviour_logprobs(*args, **kwargs)
         return (logprobs * float("nan") if calls[0] == call else logprobs), entropy
 
-    monkeypatch.setattr(trainer, "behaviour_logprobs", faulty)
+    monkeypatch.setattr(collect, "behaviour_logprobs", faulty)

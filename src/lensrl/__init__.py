@@ -22,6 +22,9 @@ _EXPORTS = {
     "pass_at_k": "lensrl.core.passk",
     "verify_math": "lensrl.rollout.verify",
     "extract_answer": "lensrl.rollout.verify",
+    "MathVerifier": "lensrl.rollout.verify",
+    "Verifier": "lensrl.rollout.verifier",
+    "FunctionVerifier": "lensrl.rollout.verifier",
     "Problem": "lensrl.data.sources",
     "load_jsonl": "lensrl.data.sources",
     "load_source": "lensrl.data.sources",
@@ -57,7 +60,8 @@ if TYPE_CHECKING:
     from lensrl.research.study import run_study
     from lensrl.testbed.profile import measure_profile
     from lensrl.training.trainer import train
-    from lensrl.rollout.verify import extract_answer, verify_math
+    from lensrl.rollout.verifier import FunctionVerifier, Verifier
+    from lensrl.rollout.verify import MathVerifier, extract_answer, verify_math
 
 
 def __getattr__(name: str) -> Any:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "in its results folder", epilog=EPILOG)
     p.add_argument("name", help=f"which study: {', '.join(STUDIES)}")
     p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's)")
-    p.add_argument("--results-dir", help="default: the study's (results/study_NAME, results/signs/SHORT)")
+    p.add_argument("--results-dir", help="default: the study's (results/carry/NAME, results/signs/SHORT)")
     p.add_argument("--runs-dir", help="default: runs/study/NAME")
     p.add_argument("--config", help="base config of every arm, in place of the study's own (default: the study's, "
                    "e.g. testbed:signs, else the typed defaults)")
@@ -188,20 +188,18 @@ def _eval(config, checkpoint: str | None, step: int = 0) -> int:
     from lensrl.config import save_config
     from lensrl.data.sources import load_problems
     from lensrl.evaluation.evaluate import format_table
+    from lensrl.policy.prepare import prepare
     from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
-    from lensrl.policy.models import load_policy
-    from lensrl.data.prompts import format_problems
 
     problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
-    model, tokenizer = load_policy(config.model, checkpoint)
-    problems = format_problems(problems, tokenizer, config.prompt)
+    p = prepare(config, eval_problems=problems, weights=checkpoint, check_lengths=False)
     if not config.run.output_dir:
-        result = evaluate_and_log(model, tokenizer, problems, config, step=step)
+        result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, config, step=step)
     else:
         with owned(config.run.output_dir) as out:
             folder = RunFolder(out)
             save_config(config, out / "config.yaml")
-            result = evaluate_and_log(model, tokenizer, problems, config, step=step, folder=folder)
+            result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, config, step=step, folder=folder)
     print(format_table({"eval": result}))
     return 0
 

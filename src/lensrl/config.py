@@ -2,20 +2,41 @@
 
 Every field has a bound and a one-line docstring; invalid values and unknown keys raise a
 `ConfigError` that names the key. The resolved config is written into every run folder.
+
+`algo` is a discriminated union on `algo.advantage`: the settings every estimator shares
+(`AlgoBase`: filter_groups, clip_low, clip_high, loss_agg, kl_coef) and those of the chosen
+estimator only (`LensAlgo`: alpha, scope, d_estimator, eps; `GRPOAlgo`: scale, eps;
+`UniformNegativeAlgo`: alpha, scale, eps). A setting the chosen estimator does not read is an
+error naming it ("algo.scope does not apply to algo.advantage=grpo (it reads: scale, eps)").
+A delta that changes `algo.advantage` (a config file over the defaults, or all the overrides of
+one call together) keeps the common settings and those the new estimator shares by name with the
+old one (`eps`; `alpha` between lens and uniform_negative; `scale` between grpo and
+uniform_negative), as the flat schema did, and drops the others; a setting the delta itself gives
+must apply to the new estimator.
+
+Config files written before `algo` was a union (every config.yaml saved until then) hold the old
+flat keys alpha, scope, d_estimator, scale and eps whatever the estimator. A config file
+(`load_config`, `config_differences`) is read with this mapping: an old key the file's estimator
+reads keeps its value; one it does not read is dropped when it holds its old default (alpha 0.25,
+scope all, d_estimator normalized, scale group, eps 1e-6: it changed nothing then and changes
+nothing now) and is an error otherwise. `key=value` overrides get no such leniency.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from lensrl.core.advantages import DEstimator, LensScope, LensSettings
-from lensrl.estimators import get_estimator
+from lensrl.core.advantages import AdvantageScale, DEstimator, LensScope, LensSettings
+from lensrl.lens_settings import SETTINGS as LENS_SETTINGS
+from lensrl.lens_settings import read_lens_settings
 from lensrl.testbed import testbed_config, testbed_name
+
+DEFAULT_ESTIMATOR = "lens"
 
 
 class ConfigError(ValueError):
@@ -23,7 +44,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), use_attribute_docstrings=True)
 
 
 class LoraSettings(_Section):
@@ -164,24 +185,16 @@ class RolloutConfig(_Section):
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""
 
 
-class AlgoConfig(_Section):
-    advantage: str = "lens"
-    """Advantage estimator (`lensrl.estimators`): "lens" (calibrated rewards for wrong answers), "grpo",
-    or "uniform_negative" (GRPO with a flat -alpha on every sample of a negative group, NSR-style)."""
-    alpha: float = LensSettings.alpha
-    """LENS weight of negative-group advantages (the paper uses 0.25); uniform_negative's flat penalty."""
+class AlgoBase(_Section):
+    """The settings every advantage estimator shares: the clipped loss and group filtering. Each
+    estimator's model (`AlgoConfig`) adds its name (`advantage`) and the settings it reads."""
+
+    advantage: str
+    """Advantage estimator (`lensrl.estimators`), which decides the other settings `algo` takes."""
     filter_groups: bool = False
     """DAPO-style filtering: leave groups without a learning signal out of the update (no refill): groups
     without reward variance, except that negative groups stay where the estimator gives them a signal
     (LENS, uniform_negative). Every rollout still takes optim.updates_per_rollout minibatches."""
-    scope: LensScope = LensSettings.scope
-    """LENS ablation: recalibrate wrong answers in all groups, mixed groups only, negative groups only."""
-    d_estimator: DEstimator = LensSettings.d_estimator
-    """LENS D(q) importance estimate from length-normalised (pibar) or raw sequence probabilities."""
-    scale: Literal["group", "batch", "none"] = "group"
-    """GRPO advantage scale: group std, batch std, or none."""
-    eps: float = LensSettings.eps
-    """Added to the std in advantage normalisation."""
     clip_low: float = Field(0.2, ge=0, lt=1)
     """Lower ratio clip: rho >= 1 - clip_low."""
     clip_high: float = Field(0.2, ge=0)
@@ -191,21 +204,103 @@ class AlgoConfig(_Section):
     kl_coef: float = Field(0.0, ge=0)
     """k3 KL penalty to the initial policy; the reference model is loaded only when > 0."""
 
-    @field_validator("advantage")
-    @classmethod
-    def _known_estimator(cls, name: str) -> str:
-        return get_estimator(name).name
+
+class LensAlgo(AlgoBase):
+    """LENS (`algo.advantage=lens`, the default): the settings of `lensrl.core.advantages.LensSettings`,
+    which validates them (alpha a finite number >= 0, eps a finite number > 0)."""
+
+    advantage: Literal["lens"] = "lens"
+    """"lens": GRPO's advantages with calibrated rewards for wrong answers, and a signal in negative groups."""
+    alpha: float = LensSettings.alpha
+    """Weight of negative-group advantages (the paper uses 0.25)."""
+    scope: LensScope = LensSettings.scope
+    """Ablation: recalibrate wrong answers in all groups, mixed groups only, or negative groups only."""
+    d_estimator: DEstimator = LensSettings.d_estimator
+    """D(q)'s importance estimate from length-normalised (pibar) or raw sequence probabilities."""
+    eps: float = LensSettings.eps
+    """Added to the std in mixed groups' advantage normalisation."""
 
     @field_validator("alpha", "scope", "d_estimator", "eps")
     @classmethod
     def _lens_setting(cls, value: Any, info: ValidationInfo) -> Any:
-        LensSettings(**{info.field_name: value})  # the one validation of LENS's settings
+        read_lens_settings({info.field_name: value}, "algo.")
         return value
 
     @property
     def lens(self) -> LensSettings:
-        """The LENS settings of this config."""
-        return LensSettings(self.alpha, self.scope, self.d_estimator, self.eps)
+        """These settings as the `LensSettings` that `lens_advantages` takes."""
+        return read_lens_settings({name: getattr(self, name) for name in LENS_SETTINGS}, "algo.")
+
+
+class _GroupNormalised(AlgoBase):
+    """GRPO's normalisation of the rewards, which grpo and uniform_negative share."""
+
+    scale: AdvantageScale = "group"
+    """GRPO advantage scale: group std, batch std, or none."""
+    eps: float = Field(1e-6, gt=0, allow_inf_nan=False)
+    """Added to the std in advantage normalisation."""
+
+
+class GRPOAlgo(_GroupNormalised):
+    """GRPO (`algo.advantage=grpo`): group-normalised correctness."""
+
+    advantage: Literal["grpo"] = "grpo"
+    """"grpo": group-normalised correctness; negative groups get 0."""
+
+
+class UniformNegativeAlgo(_GroupNormalised):
+    """GRPO plus a flat penalty on every sample of an all-wrong group (`algo.advantage=uniform_negative`)."""
+
+    advantage: Literal["uniform_negative"] = "uniform_negative"
+    """"uniform_negative": GRPO with a flat -alpha on every sample of a negative group (NSR-style)."""
+    alpha: float = Field(0.25, ge=0, allow_inf_nan=False)
+    """The flat penalty: every sample of a negative group gets the advantage -alpha."""
+
+
+AlgoConfig = Annotated[LensAlgo | GRPOAlgo | UniformNegativeAlgo, Field(discriminator="advantage")]
+"""`algo`: one model per registered estimator, chosen by `algo.advantage` (module docstring)."""
+
+ALGOS: dict[str, type[AlgoBase]] = {m.model_fields["advantage"].default: m for m in get_args(get_args(AlgoConfig)[0])}
+"""Estimator name -> its settings model; `lensrl.estimators` registers each estimator with its model."""
+
+
+def _own_settings(name: str) -> list[str]:
+    """The settings estimator `name` reads besides the common ones (`AlgoBase`'s)."""
+    return [f for f in ALGOS[name].model_fields if f not in AlgoBase.model_fields]
+
+
+def switch_estimator(algo: AlgoConfig, name: str) -> AlgoConfig:
+    """`algo` with estimator `name`: the common settings and those `name` shares with `algo`'s estimator
+    (same name, same setting) kept, the rest of `name`'s at their defaults."""
+    return ALGOS[name].model_validate(_switched(algo.model_dump(), name))
+
+
+def _switched(algo: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in algo.items() if k in ALGOS[name].model_fields} | {"advantage": name}
+
+
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "alpha": 0.25,
+    "scope": "all",
+    "d_estimator": "normalized",
+    "scale": "group",
+    "eps": 1e-6,
+}
+"""The flat `algo` keys of the schema before `algo` became a union, with their defaults then: every
+config.yaml written until then holds all of them, whatever the estimator (module docstring)."""
+
+
+def _read_legacy(tree: Any) -> Any:
+    """A config file's mapping with the old flat `algo` keys its estimator does not read dropped where they
+    hold their old default; any other value is left for validation to reject."""
+    algo = tree.get("algo") if isinstance(tree, dict) else None
+    model = ALGOS.get(algo.get("advantage", DEFAULT_ESTIMATOR)) if isinstance(algo, dict) else None
+    if model is None:  # no algo section, or an unknown estimator (validation says so)
+        return tree
+    unread_defaults = {
+        k for k, v in algo.items() if k not in model.model_fields and k in LEGACY_DEFAULTS and LEGACY_DEFAULTS[k] == v
+    }
+    return {**tree, "algo": {k: v for k, v in algo.items() if k not in unread_defaults}}
 
 
 class OptimConfig(_Section):
@@ -279,10 +374,16 @@ class TrainConfig(_Section):
     prompt: PromptConfig = PromptConfig()
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
-    algo: AlgoConfig = AlgoConfig()
+    algo: AlgoConfig = LensAlgo()
+    """The advantage estimator, its settings and the clipped loss's."""
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     sft: SFTConfig = SFTConfig()
+
+    @field_validator("algo", mode="before")
+    @classmethod
+    def _default_estimator(cls, value: Any) -> Any:
+        return {"advantage": DEFAULT_ESTIMATOR, **value} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -351,7 +452,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         delta = yaml.safe_load(path.read_text()) or {}
         if not isinstance(delta, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections")
-        data = _merge(data, delta)
+        data = _apply(data, _read_legacy(delta))
     return _with_overrides(data, overrides or [])
 
 
@@ -361,18 +462,48 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def _with_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
-    for item in overrides:
-        data = _merge(data, _parse_override(item))
+    delta: dict[str, Any] = {}
+    for item in overrides:  # one delta, so that `algo.scope=mixed algo.advantage=grpo` is an error in any order
+        delta = _merge(delta, _parse_override(item))
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(_apply(data, delta))
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            got = f" (got {err.get('input')!r})" if loc else ""
-            lines.append(f"  {loc or '(config)'}: {msg}{got}")
-        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {_describe(err)}" for err in e.errors())) from None
+
+
+def _apply(tree: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """`delta` merged into `tree`; a delta that changes `algo.advantage` first switches `tree`'s `algo` to the
+    new estimator (keeping the settings the two share by name, module docstring)."""
+    algo, new = tree.get("algo"), delta.get("algo")
+    name = new.get("advantage") if isinstance(new, dict) else None
+    if isinstance(algo, dict) and name in ALGOS and name != algo.get("advantage"):  # unknown: validation says so
+        tree = {**tree, "algo": _switched(algo, name)}
+    return _merge(tree, delta)
+
+
+def _key(err: Any) -> tuple[str, str | None]:
+    """A validation error's dotted key without the union's tag, and the estimator that tag names (if any)."""
+    loc = [str(x) for x in err["loc"]]
+    if loc[:1] == ["algo"] and len(loc) > 1 and loc[1] in ALGOS:
+        return ".".join([loc[0], *loc[2:]]), loc[1]
+    return ".".join(loc), None
+
+
+def _describe(err: Any) -> str:
+    """One line of a `ConfigError`: the key at fault and what is wrong with it."""
+    key, estimator = _key(err)
+    if err["type"] == "extra_forbidden":
+        name = key.rsplit(".", 1)[-1]
+        if estimator is not None and any(name in model.model_fields for model in ALGOS.values()):
+            reads = ", ".join(_own_settings(estimator))
+            return f"{key} does not apply to algo.advantage={estimator} (it reads: {reads})"
+        return f"{key}: unknown key"
+    if err["type"] == "union_tag_invalid":
+        return f"{key}.advantage: unknown advantage estimator {err['ctx']['tag']!r}; known: {', '.join(sorted(ALGOS))}"
+    if err["type"] == "value_error" and str(err["ctx"]["error"]).startswith(f"{key}: "):
+        return str(err["ctx"]["error"])  # the message names the key itself (LENS settings)
+    got = f" (got {err.get('input')!r})" if key else ""
+    return f"{key or '(config)'}: {err['msg']}{got}"
 
 
 BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size",
@@ -398,16 +529,17 @@ def config_differences(run_dir: str | Path, config: TrainConfig, ignore: tuple[s
     """The keys (dotted) where the run folder's config.yaml and `config` differ, besides `ignore`;
     None when the folder has no config.yaml.
 
-    The saved config is read through today's schema, so a field added since it was written takes its
-    default, and one that no longer exists is a difference.
+    The saved config is read through today's schema (with the mapping of old flat `algo` keys, module
+    docstring), so a field added since it was written takes its default, and one that no longer exists
+    is a difference.
     """
     saved = Path(run_dir) / "config.yaml"
     if not saved.exists():
         return None
     try:
-        then = flatten(TrainConfig.model_validate(yaml.safe_load(saved.read_text())).model_dump())
+        then = flatten(TrainConfig.model_validate(_read_legacy(yaml.safe_load(saved.read_text()))).model_dump())
     except ValidationError as e:
-        return sorted({".".join(str(x) for x in err["loc"]) for err in e.errors()})
+        return sorted({_key(err)[0] for err in e.errors()})
     now = flatten(config.model_dump())
     return sorted(k for k in then.keys() | now.keys() if k not in ignore and then.get(k) != now.get(k))
 

@@ -1,10 +1,12 @@
 """Advantage estimators by name: `algo.advantage` picks one, the trainer calls it without knowing which.
 
-An estimator maps a scored rollout with behaviour log-probs to one advantage per response. Adding
-one is a function and its registration:
+An estimator maps a scored rollout with behaviour log-probs to one advantage per response, given
+its settings: the `algo` model registered with it. Adding one is a settings model in
+`lensrl.config` (a subclass of `AlgoBase` with `advantage: Literal["my_estimator"]` and the fields
+the function reads, added to the `AlgoConfig` union), the function and its registration:
 
-    @register("my_estimator", negative_groups_signal=False)
-    def my_estimator(rollout: Rollout, algo: AlgoConfig) -> torch.Tensor:  # (N,)
+    @register("my_estimator", settings=MyEstimatorAlgo, negative_groups_signal=False)
+    def my_estimator(rollout: Rollout, algo: MyEstimatorAlgo) -> torch.Tensor:  # (N,)
         ...
 
 `negative_groups_signal` says whether all-wrong groups carry a learning signal under it, which
@@ -16,40 +18,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from lensrl.config import AlgoBase, AlgoConfig, GRPOAlgo, LensAlgo, UniformNegativeAlgo
 from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_rewards, uniform_negative_advantages
 
-if TYPE_CHECKING:  # types only: the config and the rollout import nothing from here
-    from lensrl.config import AlgoConfig
+if TYPE_CHECKING:  # types only: the rollout imports nothing from here
     from lensrl.rollout.sampler import Rollout
 
-AdvantageFn = Callable[["Rollout", "AlgoConfig"], torch.Tensor]
-MetricsFn = Callable[["Rollout", "AlgoConfig"], dict[str, float]]
+S = TypeVar("S", bound=AlgoBase)
+AdvantageFn = Callable[["Rollout", S], torch.Tensor]
+MetricsFn = Callable[["Rollout", S], dict[str, float]]
 
 
 @dataclass(frozen=True)
 class Estimator:
     name: str
-    advantages: AdvantageFn
+    settings: type[AlgoBase]  # the `algo` model it reads (its `advantage` is `name`)
+    advantages: AdvantageFn[Any]
     negative_groups_signal: bool  # all-wrong groups get nonzero advantages: filtering keeps them
-    metrics: MetricsFn | None = None
+    metrics: MetricsFn[Any] | None = None
 
 
 ESTIMATORS: dict[str, Estimator] = {}
 
 
 def register(
-    name: str, *, negative_groups_signal: bool = False, metrics: MetricsFn | None = None
-) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register an advantage function under `name` (a decorator)."""
+    name: str, *, settings: type[S], negative_groups_signal: bool = False, metrics: MetricsFn[S] | None = None
+) -> Callable[[AdvantageFn[S]], AdvantageFn[S]]:
+    """Register an advantage function under `name`, reading the settings model `settings` (a decorator)."""
+    if settings.model_fields["advantage"].default != name:
+        raise ValueError(
+            f"the settings of estimator {name!r} must have advantage={name!r}, {settings.__name__} has "
+            f"{settings.model_fields['advantage'].default!r}"
+        )
 
-    def add(fn: AdvantageFn) -> AdvantageFn:
+    def add(fn: AdvantageFn[S]) -> AdvantageFn[S]:
         if name in ESTIMATORS:
             raise ValueError(f"an advantage estimator named {name!r} is already registered")
-        ESTIMATORS[name] = Estimator(name, fn, negative_groups_signal, metrics)
+        ESTIMATORS[name] = Estimator(name, settings, fn, negative_groups_signal, metrics)
         return fn
 
     return add
@@ -62,18 +71,18 @@ def get_estimator(name: str) -> Estimator:
     return ESTIMATORS[name]
 
 
-def compute_advantages(algo: AlgoConfig, rollout: Rollout) -> torch.Tensor:  # (N,)
+def compute_advantages(algo: AlgoConfig | AlgoBase, rollout: Rollout) -> torch.Tensor:  # (N,)
     """The configured estimator's advantages for a scored rollout with behaviour log-probs."""
     return get_estimator(algo.advantage).advantages(rollout, algo)
 
 
-@register("grpo")
-def grpo(rollout: Rollout, algo: AlgoConfig) -> torch.Tensor:
+@register("grpo", settings=GRPOAlgo)
+def grpo(rollout: Rollout, algo: GRPOAlgo) -> torch.Tensor:
     """Group-normalised correctness (docs/algorithm.md Sec. 1)."""
     return grpo_advantages(rollout.correct, rollout.group_size, algo.scale, algo.eps)
 
 
-def _calibrated_reward(rollout: Rollout, algo: AlgoConfig) -> dict[str, float]:
+def _calibrated_reward(rollout: Rollout, algo: LensAlgo) -> dict[str, float]:
     if not torch.isfinite(rollout.seq_logprobs).all():
         return {}
     rewards = lens_rewards(rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
@@ -81,14 +90,14 @@ def _calibrated_reward(rollout: Rollout, algo: AlgoConfig) -> dict[str, float]:
     return {"lens/calibrated_reward": rewards.mean().item()}
 
 
-@register("lens", negative_groups_signal=True, metrics=_calibrated_reward)
-def lens(rollout: Rollout, algo: AlgoConfig) -> torch.Tensor:
+@register("lens", settings=LensAlgo, negative_groups_signal=True, metrics=_calibrated_reward)
+def lens(rollout: Rollout, algo: LensAlgo) -> torch.Tensor:
     """LENS: calibrated rewards for wrong answers, weighted by the policy's confidence (Sec. 3)."""
     return lens_advantages(rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
                            **asdict(algo.lens))
 
 
-@register("uniform_negative", negative_groups_signal=True)
-def uniform_negative(rollout: Rollout, algo: AlgoConfig) -> torch.Tensor:
+@register("uniform_negative", settings=UniformNegativeAlgo, negative_groups_signal=True)
+def uniform_negative(rollout: Rollout, algo: UniformNegativeAlgo) -> torch.Tensor:
     """GRPO plus a flat -alpha on every response of an all-wrong group (the remedies study's baseline)."""
     return uniform_negative_advantages(rollout.correct, rollout.group_size, algo.alpha, algo.scale, algo.eps)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-import lensrl.training.trainer as trainer
+import lensrl.policy.prepare as prepare
 from lensrl.cli import main
 from lensrl.config import RolloutConfig, load_config
 from lensrl.data.sources import Problem
@@ -20,6 +20,7 @@ from lensrl.policy.models import load_tokenizer
 from lensrl.data.prompts import check_prompt_lengths
 from lensrl.training.trainer import train
 from lensrl.policy.update import NonFiniteError
+from lensrl.rollout.verifier import FunctionVerifier
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:
@@ -28,7 +29,7 @@ BACKWARDS_PER_STEP = 4
 
 def _nan_gradients_in_step_2(monkeypatch):
     """Every gradient of the output layer is NaN during step 2's update (a real backward pass)."""
-    load_policy = trainer.load_policy
+    load_policy = prepare.load_policy
 
     def faulty(*args, **kwargs):
         model, tokenizer = load_policy(*args, **kwargs)
@@ -41,7 +42,7 @@ def _nan_gradients_in_step_2(monkeypatch):
         model.get_output_embeddings().weight.register_hook(hook)
         return model, tokenizer
 
-    monkeypatch.setattr(trainer, "load_policy", faulty)
+    monkeypatch.setattr(prepare, "load_policy", faulty)
 
 
 def _weights(out, step):
@@ -100,6 +101,28 @@ def test_a_broken_reward_function_is_a_clear_error(tiny_model_dir, tmp_path, ver
     config = load_config(overrides=tiny_overrides(tiny_model_dir, tmp_path / "run", "run.steps=1"))
     with pytest.raises(error, match=match):
         train(config, verifier)
+
+
+def test_a_user_verifiers_timeouts_and_errors_are_counted_in_every_step(tiny_model_dir, tmp_path):
+    calls = [0]
+
+    def flaky(completion, gold):  # by call: a timeout, an error, then two wrong answers, over and over
+        calls[0] += 1
+        if calls[0] % 4 == 1:
+            raise TimeoutError("too slow")
+        if calls[0] % 4 == 2:
+            raise ZeroDivisionError("bug")
+        return False
+
+    verifier = FunctionVerifier(flaky, on_error="wrong")
+    out = tmp_path / "counted"
+    train(load_config(overrides=tiny_overrides(tiny_model_dir, out)), verifier)
+    # 4 questions x 4 samples = 16 calls a step: any 16 calls in a row hold 4 of each kind
+    step = {"verify/calls": 16, "verify/unparseable": 0, "verify/timeouts": 4, "verify/retries": 0,
+            "verify/errors": 4, "verify/worker_restarts": 0}
+    assert [{k: v for k, v in m.items() if k.startswith("verify/")} for m in _metrics(out)] == [step, step]
+    assert verifier.counts.calls == calls[0]  # the evaluations were scored (and counted) by it too
+    assert verifier.counts.timeouts == (calls[0] + 3) // 4
 
 
 def test_prompts_over_the_limit_are_an_error_or_skipped_and_counted(tiny_model_dir):

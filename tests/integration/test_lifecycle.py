@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import lensrl.policy.prepare as prepare
 import lensrl.training.trainer as trainer
 from lensrl.cli import main
 from tests.conftest import tiny_overrides
@@ -93,7 +94,7 @@ def test_data_errors_come_before_the_model_loads(tmp_path, capsys, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr(trainer, "load_policy", no_model)
+    monkeypatch.setattr(prepare, "load_policy", no_model)  # train, eval and sft all load it there
     for command in ("train", "eval", "sft"):
         # a model that does not exist: only the data error can be reported first
         assert main([command, "model.name_or_path=/nonexistent/model", f"data.train={bad}", f"data.eval={bad}",

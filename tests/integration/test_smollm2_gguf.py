@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lensrl.config import ModelConfig, PromptConfig
+from lensrl.config import ModelConfig, PromptConfig, RolloutConfig
 from lensrl.core.advantages import lens_advantages
 from lensrl.core.loss import policy_loss
 from lensrl.data.sources import Problem
@@ -50,8 +50,8 @@ def test_rollout_and_a_lens_step_through_the_shared_code_path(smollm2, tmp_path)
     problems = format_problems(
         [Problem(prompt="What is 2+3? Put the answer in \\boxed{}.", answer="5")], tokenizer, PromptConfig()
     )
-    rollout = sample(model, tokenizer, problems, group_size=4, temperature=1.0, top_p=1.0,
-                     max_new_tokens=16, batch_size=4, seed=0)
+    config = RolloutConfig(group_size=4, max_new_tokens=16, generation_batch_size=4)
+    rollout = sample(model, tokenizer, problems, config, seed=0)
     rollout.correct = score(rollout, verify_math)
     rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, micro_batch_size=4)
     assert torch.isfinite(rollout.seq_logprobs).all() and (rollout.seq_logprobs < 0).all()

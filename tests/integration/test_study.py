@@ -1,11 +1,24 @@
 """`lensrl study` on a tiny model: every arm and seed runs once, a rerun resumes without retraining."""
 
 import json
+import shlex
+import shutil
+from pathlib import Path
 
-from lensrl.cli import main
+import pytest
+
+from lensrl.cli import build_parser, main
 from lensrl.config import load_config
+from lensrl.research.registry import STUDIES
+from lensrl.research.study import RunRecord, report_from_records
 from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = [(name, study.results_dir) for name, study in STUDIES.items()]  # every registered study's report
+# the main study rerun from scratch, whose report the study code of its time wrote (differences against
+# GRPO with unpaired standard errors): its records are committed, its report is kept as written then
+RERUN = Path("results/carry/main/rerun")
 
 
 def _study_args(model_dir, tmp_path, *extra, name="main", seeds="0,1", runs="runs", results="results"):
@@ -106,3 +119,44 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
                for run in (extended, tmp_path / "scratch")]
     assert weights[0].keys() == weights[1].keys()
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+def test_every_committed_study_report_is_a_registered_study_or_the_rerun():
+    found = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("results/**/study.json"))
+    assert found == sorted([RERUN, *(folder for _, folder in COMMITTED)])
+
+
+@pytest.mark.parametrize(("name", "folder"), COMMITTED, ids=[str(folder) for _, folder in COMMITTED])
+def test_a_committed_study_report_regenerates_byte_for_byte_from_its_records(name, folder, tmp_path):
+    # the report's own command (in study.json) parsed as the CLI does (overrides may follow options),
+    # then --report-only into a copy of the records: study.json and study.md come out identical (the
+    # figures' bytes depend on the matplotlib and FreeType build, so they are not compared here)
+    committed = ROOT / folder
+    command = shlex.split(json.loads((committed / "study.json").read_text())["command"])
+    args, overrides = build_parser().parse_known_args(command[1:])
+    assert (command[0], args.command, args.name) == ("lensrl", "study", name) and all("=" in o for o in overrides)
+    shutil.copytree(committed / "runs", tmp_path / folder.name / "runs")
+    report_from_records(name, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name,
+                        figures=False)
+    for file in ("study.json", "study.md"):
+        assert (tmp_path / folder.name / file).read_bytes() == (committed / file).read_bytes(), file
+
+
+def test_committed_run_records_load_and_write_back_unchanged():
+    paths = sorted(ROOT.glob("results/**/runs/*_seed*.json"))
+    assert len(paths) >= 100
+    for path in paths:
+        text = path.read_text()
+        assert json.dumps(RunRecord.from_json(json.loads(text)).to_json()) == text, path
+
+
+def test_the_long_study_gains_regenerate_byte_for_byte_from_its_records(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("signs_long_gains", ROOT / "experiments" / "signs_long_gains.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shutil.copytree(ROOT / "results/signs/long/runs", tmp_path / "runs")
+    assert module.main([str(tmp_path)]) == 0
+    assert (tmp_path / "gains.json").read_bytes() == (ROOT / "results/signs/long/gains.json").read_bytes()
+    assert "GRPO saturates (its gain's CI contains 0 or lies below it): False" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from lensrl.config import load_config
+from lensrl.config import RolloutConfig, load_config
 from lensrl.policy.models import load_policy
 from lensrl.rollout.sampler import behaviour_logprobs, sample
 from lensrl.testbed import generate_problems
@@ -64,8 +64,8 @@ def test_behaviour_logprobs_match_sampling_distribution(tiny_model_dir):
     # recompute them with one forward pass and compare with generate's own (tempered) scores.
     model, tokenizer = load_policy(load_config(overrides=[f"model.name_or_path={tiny_model_dir}"]).model)
     problems = generate_problems(3, levels=[1, 3, 5], seed=1)  # prompts of different lengths: left padding
-    rollout = sample(model, tokenizer, problems, group_size=2, temperature=0.7, top_p=1.0, max_new_tokens=8,
-                     batch_size=64, seed=0)
+    rollout = sample(model, tokenizer, problems, RolloutConfig(group_size=2, temperature=0.7, max_new_tokens=8,
+                                                               generation_batch_size=64), seed=0)
     lp, _ = behaviour_logprobs(model, rollout, temperature=0.7, micro_batch_size=4)
 
     torch.manual_seed(0)
@@ -149,8 +149,8 @@ def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_pat
     model, tokenizer = load_policy(load_config(overrides=[f"model.name_or_path={tiny_model_dir}"]).model)
     model.generation_config = GenerationConfig(repetition_penalty=3.0, top_k=5, min_new_tokens=20, do_sample=True)
     problems = generate_problems(2, levels=[1, 2], seed=3)
-    rollout = sample(model, tokenizer, problems, group_size=16, temperature=1.0, top_p=1.0, max_new_tokens=24,
-                     batch_size=64, seed=0)
+    config = RolloutConfig(group_size=16, max_new_tokens=24, generation_batch_size=64)
+    rollout = sample(model, tokenizer, problems, config, seed=0)
     assert model.generation_config.repetition_penalty == 3.0  # put back afterwards
 
     def generate(model_defaults):

@@ -224,6 +224,10 @@ def test_lens_settings_take_their_defaults_from_core(tmp_path):
     assert _settings_from_args(custom) == LensSettings(alpha=0.5, scope="negative", d_estimator="sequence")
     with pytest.raises(ValueError, match="^lens_scope: "):  # what the trainer runs on its args, too
         _settings_from_args(SimpleNamespace(lens_alpha=0.25, lens_scope="everything"))
+    # the fields' --help is LensSettings' own description of each setting
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(LensGRPOConfig) if f.name.startswith("lens_")}
+    assert helps["lens_alpha"] == "LENS: Weight of negative-group advantages (the paper uses 0.25 throughout)."
+    assert helps["lens_d_estimator"].startswith("LENS: D_imp from length-normalised confidences (pibar)")
 
 
 def test_plain_grpo_config_gets_default_lens_settings(tiny_model_dir, tmp_path):

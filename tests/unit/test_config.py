@@ -1,13 +1,29 @@
 """Typed config: YAML deltas, key=value overrides, and clear errors."""
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from lensrl.config import ConfigError, DataConfig, SourceConfig, TrainConfig, load_config
+from lensrl.config import (
+    ConfigError,
+    DataConfig,
+    GRPOAlgo,
+    LensAlgo,
+    SourceConfig,
+    TrainConfig,
+    UniformNegativeAlgo,
+    apply_overrides,
+    config_differences,
+    load_config,
+    save_config,
+    switch_estimator,
+)
+from lensrl.core.advantages import LensSettings
 
 
 def test_defaults_are_the_paper_recipe_on_the_testbed():
     c = TrainConfig()
-    assert (c.algo.advantage, c.algo.alpha, c.algo.scope, c.algo.kl_coef) == ("lens", 0.25, "all", 0.0)
+    assert c.algo == LensAlgo() and c.algo.lens == LensSettings() and c.algo.kl_coef == 0.0
     assert (c.rollout.group_size, c.rollout.temperature, c.rollout.top_p) == (16, 1.0, 1.0)
     assert (c.algo.clip_low, c.algo.clip_high, c.optim.updates_per_rollout) == (0.2, 0.2, 4)
     assert c.model.name_or_path == "testbed"
@@ -17,11 +33,11 @@ def test_yaml_delta_then_overrides(tmp_path):
     path = tmp_path / "grpo.yaml"
     path.write_text("# purpose: plain GRPO\nalgo:\n  advantage: grpo\nrun:\n  steps: 5\n")
     c = load_config(path, ["run.steps=7", "rollout.top_p=0.9", "data.train={path: testbed, size: 8, levels: [2,3]}"])
-    assert c.algo.advantage == "grpo"
+    assert c.algo == GRPOAlgo()  # the LENS defaults' own settings are gone, GRPO's are its defaults
     assert c.run.steps == 7  # the override wins over the file
     assert c.rollout.top_p == 0.9
     assert c.data.train == [SourceConfig(path="testbed", size=8, levels=[2, 3])]
-    assert c.algo.alpha == 0.25  # untouched defaults stay
+    assert c.rollout.group_size == 16  # untouched defaults stay
 
 
 def test_bare_off_is_the_autocast_choice_not_a_boolean():
@@ -34,7 +50,9 @@ def test_bare_off_is_the_autocast_choice_not_a_boolean():
     [
         ("algo.alfa=0.1", "algo.alfa: unknown key"),
         ("algo.alpha=-1", "algo.alpha"),
-        ("algo.advantage=ppo", "algo.advantage"),
+        ("algo.advantage=ppo", r"algo\.advantage: unknown advantage estimator 'ppo'; known: grpo, lens, uniform_neg"),
+        ("algo.alpha=-1", r"algo\.alpha: alpha must be a finite number >= 0, got -1\.0"),
+        ("algo.scale=batch", r"algo\.scale does not apply to algo\.advantage=lens \(it reads: alpha, scope, d_est"),
         ("rollout.group_size=1", "rollout.group_size"),
         ("rollout.questions_per_step=30", "divisible"),
         ("data.train={path: testbed, size: 8, levels: [0]}", r"data\.train\.0\.levels must lie in 1\.\.5, got 0"),
@@ -66,3 +84,115 @@ def test_data_source_shorthands():
     assert SourceConfig(rows="-500:").row_slice() == slice(-500, None)
     assert SourceConfig(rows="0:-500").row_slice() == slice(0, -500)
     assert SourceConfig().row_slice() == slice(None)
+
+
+def test_algo_holds_the_common_settings_and_only_the_chosen_estimators():
+    common = {"advantage", "filter_groups", "clip_low", "clip_high", "loss_agg", "kl_coef"}
+    dumps = {name: load_config(overrides=[f"algo.advantage={name}"]).algo.model_dump()
+             for name in ("lens", "grpo", "uniform_negative")}
+    assert set(dumps["lens"]) == common | {"alpha", "scope", "d_estimator", "eps"}
+    assert set(dumps["grpo"]) == common | {"scale", "eps"}
+    assert set(dumps["uniform_negative"]) == common | {"alpha", "scale", "eps"}
+    assert dumps["uniform_negative"]["alpha"] == 0.25 and dumps["grpo"]["scale"] == "group"
+    assert TrainConfig(algo={"alpha": 0.5}).algo == LensAlgo(alpha=0.5)  # no advantage: LENS, the default
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["algo.advantage=grpo", "algo.scope=mixed"],
+        ["algo.scope=mixed", "algo.advantage=grpo"],  # the overrides of one call are one delta: any order
+        ["algo.advantage=grpo", "algo.scope=all"],  # an override gets no leniency, not even for a default
+    ],
+)
+def test_a_setting_the_estimator_does_not_read_is_an_error_naming_it(overrides):
+    error = r"invalid config:\n  algo\.scope does not apply to algo\.advantage=grpo \(it reads: scale, eps\)$"
+    with pytest.raises(ConfigError, match=error):
+        load_config(overrides=overrides)
+    with pytest.raises(ConfigError, match=r"algo\.alpha does not apply to algo\.advantage=grpo"):
+        apply_overrides(TrainConfig(), ["algo.advantage=grpo", "algo.alpha=0.5"])
+    with pytest.raises(ValidationError, match="scope"):
+        GRPOAlgo(scope="mixed")
+
+
+def test_switching_estimator_keeps_the_common_settings_and_those_shared_by_name(tmp_path):
+    lens = load_config(overrides=["algo.alpha=0.5", "algo.scope=mixed", "algo.eps=1e-4", "algo.filter_groups=true",
+                                  "algo.clip_high=0.3"])
+    # scope is LENS's own: dropped; eps is GRPO's too, alpha uniform_negative's too: kept, as in the flat schema
+    assert apply_overrides(lens, ["algo.advantage=grpo"]).algo == GRPOAlgo(eps=1e-4, filter_groups=True,
+                                                                           clip_high=0.3)
+    assert apply_overrides(lens, ["algo.advantage=uniform_negative"]).algo == UniformNegativeAlgo(
+        alpha=0.5, eps=1e-4, filter_groups=True, clip_high=0.3)
+    assert apply_overrides(lens, ["algo.advantage=grpo", "algo.scale=batch"]).algo.scale == "batch"
+    assert apply_overrides(lens, ["algo.advantage=lens"]).algo == lens.algo  # no change: nothing dropped
+    back = apply_overrides(apply_overrides(lens, ["algo.advantage=grpo"]), ["algo.advantage=lens"])
+    assert back.algo == LensAlgo(eps=1e-4, filter_groups=True, clip_high=0.3)  # alpha and scope: defaults again
+    # the same rule for overrides over the defaults, for overrides over a file, and in switch_estimator
+    assert load_config(overrides=["algo.advantage=grpo"]).algo == GRPOAlgo()
+    (tmp_path / "mixed.yaml").write_text("algo:\n  advantage: lens\n  scope: mixed\n  eps: 1.0e-4\n")
+    assert load_config(tmp_path / "mixed.yaml", ["algo.advantage=grpo"]).algo == GRPOAlgo(eps=1e-4)
+    assert switch_estimator(lens.algo, "grpo") == apply_overrides(lens, ["algo.advantage=grpo"]).algo
+    assert switch_estimator(GRPOAlgo(scale="batch"), "lens") == LensAlgo()
+
+
+def _old_dump(tmp_path, advantage, tree=None, **algo):
+    """A config.yaml as the flat schema wrote it: every algo key, whatever the estimator (the other
+    sections: `tree`'s, default: the defaults)."""
+    flat = {"advantage": advantage, "alpha": 0.25, "filter_groups": False, "scope": "all", "d_estimator": "normalized",
+            "scale": "group", "eps": 1.0e-06, "clip_low": 0.2, "clip_high": 0.2, "loss_agg": "seq-mean-token-mean",
+            "kl_coef": 0.0}
+    tree = (tree or TrainConfig()).model_dump() | {"algo": flat | algo}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    return tmp_path / "config.yaml"
+
+
+@pytest.mark.parametrize(
+    "study, arm, old_algo",
+    [
+        ("signs-remedies", "grpo", {"advantage": "grpo"}),
+        ("signs-remedies", "grpo_filtered", {"advantage": "grpo", "filter_groups": True}),
+        ("signs-remedies", "uniform_negative", {"advantage": "uniform_negative"}),
+        ("signs-remedies", "lens", {"advantage": "lens"}),
+        ("signs-ablation", "lens_mixed_only", {"advantage": "lens", "scope": "mixed"}),
+        ("signs-ablation", "lens_negative_only", {"advantage": "lens", "scope": "negative"}),
+        ("signs-alpha", "lens_alpha4", {"advantage": "lens", "alpha": 4.0}),
+        ("d_estimator", "sequence", {"advantage": "lens", "d_estimator": "sequence"}),
+    ],
+)
+def test_a_run_saved_under_the_flat_schema_is_the_same_run_as_todays_arm(tmp_path, study, arm, old_algo):
+    # what a study asks before it reuses a finished run (`finished_run`): its old config.yaml against the arm
+    from lensrl.research.study import STUDIES, arm_config
+
+    arms = {a.name: a for a in STUDIES[study].arms}
+    config = arm_config(STUDIES[study], arms[arm], 1, tmp_path / "runs", None, [])
+    _old_dump(tmp_path, tree=config, **old_algo)
+    assert config_differences(tmp_path, config) == []
+
+
+def test_old_flat_keys_are_dropped_at_their_old_default_and_an_error_otherwise(tmp_path):
+    assert load_config(_old_dump(tmp_path, "grpo")).algo == GRPOAlgo()
+    assert load_config(_old_dump(tmp_path, "grpo", scale="none", eps=1e-3)).algo == GRPOAlgo(scale="none", eps=1e-3)
+    assert load_config(_old_dump(tmp_path, "lens", alpha=0.5, scope="negative")).algo == LensAlgo(alpha=0.5,
+                                                                                                  scope="negative")
+    assert load_config(_old_dump(tmp_path, "uniform_negative", alpha=1.0)).algo == UniformNegativeAlgo(alpha=1.0)
+    assert config_differences(tmp_path, load_config(overrides=["algo.advantage=uniform_negative",
+                                                               "algo.alpha=1.0"])) == []
+    # a GRPO run with scope: mixed ran plain GRPO; the file says otherwise, so it is an error, not a guess
+    with pytest.raises(ConfigError, match=r"algo\.scope does not apply to algo\.advantage=grpo"):
+        load_config(_old_dump(tmp_path, "grpo", scope="mixed"))
+    assert config_differences(tmp_path, load_config(overrides=["algo.advantage=grpo"])) == ["algo.scope"]
+    with pytest.raises(ConfigError, match=r"algo\.scale does not apply to algo\.advantage=lens"):
+        load_config(_old_dump(tmp_path, "lens", scale="batch"))
+    # a short file is read the same way: an old default it does not need is dropped
+    (tmp_path / "short.yaml").write_text("algo:\n  advantage: grpo\n  alpha: 0.25\n  d_estimator: normalized\n")
+    assert load_config(tmp_path / "short.yaml").algo == GRPOAlgo()
+
+
+@pytest.mark.parametrize("overrides", [[], ["algo.advantage=grpo", "algo.scale=batch", "algo.filter_groups=true"],
+                                       ["algo.advantage=uniform_negative", "algo.alpha=2", "algo.kl_coef=0.1"],
+                                       ["algo.d_estimator=sequence", "algo.eps=1e-3", "run.seed=3"]])
+def test_a_saved_config_loads_back_as_the_same_config(tmp_path, overrides):
+    config = load_config(overrides=overrides)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert config_differences(tmp_path, config) == []

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lensrl.config import BOOKKEEPING, load_config
+from lensrl.config import BOOKKEEPING, RolloutConfig, load_config
 from lensrl.core.loss import policy_loss
 from lensrl.training.diagnostics import (
     estimator_advantages,
@@ -38,7 +38,8 @@ def _config(model_dir, *extra):
 
 def _rollout(model, tokenizer, correct_per_group):
     """A real rollout of len(correct_per_group) problems x G with the given correctness, and its pi_old."""
-    rollout = sample(model, tokenizer, generate_problems(len(correct_per_group), seed=3), G, 1.0, 1.0, 8, 64, seed=0)
+    rollout = sample(model, tokenizer, generate_problems(len(correct_per_group), seed=3),
+                     RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64), seed=0)
     rollout.correct = torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32)
     rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, 4)
     return rollout

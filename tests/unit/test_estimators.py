@@ -2,16 +2,18 @@
 
 import math
 from dataclasses import asdict
+from typing import Literal
 
 import pytest
 import torch
 
 from lensrl import estimators
-from lensrl.config import AlgoConfig, ConfigError, load_config
+from lensrl.config import ALGOS, AlgoBase, ConfigError, GRPOAlgo, LensAlgo, load_config, switch_estimator
 from lensrl.core.advantages import LensSettings, grpo_advantages, lens_advantages, uniform_negative_advantages
-from lensrl.estimators import compute_advantages, get_estimator, register
-from lensrl.rollout.metrics import rollout_metrics
 from lensrl.data.problem import Problem
+from lensrl.estimators import compute_advantages, get_estimator, register
+from lensrl.lens_settings import SETTING_HELP, read_lens_settings
+from lensrl.rollout.metrics import rollout_metrics
 from lensrl.rollout.sampler import Rollout
 
 
@@ -32,16 +34,21 @@ def _rollout() -> Rollout:
 
 
 def test_each_registered_name_dispatches_to_its_core_function():
-    rollout, algo = _rollout(), AlgoConfig(alpha=0.5, scope="mixed")
+    rollout, algo = _rollout(), LensAlgo(alpha=0.5, scope="mixed")
     args = (rollout.correct, rollout.seq_logprobs, rollout.lengths, 2)
     cases = {
-        "grpo": grpo_advantages(rollout.correct, 2, algo.scale, algo.eps),
+        "grpo": grpo_advantages(rollout.correct, 2, "group", 1e-6),
         "lens": lens_advantages(*args, **asdict(LensSettings(0.5, "mixed"))),
-        "uniform_negative": uniform_negative_advantages(rollout.correct, 2, 0.5),
+        "uniform_negative": uniform_negative_advantages(rollout.correct, 2, 0.5),  # alpha is shared by name
     }
-    assert set(cases) <= set(estimators.ESTIMATORS)
+    assert set(cases) == set(estimators.ESTIMATORS)
     for name, expected in cases.items():
-        assert torch.equal(compute_advantages(algo.model_copy(update={"advantage": name}), rollout), expected)
+        assert torch.equal(compute_advantages(switch_estimator(algo, name), rollout), expected)
+
+
+def test_every_registered_estimator_has_its_settings_model_in_the_config_and_vice_versa():
+    assert {name: est.settings for name, est in estimators.ESTIMATORS.items()} == ALGOS
+    assert all(est.settings.model_fields["advantage"].default == name for name, est in estimators.ESTIMATORS.items())
 
 
 def test_an_unknown_estimator_is_an_error_naming_the_known_ones():
@@ -51,26 +58,33 @@ def test_an_unknown_estimator_is_an_error_naming_the_known_ones():
         load_config(overrides=["algo.advantage=ppo"])
 
 
-def test_a_new_estimator_is_one_function_and_its_registration(monkeypatch):
+class ConstantAlgo(AlgoBase):
+    advantage: Literal["constant"] = "constant"
+    value: float = 1.0
+
+
+def test_a_new_estimator_is_a_settings_model_a_function_and_its_registration(monkeypatch):
     monkeypatch.setattr(estimators, "ESTIMATORS", dict(estimators.ESTIMATORS))  # leave the real registry alone
 
-    @register("constant", negative_groups_signal=True, metrics=lambda rollout, algo: {"constant/value": 1.0})
-    def constant(rollout, algo):
-        return torch.ones_like(rollout.correct)
+    @register("constant", settings=ConstantAlgo, negative_groups_signal=True,
+              metrics=lambda rollout, algo: {"constant/value": algo.value})
+    def constant(rollout, algo: ConstantAlgo):
+        return torch.full_like(rollout.correct, algo.value)
 
-    algo = AlgoConfig(advantage="constant")  # the config accepts it
-    rollout = _rollout()
-    assert compute_advantages(algo, rollout).tolist() == [1.0] * 4
-    assert get_estimator("constant").negative_groups_signal
-    assert rollout_metrics(rollout, torch.ones(4), algo)["constant/value"] == 1.0
+    algo, rollout = ConstantAlgo(value=2.0), _rollout()
+    assert compute_advantages(algo, rollout).tolist() == [2.0] * 4
+    assert get_estimator("constant").negative_groups_signal and get_estimator("constant").settings is ConstantAlgo
+    assert rollout_metrics(rollout, torch.ones(4), algo)["constant/value"] == 2.0
     with pytest.raises(ValueError, match="already registered"):
-        register("constant")(constant)
+        register("constant", settings=ConstantAlgo)(constant)
+    with pytest.raises(ValueError, match="settings of estimator 'other' must have advantage='other'"):
+        register("other", settings=ConstantAlgo)
 
 
 def test_rollout_metrics_by_hand():
     rollout = _rollout()
     advantages = torch.tensor([1.0, -1.0, 0.25, -0.25])
-    m = rollout_metrics(rollout, advantages, AlgoConfig(advantage="grpo"))
+    m = rollout_metrics(rollout, advantages, GRPOAlgo())
     assert m["reward"] == 0.25  # 1 right of 4
     assert (m["groups/negative"], m["groups/mixed"], m["groups/all_correct"]) == (0.5, 0.5, 0.0)
     assert m["pibar/correct"] == pytest.approx(0.5)
@@ -89,18 +103,35 @@ def test_lens_adds_its_calibrated_reward():
     # group 0 (mixed, G = 2): D_imp = 1 / ((1/2)(1/0.5)) = 1; floor 2 x 0.5 = 1; D = 1:
     #   wrong (pibar 0.25): -(1/2) 0.25 / 0.75 = -1/6.  group 1 (negative): D = 2 x 0.8 = 1.6:
     #   -(1/2) 0.8 / 0.8 = -1/2 and -(1/2) 0.4 / 1.2 = -1/6.  Mean of (1, -1/6, -1/2, -1/6) = 1/24.
-    m = rollout_metrics(_rollout(), torch.zeros(4), AlgoConfig(advantage="lens"))
+    m = rollout_metrics(_rollout(), torch.zeros(4), LensAlgo())
     assert m["lens/calibrated_reward"] == pytest.approx(1 / 24)
 
 
 def test_lens_settings_have_one_definition():
     defaults = LensSettings()
-    algo = AlgoConfig()
+    algo = LensAlgo()
     assert algo.lens == defaults and (algo.alpha, algo.scope, algo.d_estimator, algo.eps) == (
         defaults.alpha, defaults.scope, defaults.d_estimator, defaults.eps)
+    assert LensAlgo(alpha=0.5, scope="negative").lens == LensSettings(alpha=0.5, scope="negative")
     for bad in ({"alpha": -1.0}, {"alpha": math.nan}, {"scope": "some"}, {"d_estimator": "raw"}, {"eps": 0.0}):
-        (key,) = bad
-        with pytest.raises(ValueError, match=key):
+        ((key, value),) = bad.items()
+        with pytest.raises(ValueError, match=f"^{key} must be"):
             LensSettings(**bad)
-        with pytest.raises(ConfigError, match=key):
-            load_config(overrides=[f"algo.{key}={next(iter(bad.values()))}"])
+        # the config names the key as it spells it; the values allowed are core's (its Literal types and LensSettings)
+        with pytest.raises(ConfigError, match=rf"\n  algo\.{key}: ({key} must be|Input should be ')"):
+            load_config(overrides=[f"algo.{key}={value}"])
+
+
+def test_the_one_reader_of_lens_settings_names_the_key_as_its_caller_spells_it():
+    assert read_lens_settings({}, "algo.") == LensSettings()
+    assert read_lens_settings({"scope": "mixed", "alpha": 1}, "lens_") == LensSettings(alpha=1, scope="mixed")
+    with pytest.raises(ValueError, match=r"^lens_alpha: alpha must be a finite number >= 0, got -1$"):
+        read_lens_settings({"alpha": -1, "scope": "mixed"}, "lens_")
+    with pytest.raises(ValueError, match=r"^algorithm\.lens\.d_estimator: d_estimator must be one of"):
+        read_lens_settings({"d_estimator": "raw"}, "algorithm.lens.")
+    with pytest.raises(ValueError, match=r"^algo\.alfa: unknown LENS setting; known: algo\.alpha, algo\.scope, "
+                                         r"algo\.d_estimator, algo\.eps$"):
+        read_lens_settings({"alfa": 0.5}, "algo.")
+    # the settings' descriptions are LensSettings' own attribute docstrings (what TRL's --help shows)
+    assert SETTING_HELP["alpha"] == "Weight of negative-group advantages (the paper uses 0.25 throughout)."
+    assert list(SETTING_HELP) == ["alpha", "scope", "d_estimator", "eps"]

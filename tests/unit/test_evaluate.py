@@ -39,3 +39,27 @@ def test_summarise_unparseable_share_and_mean_length():
 def test_ks_for():
     assert ks_for(16) == [1, 2, 4, 8, 16]
     assert ks_for(6) == [1, 2, 4]
+
+
+def test_pass_at_reads_a_scope_and_k_and_names_the_known_ones():
+    # the hand-worked summary above: overall pass@2 = 11/18, level 1's pass@1 = 0.25, level 2's pass@4 = 1
+    problems = [Problem("a", "1", level=1), Problem("b", "1", level=1), Problem("c", "1", level=2)]
+    res = summarise(step=5, problems=problems, n_correct=[0, 2, 4], samples=4)
+    assert res.scopes == ["all", "1", "2"]
+    assert res.pass_at("all", 2) == pytest.approx(11 / 18) and res.pass_at("1", 1) == pytest.approx(0.25)
+    assert res.pass_at("2", 4) == 1.0
+    with pytest.raises(ValueError, match=r"no scope '3' .*known: all, 1, 2"):
+        res.pass_at("3", 1)
+    with pytest.raises(ValueError, match=r"no pass@8 .*4 samples.*known k: 1, 2, 4"):
+        res.pass_at("all", 8)
+
+
+def test_an_eval_line_reads_and_writes_back_unchanged():
+    from lensrl.evaluation.evaluate import EvalResult
+
+    res = summarise(0, [Problem("a", "1")], n_correct=[1], samples=2, n_unparseable=[0], response_tokens=[6])
+    line = res.to_json()
+    assert line["unparseable"] == 0.0 and EvalResult.from_json(line) == res
+    assert EvalResult.from_json(line).to_json() == line
+    older = {k: v for k, v in line.items() if k not in ("unparseable", "response_tokens")}  # before they were measured
+    assert EvalResult.from_json(older).unparseable is None and EvalResult.from_json(older).to_json() == older

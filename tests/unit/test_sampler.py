@@ -6,7 +6,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from lensrl.config import ModelConfig
+from lensrl.config import ModelConfig, RolloutConfig
 from lensrl.policy.models import load_policy
 from lensrl.rollout.sampler import decode_compact, sample, sampling_probs
 from lensrl.testbed import generate_problems
@@ -77,8 +77,9 @@ def test_rows_that_stop_leave_the_batch_and_the_rest_decode_as_without_a_cache()
 def test_sample_with_the_compact_sampler_gives_a_scored_rollout(tiny_model_dir):
     model, tokenizer = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
     problems = generate_problems(4, levels=[1, 2], seed=0)
-    rollout = sample(model, tokenizer, problems, 4, 1.0, 1.0, 10, 64, seed=3, sampler="compact")
-    again = sample(model, tokenizer, problems, 4, 1.0, 1.0, 10, 64, seed=3, sampler="compact")
+    config = RolloutConfig(group_size=4, max_new_tokens=10, generation_batch_size=64, sampler="compact")
+    rollout = sample(model, tokenizer, problems, config, seed=3)
+    again = sample(model, tokenizer, problems, config, seed=3)
     assert torch.equal(rollout.input_ids, again.input_ids)  # seeded
     assert rollout.input_ids.shape[0] == 16 and len(rollout.completions) == 16
     assert (rollout.lengths >= 1).all() and (rollout.lengths <= 10).all()
@@ -88,5 +89,6 @@ def test_compact_sampler_runs_a_lora_model(tiny_chat_model_dir):
     config = ModelConfig(name_or_path=str(tiny_chat_model_dir), lora={"r": 4})
     model, tokenizer = load_policy(config)
     problems = generate_problems(2, levels=[1], seed=0)
-    rollout = sample(model, tokenizer, problems, 3, 1.0, 1.0, 6, 64, seed=0, sampler="compact")
+    rollout = sample(model, tokenizer, problems, RolloutConfig(group_size=3, max_new_tokens=6, sampler="compact"),
+                     seed=0)
     assert rollout.input_ids.shape[0] == 6 and (rollout.lengths >= 1).all()

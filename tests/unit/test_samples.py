@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.cli import main
-from lensrl.config import AlgoConfig, load_config
+from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config
 from lensrl.core.advantages import lens_rewards
 from lensrl.data.problem import Problem
 from lensrl.rollout.sampler import Rollout
@@ -58,7 +58,7 @@ def _rollout() -> Rollout:
 
 
 def _record(groups: int = 5, algo: AlgoConfig | None = None, step: int = 7) -> dict:
-    return sample_record(_rollout(), torch.tensor(ADVANTAGES), algo or AlgoConfig(), step, groups)
+    return sample_record(_rollout(), torch.tensor(ADVANTAGES), algo or LensAlgo(), step, groups)
 
 
 def test_groups_alternate_negative_and_mixed_then_the_rest_and_all_correct_last():
@@ -110,7 +110,7 @@ def test_pibar_calibrated_reward_and_advantage_of_every_response():
 
 
 def test_calibrated_rewards_are_lens_whatever_the_estimator_with_the_runs_d_estimator():
-    grpo = _record(5, AlgoConfig(advantage="grpo"))
+    grpo = _record(5, GRPOAlgo())
     assert grpo["algorithm"] == "grpo"
     assert [s["calibrated_reward"] for g in grpo["groups"] for s in g["samples"]] == pytest.approx(CALIBRATED)
     # one group of G = 3: right (pibar 0.2, 2 tokens: sequence probability 0.04), wrong 0.1, wrong 0.05
@@ -124,7 +124,7 @@ def test_calibrated_rewards_are_lens_whatever_the_estimator_with_the_runs_d_esti
         truncated=torch.zeros(3, dtype=torch.bool), correct=torch.tensor([1.0, 0.0, 0.0]), logprobs_old=lp * mask,
     )
     for estimator, expected in (("normalized", -1 / 15), ("sequence", -1 / 9)):
-        record = sample_record(rollout, torch.zeros(3), AlgoConfig(d_estimator=estimator), 1, 1)
+        record = sample_record(rollout, torch.zeros(3), LensAlgo(d_estimator=estimator), 1, 1)
         assert record["groups"][0]["kind"] == "mixed"
         assert record["groups"][0]["samples"][1]["calibrated_reward"] == pytest.approx(expected)
         assert record["groups"][0]["samples"][1]["calibrated_reward"] == pytest.approx(lens_rewards(
@@ -136,7 +136,7 @@ def test_log_probs_that_are_not_finite_give_nulls_not_an_error():
     rollout.logprobs_old[3, 0] = math.nan
     advantages = torch.tensor(ADVANTAGES)
     advantages[2] = math.inf
-    record = sample_record(rollout, advantages, AlgoConfig(), 1, 5)
+    record = sample_record(rollout, advantages, LensAlgo(), 1, 5)
     samples = [s for g in record["groups"] for s in g["samples"]]
     assert samples[3]["pibar"] is None and samples[2]["pibar"] == pytest.approx(0.4)
     assert all(s["calibrated_reward"] is None for s in samples)  # LENS is not defined for this rollout
@@ -147,7 +147,7 @@ def test_log_probs_that_are_not_finite_give_nulls_not_an_error():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_tensors_on_the_gpu():
-    record = sample_record(_rollout().to("cuda"), torch.tensor(ADVANTAGES, device="cuda"), AlgoConfig(), 7, 5)
+    record = sample_record(_rollout().to("cuda"), torch.tensor(ADVANTAGES, device="cuda"), LensAlgo(), 7, 5)
     samples = [s for g in record["groups"] for s in g["samples"]]
     assert [s["pibar"] for s in samples] == pytest.approx(PIBAR)
     assert [s["calibrated_reward"] for s in samples] == pytest.approx(CALIBRATED)

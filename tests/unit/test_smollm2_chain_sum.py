@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lensrl.evaluation.evaluate import EvalResult
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("smollm2_chain_sum", ROOT / "experiments" / "smollm2_chain_sum.py")
 study = importlib.util.module_from_spec(spec)
@@ -29,12 +31,13 @@ def test_lr_rule_takes_the_largest_lr_whose_reward_rose_cleanly():
 
 
 def write_run(folder: Path, overall: list[float], level_1: list[float]) -> Path:
-    """A run folder whose eval.jsonl has one row per value: pass@1 = pass@8 = the value (overall),
-    and level 1's pass@1 = pass@8 = level_1's."""
+    """A run folder whose eval.jsonl has one row per value, at steps 0, 10, 20, ...: pass@1 = pass@8 = the
+    value (overall), and level 1's pass@1 = pass@8 = level_1's."""
     folder.mkdir(parents=True)
-    rows = [{"overall": {"pass@1": o, "pass@8": o}, "per_level": {"1": {"pass@1": l1, "pass@8": l1}}}
-            for o, l1 in zip(overall, level_1)]
-    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [EvalResult(step=10 * i, overall={"pass@1": o, "pass@8": o}, per_level={"1": {"pass@1": l1, "pass@8": l1}},
+                       all_wrong=0.0, all_wrong_per_level={"1": 0.0}, n_problems=8, samples=8)
+            for i, (o, l1) in enumerate(zip(overall, level_1))]
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in rows))
     return folder
 
 

@@ -10,7 +10,8 @@ import torch
 
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
 from lensrl.estimators import get_estimator
-from lensrl.research.study import STUDIES, aggregate, format_study_table
+from lensrl.evaluation.evaluate import EvalResult
+from lensrl.research.study import STUDIES, RunRecord, aggregate, format_study_table
 
 
 def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
@@ -30,11 +31,11 @@ def test_kept_groups_keep_negative_groups_only_where_they_carry_a_signal():
     assert not get_estimator("grpo").negative_groups_signal
 
 
-def _record(p1_by_step, level_p1, seed, curves=None):
-    evals = [{"step": s, "samples": 2, "overall": {"pass@1": v, "pass@2": v + 0.1},
-              "per_level": {"5": {"pass@1": level_p1, "pass@2": level_p1}}} for s, v in p1_by_step]
-    return {"seed": seed, "evals": evals, "curves": curves or {"step": [1], "groups/negative": [0.5]},
-            "samples_per_step": 16}
+def _record(p1_by_step, level_p1, seed, curves=None, arm="lens"):
+    evals = [EvalResult(step=s, overall={"pass@1": v, "pass@2": v + 0.1},
+                        per_level={"5": {"pass@1": level_p1, "pass@2": level_p1}}, all_wrong=0.0,
+                        all_wrong_per_level={"5": 0.0}, n_problems=4, samples=2) for s, v in p1_by_step]
+    return RunRecord(arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16)
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
@@ -117,18 +118,22 @@ def test_report_writes_every_file_and_tolerates_gaps_in_the_curves(tmp_path):
 
 
 def test_curve_helpers_by_hand():
-    from lensrl.research.plots import running_mean
-    from lensrl.research.study import _mean_and_std
+    from lensrl.research.plots import finite, mean_and_std, running_mean
 
     # columns (1, 3) and (2, 6): means 2 and 4, stds sqrt(2) and sqrt(8)
-    mean, std = _mean_and_std([[1.0, 2.0], [3.0, 6.0]])
+    mean, std = mean_and_std([[1.0, 2.0], [3.0, 6.0]])
     assert mean == [2.0, 4.0] and std == pytest.approx([math.sqrt(2), math.sqrt(8)])
+    # a column with one number (None and NaN skipped) has std 0; one with none has mean nan
+    mean, std = mean_and_std([[None, 4.0, None], [math.nan, None, None]])
+    assert math.isnan(mean[0]) and mean[1:2] == [4.0] and std[:2] == [0.0, 0.0]
+    assert finite([None, 1.0, math.nan, 2.0]) == [1.0, 2.0]
     # window 2: [1], [1, 3], [3, 5] -> 1, 2, 4
     assert running_mean([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
 
 
 def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
-    from lensrl.research.study import overview_rows, plot_overview
+    from lensrl.research.plots import overview_rows
+    from lensrl.research.study import overview_studies, testbed_studies, write_overview
 
     def cell(values):
         c = {"mean": sum(values) / len(values), "std": _std(values), "values": values}
@@ -140,16 +145,23 @@ def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
 
     for name, arms in {"main": {"grpo": [0.30, 0.34], "lens": [0.31, 0.33]},
                        "alpha": {"lens_alpha0.25": [0.31, 0.33], "lens_alpha1": [0.20, 0.20]}}.items():
-        (tmp_path / f"study_{name}").mkdir()
+        (tmp_path / name).mkdir()
         study = {"base": {"all": {"pass@1": 0.3, "pass@16": 0.3}}, "arms": {a: cell(v) for a, v in arms.items()}}
-        (tmp_path / f"study_{name}" / "study.json").write_text(json.dumps(study))
-    rows = overview_rows(tmp_path, "pass@1")
+        (tmp_path / name / "study.json").write_text(json.dumps(study))
+    # the carry studies found in their folders, in registry order (main before alpha); signs-main's folder
+    # is also named "main", but signs is another testbed: its studies are not among main's
+    carry = testbed_studies(STUDIES["main"])
+    assert "signs-main" not in [s.name for s in carry]
+    assert "signs-main" in [s.name for s in testbed_studies(STUDIES["signs-long"])]
+    studies = overview_studies(tmp_path, carry)
+    assert [name for name, _ in studies] == ["main", "alpha"]
+    rows = overview_rows(studies, "pass@1")
     # main's lens and alpha's lens_alpha0.25 hold the same runs: one row named by both
     assert [r["names"] for r in rows] == [["main/grpo"], ["main/lens", "alpha/lens_alpha0.25"], ["alpha/lens_alpha1"]]
     # grpo [0.30, 0.34]: std 0.02 * sqrt(2) = 0.02828, SE = std / sqrt(2) = 0.02
     assert rows[0]["mean"] == pytest.approx(0.32) and rows[0]["se"] == pytest.approx(0.02) and rows[0]["seeds"] == 2
     assert rows[2]["se"] == 0.0
-    plot_overview(tmp_path / "study_overview.png")
+    write_overview(tmp_path, STUDIES["main"])
     assert (tmp_path / "study_overview.png").stat().st_size > 10_000
 
 
@@ -200,7 +212,7 @@ def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
     assert [str(s.results_dir) for s in signs.values()] == [f"results/signs/{n}" for n in signs]
     assert signs["main"].seeds == (0, 1, 2, 3, 4) and signs["alpha"].seeds == (0, 1, 2)
     assert [a.name for a in signs["alpha"].arms] == ["lens_alpha0.25", "lens_alpha1", "lens_alpha4", "lens_alpha16"]
-    assert STUDIES["main"].results_dir == Path("results/study_main") and STUDIES["main"].config is None
+    assert STUDIES["main"].results_dir == Path("results/carry/main") and STUDIES["main"].config is None
 
     runs = tmp_path / "study"
     arms = {(s.name, a.name): a for s in signs.values() for a in s.arms}
@@ -210,7 +222,8 @@ def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
     _finished(lens, runs / "signs-main" / "lens_seed1")
     _finished(grpo, runs / "signs-main" / "grpo_seed1")
     # alpha 0.25 is the default: the alpha study's first arm is main's lens, and reuses its run
-    quarter = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha0.25")], 1, runs / "signs-alpha", str(base), [])
+    quarter = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha0.25")], 1, runs / "signs-alpha", str(base),
+                         [])
     assert finished_run(quarter, runs) == runs / "signs-main" / "lens_seed1"
     four = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha4")], 1, runs / "signs-alpha", str(base), [])
     assert four.algo.alpha == 4.0 and finished_run(four, runs) is None
@@ -220,7 +233,8 @@ def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
     # the long study's arms train three times the config's steps (after the extra overrides), so never reuse
     long_grpo = arm_config(signs["long"], arms[("signs-long", "grpo")], 1, runs / "signs-long", str(base), [])
     assert long_grpo.run.steps == 21 and long_grpo.algo.advantage == "grpo" and finished_run(long_grpo, runs) is None
-    extended = arm_config(signs["long"], arms[("signs-long", "lens")], 1, runs / "signs-long", str(base), ["run.steps=5"])
+    extended = arm_config(signs["long"], arms[("signs-long", "lens")], 1, runs / "signs-long", str(base),
+                          ["run.steps=5"])
     assert extended.run.steps == 15 and extended.algo.advantage == "lens"
 
 
@@ -246,17 +260,17 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     from lensrl.cli import main
     from lensrl.research.study import load_records
 
-    results = tmp_path / "study_main"
+    results = tmp_path / "main"
     (results / "runs").mkdir(parents=True)
     for arm, p in (("grpo", 0.30), ("lens", 0.33)):
         for seed in (0, 1):
-            record = {"arm": arm, "seed": seed, **_record([(0, 0.3), (10, p + seed / 100)], 0.1, seed)}
-            del record["samples_per_step"]  # a record written before the field existed
-            (results / "runs" / f"{arm}_seed{seed}.json").write_text(json.dumps(record))
+            record = _record([(0, 0.3), (10, p + seed / 100)], 0.1, seed, arm=arm)
+            record.samples_per_step = None  # a record written before the field existed
+            (results / "runs" / f"{arm}_seed{seed}.json").write_text(json.dumps(record.to_json()))
     # the records' samples per step come from the arms' resolved configs: 32 questions x G = 4
     records = load_records(STUDIES["main"], [0, 1], results / "runs", None, ["rollout.group_size=4"])
-    assert [r["samples_per_step"] for r in records["lens"]] == [128, 128]
-    assert [r["seed"] for r in records["grpo"]] == [0, 1]
+    assert [r.samples_per_step for r in records["lens"]] == [128, 128]
+    assert [r.seed for r in records["grpo"]] == [0, 1]
 
     assert main(["study", "main", "--report-only", "--seeds", "0,1", "--results-dir", str(results),
                  "run.progress=false"]) == 0
@@ -266,8 +280,21 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     assert saved["arms"]["lens"]["all"]["pass@1"]["vs_reference"]["n"] == 2
     for name in ("study.md", "study.png", "study_curves.png"):
         assert (results / name).exists(), name
-    assert (tmp_path / "study_overview.png").exists()  # results/study_overview.png, from every study there
+    assert (tmp_path / "study_overview.png").exists()  # results/carry/study_overview.png, from every study there
 
     assert main(["study", "main", "--report-only", "--seeds", "0,3", "--results-dir", str(results)]) == 2
     err = capsys.readouterr().err
     assert "grpo_seed3.json" in err and "lens_seed3.json" in err
+
+
+def test_a_run_record_writes_back_the_json_it_read():
+    # two layouts are committed: records without samples_per_step and evaluations without the optional
+    # measurements (older), and records with both, the measurements null where not measured
+    evaluation = {"step": 0, "overall": {"pass@1": 0.25}, "per_level": {"1": {"pass@1": 0.25}}, "all_wrong": 0.5,
+                  "all_wrong_per_level": {"1": 0.5}, "n_problems": 2, "samples": 1}
+    older = {"arm": "grpo", "seed": 0, "evals": [evaluation], "curves": {"step": [1], "reward": [0.5]}}
+    newer = {**older, "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}], "samples_per_step": 8}
+    for record in (older, newer):
+        assert json.dumps(RunRecord.from_json(record).to_json()) == json.dumps(record)
+    assert RunRecord.from_json(older).samples_per_step is None
+    assert RunRecord.from_json(newer).evals[0].response_tokens == 12.5

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lensrl.config import load_config
+from lensrl.config import RolloutConfig, load_config
 from lensrl.core.advantages import grpo_advantages
 from lensrl.policy.models import load_policy, load_tokenizer, reference_policy
 from lensrl.rollout.sampler import behaviour_logprobs, sample, trimmed_logprobs
@@ -14,6 +14,7 @@ from lensrl.policy.update import minibatch_groups, update_policy
 from tests.conftest import tiny_overrides
 
 G = 2
+ROLLOUT = RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64)
 
 
 def _config(model_dir, *extra):
@@ -24,7 +25,7 @@ def _config(model_dir, *extra):
 def _rollout(model, tokenizer, correct_per_group):
     """A real rollout of len(correct_per_group) problems x G, with the given correctness and pi_old."""
     problems = generate_problems(len(correct_per_group), seed=3)
-    rollout = sample(model, tokenizer, problems, G, 1.0, 1.0, 8, 64, seed=0)
+    rollout = sample(model, tokenizer, problems, ROLLOUT, seed=0)
     rollout.correct = torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32)
     rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, 4)
     return rollout
@@ -125,7 +126,7 @@ def _dropout_model(model_dir):
 
 def test_behaviour_logprobs_are_taken_without_dropout(tiny_model_dir):
     model, tokenizer = _dropout_model(tiny_model_dir)
-    rollout = sample(model, tokenizer, generate_problems(4, seed=1), G, 1.0, 1.0, 8, 64, seed=0)
+    rollout = sample(model, tokenizer, generate_problems(4, seed=1), ROLLOUT, seed=0)
     expected, _ = behaviour_logprobs(model.eval(), rollout, 1.0, 4)
     model.train()  # as it is after the first update: pi_old must not be a noisy draw of the policy
     torch.manual_seed(1)
@@ -138,7 +139,7 @@ def test_reference_logprobs_are_taken_without_dropout(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = _dropout_model(tiny_model_dir)
-    rollout = sample(model, tokenizer, generate_problems(4, seed=1), G, 1.0, 1.0, 8, 64, seed=0)
+    rollout = sample(model, tokenizer, generate_problems(4, seed=1), ROLLOUT, seed=0)
     model = get_peft_model(model, LoraConfig(r=4, lora_dropout=0.5, target_modules="all-linear"))
     rows = torch.arange(len(rollout.completions))
     model.train()

@@ -1,6 +1,7 @@
 """The verifier: final-answer extraction, Math-Verify equivalence, the worker's hard time limit and memory
 bound, and the outcome counters."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -17,8 +18,10 @@ import math_verify.grader
 import pytest
 
 from lensrl import extract_answer, verify_math
-from lensrl.rollout import verify as verify_module
-from lensrl.rollout.verify import MAX_ANSWER_CHARS, MEMORY_LIMIT_BYTES, stats
+from lensrl.rollout.verifier import VerifyCounts
+from lensrl.rollout.verify import (
+    MATH_VERIFIER, MAX_ANSWER_CHARS, MEMORY_LIMIT_BYTES, WORKER, MathVerifier, MathVerifyWorker,
+)
 
 SHARED_MATH500 = Path(__file__).resolve().parents[3] / "shared" / "data" / "math500.jsonl"
 MARGIN_S = 5.0  # safety bound on top of the time limit (a loaded machine, a worker kill), not a benchmark
@@ -32,22 +35,26 @@ _fresh = itertools.count(1000)
 def _worker_pid() -> int:
     n = next(_fresh)  # a pair not seen before, so not memoised: it needs the worker, which starts if there is none
     assert verify_math(f"\\boxed{{\\frac{{{n}}}{{{2 * n}}}}}", "0.5")
-    assert verify_module._worker is not None
-    return verify_module._worker[0].pid
+    assert WORKER.pid is not None
+    return WORKER.pid
 
 
 def _kill(pid: int) -> None:
-    assert verify_module._worker is not None
-    process = verify_module._worker[0]
-    assert process.pid == pid
+    process = WORKER._process
+    assert process is not None and process.pid == pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
-def _delta(before: dict[str, int]) -> dict[str, int]:
-    return {k: v - before[k] for k, v in stats().items() if v != before[k]}
+def _counts() -> VerifyCounts:
+    """The default verifier's counts now (`verify_math` counts there)."""
+    return MATH_VERIFIER.counts.copy()
+
+
+def _delta(before: VerifyCounts) -> dict[str, int]:
+    return {k: v for k, v in dataclasses.asdict(MATH_VERIFIER.counts - before).items() if v}
 
 
 @pytest.mark.parametrize(
@@ -192,7 +199,7 @@ def test_code_in_answers_is_never_executed(template, marker):
 
 def test_a_slow_comparison_times_out_twice_is_not_memoised_and_the_next_call_works():
     _worker_pid()
-    before = stats()
+    before = _counts()
     start = time.monotonic()
     assert verify_math("\\boxed{2^{10^{10}} + 1}", "1", timeout_s=1.0) is False
     assert time.monotonic() - start < ATTEMPTS * (1.0 + MARGIN_S)
@@ -205,7 +212,7 @@ def test_a_slow_comparison_times_out_twice_is_not_memoised_and_the_next_call_wor
 @needs_posix_signals
 def test_a_stuck_worker_is_killed_at_the_time_limit_and_the_retry_restarts_it():
     pid = _worker_pid()
-    before = stats()
+    before = _counts()
     os.kill(pid, signal.SIGSTOP)  # stuck as in C code: not even its own alarm can stop it
     start = time.monotonic()
     assert verify_math("\\boxed{\\frac{2}{4}}", "0.5", timeout_s=1.0) is True  # the retry, in a new worker
@@ -220,7 +227,7 @@ def test_a_stuck_worker_is_killed_at_the_time_limit_and_the_retry_restarts_it():
 def test_a_worker_killed_from_outside_is_restarted():
     pid = _worker_pid()
     _kill(pid)
-    before = stats()
+    before = _counts()
     assert verify_math("\\boxed{\\frac{4}{8}}", "0.5")
     assert _delta(before) == {"calls": 1, "worker_restarts": 1}
 
@@ -228,7 +235,7 @@ def test_a_worker_killed_from_outside_is_restarted():
 @needs_posix_signals
 def test_a_worker_dying_mid_request_is_an_error():
     pid = _worker_pid()
-    before = stats()
+    before = _counts()
     killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
     killer.start()
     start = time.monotonic()
@@ -252,7 +259,7 @@ def test_the_worker_address_space_is_bounded():
 @needs_posix_signals
 def test_fast_paths_never_touch_the_worker():
     pid = _worker_pid()
-    before = stats()
+    before = _counts()
     os.kill(pid, signal.SIGSTOP)  # a call that reached the worker would time out
     try:
         assert verify_math("\\boxed{x^2 + 1}", "x^2 + 1", timeout_s=0.5)  # same string
@@ -265,7 +272,7 @@ def test_fast_paths_never_touch_the_worker():
 
 
 def test_unparseable_answers_are_counted():
-    before = stats()
+    before = _counts()
     assert not verify_math("the answer is 34", "34")
     assert not verify_math("\\boxed{}", "34")
     assert not verify_math("\\boxed{" + "1" * (MAX_ANSWER_CHARS + 1) + "}", "1" * (MAX_ANSWER_CHARS + 1))
@@ -281,7 +288,7 @@ def test_definite_verdicts_are_memoised():
     right, wrong = f"\\boxed{{\\frac{{{n}}}{{{3 * n}}}}}", f"\\boxed{{\\frac{{{n}}}{{{3 * n + 1}}}}}"
     assert verify_math(right, "1/3") is True
     assert verify_math(wrong, "1/3") is False
-    before = stats()
+    before = _counts()
     os.kill(pid, signal.SIGSTOP)  # a call that reached the worker would time out
     try:
         start = time.monotonic()
@@ -291,6 +298,29 @@ def test_definite_verdicts_are_memoised():
     finally:
         os.kill(pid, signal.SIGCONT)
     assert _delta(before) == {"calls": 2}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_worker_and_leaves_the_parents_alone():
+    parent_worker = _worker_pid()
+    n = next(_fresh)  # not memoised in the parent, so the child needs a worker
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report the verdict and its worker, never return into pytest
+        try:
+            inherited = WORKER.pid  # the parent's worker is not the child's
+            verdict = verify_math(f"\\boxed{{\\frac{{{n}}}{{{4 * n}}}}}", "0.25")
+            os.write(write, f"{inherited} {verdict} {WORKER.pid}".encode())
+            WORKER.stop()
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        inherited, verdict, child_worker = f.read().split()
+    os.waitpid(child, 0)
+    assert inherited == "None" and verdict == "True" and int(child_worker) != parent_worker
+    assert WORKER.pid == parent_worker  # still the parent's, and still answering
+    assert verify_math(f"\\boxed{{\\frac{{{n}}}{{{5 * n}}}}}", "0.2") and WORKER.pid == parent_worker
 
 
 def test_works_outside_the_main_thread():
@@ -304,27 +334,28 @@ def test_falls_back_in_process_when_no_worker_can_start(monkeypatch):
         raise OSError("no processes here")
 
     monkeypatch.setattr(subprocess, "Popen", no_processes)
-    monkeypatch.setattr(verify_module, "_worker", None)  # hides (and so keeps) the running worker
-    monkeypatch.setattr(verify_module, "_in_process", False)
+    verifier = MathVerifier(worker=MathVerifyWorker())  # a worker of its own: the shared one keeps running
     with pytest.warns(RuntimeWarning, match="in-process"):
-        assert verify_math("\\boxed{\\frac{8}{16}}", "0.5")
+        assert verifier("\\boxed{\\frac{8}{16}}", "0.5")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once only
-        assert not verify_math("\\boxed{\\frac{8}{17}}", "0.5")
+        assert not verifier("\\boxed{\\frac{8}{17}}", "0.5")
+    assert verifier.worker.in_process and verifier.worker.pid is None
 
 
 def test_in_process_timeouts_are_retried_and_not_memoised(monkeypatch):
     def slow(*args, **kwargs):
         time.sleep(30)  # interrupted by Math-Verify's own alarm
 
-    monkeypatch.setattr(verify_module, "_in_process", True)
+    worker = MathVerifyWorker()
+    worker.in_process = True
+    verifier = MathVerifier(worker=worker)
     n = next(_fresh)
     completion = f"\\boxed{{\\frac{{{n}}}{{{2 * n}}}}}"
     with monkeypatch.context() as patch:
         patch.setattr(math_verify.grader, "sympy_expr_eq", slow)
-        before = stats()
         start = time.monotonic()
-        assert verify_math(completion, "0.5", timeout_s=1.0) is False
+        assert verifier(completion, "0.5", timeout_s=1.0) is False
         assert time.monotonic() - start < ATTEMPTS * (1.0 + MARGIN_S)
-        assert _delta(before) == {"calls": 1, "timeouts": 2, "retries": 1}
-    assert verify_math(completion, "0.5", timeout_s=1.0) is True  # checked again, not memoised
+        assert verifier.counts == VerifyCounts(calls=1, timeouts=2, retries=1)
+    assert verifier(completion, "0.5", timeout_s=1.0) is True  # checked again, not memoised

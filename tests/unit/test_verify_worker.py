@@ -1,76 +1,82 @@
-"""The verifier's worker: a timed-out check is retried once and never memoised, and the worker is a fresh
-interpreter that does not re-run the caller's main module."""
+"""The verifier's worker: a timed-out check is retried once and never memoised, each verifier counts and
+memoises on its own, and the worker is a fresh interpreter that does not re-run the caller's main module."""
 
 import os
 import subprocess
 import sys
 import textwrap
-from collections import OrderedDict
 
 import pytest
 
-from lensrl.rollout import verify as verify_module
-from lensrl.rollout.verify import stats, verify_math
+from lensrl.rollout.verifier import VerifyCounts
+from lensrl.rollout.verify import MathVerifier
 
 NEEDS_MATH_VERIFY = ("\\boxed{\\frac{1}{2}}", "0.5")  # not a fast path: it goes to the worker
 
 
 class FakeWorker:
-    """Stands in for `_ask_worker`: gives its replies in turn, then repeats the last one."""
+    """Stands in for the Math-Verify worker: gives its replies in turn (None: timed out), then repeats the last."""
 
     def __init__(self, *replies: bool | None) -> None:
         self.replies = list(replies)
         self.asked = 0
 
-    def __call__(self, answer: str, gold: str, timeout_s: float) -> bool | None:
+    def verdict(self, answer: str, gold: str, timeout_s: float, counts: VerifyCounts) -> bool | None:
         self.asked += 1
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
-@pytest.fixture
-def worker_path(monkeypatch):
-    """The worker path with no worker behind it and an empty memo; returns a setter for the fake."""
-    monkeypatch.setattr(verify_module, "_ensure_worker", lambda: None)
-    monkeypatch.setattr(verify_module, "_in_process", False)
-    monkeypatch.setattr(verify_module, "_memo", OrderedDict())
-
-    def install(fake: FakeWorker) -> FakeWorker:
-        monkeypatch.setattr(verify_module, "_ask_worker", fake)
-        return fake
-
-    return install
-
-
-def _delta(before: dict[str, int]) -> dict[str, int]:
-    return {k: v - before[k] for k, v in stats().items() if v != before[k]}
-
-
-def test_a_timed_out_check_is_retried_once(worker_path):
-    fake = worker_path(FakeWorker(None, True))
-    before = stats()
-    assert verify_math(*NEEDS_MATH_VERIFY) is True
+def test_a_timed_out_check_is_retried_once():
+    fake = FakeWorker(None, True)
+    verifier = MathVerifier(worker=fake)
+    assert verifier(*NEEDS_MATH_VERIFY) is True
     assert fake.asked == 2
-    assert _delta(before) == {"calls": 1, "timeouts": 1, "retries": 1}
-    assert verify_math(*NEEDS_MATH_VERIFY) is True  # the definite verdict is memoised
+    assert verifier.counts == VerifyCounts(calls=1, timeouts=1, retries=1)
+    assert verifier(*NEEDS_MATH_VERIFY) is True  # the definite verdict is memoised
     assert fake.asked == 2
 
 
-def test_a_timeout_is_never_memoised(worker_path):
-    fake = worker_path(FakeWorker(None))
-    before = stats()
-    assert verify_math(*NEEDS_MATH_VERIFY) is False
+def test_a_timeout_is_never_memoised():
+    fake = FakeWorker(None)
+    verifier = MathVerifier(worker=fake)
+    assert verifier(*NEEDS_MATH_VERIFY) is False
     assert fake.asked == 2  # one retry, no more
-    assert _delta(before) == {"calls": 1, "timeouts": 2, "retries": 1}
+    assert verifier.counts == VerifyCounts(calls=1, timeouts=2, retries=1)
     fake.replies = [True]
-    assert verify_math(*NEEDS_MATH_VERIFY) is True
+    assert verifier(*NEEDS_MATH_VERIFY) is True
     assert fake.asked == 3
 
 
-def test_a_wrong_verdict_is_memoised(worker_path):
-    fake = worker_path(FakeWorker(False, True))
-    assert verify_math(*NEEDS_MATH_VERIFY) is False
-    assert verify_math(*NEEDS_MATH_VERIFY) is False
+def test_a_wrong_verdict_is_memoised():
+    fake = FakeWorker(False, True)
+    verifier = MathVerifier(worker=fake)
+    assert verifier(*NEEDS_MATH_VERIFY) is False
+    assert verifier(*NEEDS_MATH_VERIFY) is False
     assert fake.asked == 1
+
+
+def test_each_verifier_has_its_own_counts_and_memo():
+    fake = FakeWorker(True)
+    first, second = MathVerifier(worker=fake), MathVerifier(worker=fake)
+    assert first(*NEEDS_MATH_VERIFY) and first("no final answer", "1") is False
+    assert second(*NEEDS_MATH_VERIFY)
+    assert fake.asked == 2  # the first one's memo does not answer for the second
+    assert first.counts == VerifyCounts(calls=2, unparseable=1)
+    assert second.counts == VerifyCounts(calls=1)
+
+
+def test_the_time_limit_is_the_verifiers_unless_the_call_gives_one():
+    limits = []
+
+    class Recording(FakeWorker):
+        def verdict(self, answer, gold, timeout_s, counts):
+            limits.append(timeout_s)
+            return True
+
+    verifier = MathVerifier(timeout_s=7.0, worker=Recording(True))
+    verifier("\\boxed{\\frac{1}{2}}", "0.5")
+    verifier("\\boxed{\\frac{1}{3}}", "1/3", timeout_s=2.0)
+    assert limits == [7.0, 2.0]
 
 
 def test_a_script_without_a_main_guard_runs_once(tmp_path):
@@ -80,8 +86,8 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
 
         print("script body ran")
         verdict = lensrl.rollout.verify.verify_math("\\\\boxed{\\\\frac{1}{2}}", "0.5")
-        print("verdict", verdict, "worker", lensrl.rollout.verify._worker is not None)
-        print("worker pid", lensrl.rollout.verify._worker[0].pid)
+        print("verdict", verdict, "worker", lensrl.rollout.verify.WORKER.pid is not None)
+        print("worker pid", lensrl.rollout.verify.WORKER.pid)
     """))
     # a decoy `lensrl` in the working directory: the worker must import the caller's lensrl, not this one
     decoy = tmp_path / "cwd" / "lensrl"

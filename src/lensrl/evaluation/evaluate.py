@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -13,7 +13,8 @@ from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
 from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.data.problem import Problem
-from lensrl.rollout.sampler import Rollout, Verifier, sample, score
+from lensrl.rollout.sampler import Rollout, sample, score
+from lensrl.rollout.verifier import VerifierLike
 from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
 from lensrl.rollout.verify import extract_answer
 
@@ -32,8 +33,37 @@ class EvalResult:
     unparseable: float | None = None  # share of samples without a final answer the verifier can read
     response_tokens: float | None = None  # mean response length in tokens (EOS included)
 
+    # the optional measurements absent from the JSON this result was read from (records written before
+    # they were measured), so that `to_json` writes back exactly what `from_json` read
+    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, record: dict) -> EvalResult:
+        """The result of one eval.jsonl line (or a study record's evaluation)."""
+        optional = {"unparseable", "response_tokens"}
+        return cls(**record, absent=frozenset(optional - set(record)))
+
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["absent"]
+        return {k: v for k, v in out.items() if k not in self.absent}
+
+    @property
+    def scopes(self) -> list[str]:
+        """"all" (every problem), then each level in the order evaluated."""
+        return ["all", *self.per_level]
+
+    def pass_at(self, scope: str, k: int) -> float:
+        """pass@k over all problems (scope "all") or over one level's ("1", "2", ...)."""
+        if scope not in self.scopes:
+            known = ", ".join(self.scopes)
+            raise ValueError(f"no scope {scope!r} in the evaluation of step {self.step}; known: {known}")
+        by_k = self.overall if scope == "all" else self.per_level[scope]
+        if f"pass@{k}" not in by_k:
+            known = ", ".join(name.removeprefix("pass@") for name in by_k)
+            raise ValueError(f"no pass@{k} in the evaluation of step {self.step} ({self.samples} samples); "
+                             f"known k: {known}")
+        return by_k[f"pass@{k}"]
 
 
 def ks_for(samples: int) -> list[int]:
@@ -79,7 +109,7 @@ def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[Problem],
-    verifier: Verifier,
+    verifier: VerifierLike,
     rollout: RolloutConfig,
     samples: int,
     seed: int,
@@ -106,11 +136,8 @@ def evaluate(
     chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
         batch = mine[start : start + per_chunk]
-        out = sample(
-            model, tokenizer, batch, samples, rollout.temperature, rollout.top_p,
-            rollout.max_new_tokens, rollout.generation_batch_size, seed=eval_chunk_seed(seed, first + i),
-            synced_gpus=synced_gpus, sampler=rollout.sampler,
-        )
+        out = sample(model, tokenizer, batch, rollout, eval_chunk_seed(seed, first + i), group_size=samples,
+                     synced_gpus=synced_gpus)
         out.correct = score(out, verifier)
         if on_chunk is not None:
             on_chunk(out)

@@ -3,70 +3,13 @@
 `LensGRPOTrainer` is TRL's `GRPOTrainer` with one change: the per-completion advantages are LENS
 advantages, computed by `lensrl.core.advantages.lens_advantages`, instead of GRPO's. Generation
 (transformers or vLLM), the clipped loss and its variants (`loss_type`), DeepSpeed, FSDP, PEFT and
-logging are TRL's own. Needs `pip install "trl>=1.16,<2"`.
+logging are TRL's own. `LensGRPOConfig` is `GRPOConfig` plus `lens_alpha`, `lens_scope` and
+`lens_d_estimator` (the fields of `lensrl.core.advantages.LensSettings`); `math_reward` is a 0/1
+Math-Verify reward function for a dataset with an `answer` column. Needs `pip install "trl>=1.16,<2"`.
 
-    from lensrl.integrations.trl import LensGRPOConfig, LensGRPOTrainer, math_reward
-
-    # a dataset with a "prompt" column (text or chat messages) and an "answer" column (the gold answer)
-    trainer = LensGRPOTrainer(
-        model="Qwen/Qwen2.5-0.5B-Instruct",
-        reward_funcs=math_reward,  # or any reward function that returns 0/1 per completion
-        args=LensGRPOConfig(output_dir="out", num_generations=16, loss_type="grpo", lens_alpha=0.25),
-        train_dataset=ds,
-    )
-    trainer.train()
-
-Settings (`LensGRPOConfig` fields, the `alpha`, `scope` and `d_estimator` of
-`lensrl.core.advantages.LensSettings`, whose defaults they take and which validates them: an
-invalid value raises a ValueError naming the field; with a plain `GRPOConfig` the defaults apply):
-
-* `lens_alpha` (0.25): weight of negative-group advantages, LENS's only hyperparameter.
-* `lens_scope` ("all"): "all" (full LENS), "mixed" (negative groups keep 0) or "negative" (mixed
-  groups are plain GRPO); the ablations of docs/algorithm.md Sec. 4.
-* `lens_d_estimator` ("normalized"): the D_imp estimator, "normalized" (pibar) or "sequence".
-
-`trainer.lens_settings` holds them as one `LensSettings` (eps at its default);
-`trainer.lens_alpha`, `lens_scope` and `lens_d_estimator` read it.
-
-What LENS does with TRL's options:
-
-* Rewards must be binary. The weighted sum of the reward functions (`reward_weights`, as TRL sums
-  them) is the correctness; any value other than 0 or 1 raises a ValueError, and so does a
-  completion that no reward function scored (every function returned None).
-* LENS normalises by its own rule (docs/algorithm.md Sec. 3 step 4: group std for mixed groups,
-  `alpha` times the de-meaned calibrated reward for negative groups, 0 for all-correct groups), so
-  `scale_rewards` and `multi_objective_aggregation` have no effect on the advantages; TRL's reward
-  metrics are still logged as usual.
-* `mask_truncated_completions=True` is rejected: LENS scores truncated responses like any other and
-  they take part in the calibration (docs/algorithm.md Sec. 4), while TRL would mask their tokens
-  out of the very forward pass that gives their log-probs.
-* The paper's loss is `loss_type="grpo"` (token mean, then response mean), `beta=0.0`,
-  `epsilon=0.2`, `temperature=1.0`, `num_generations=16`; TRL's default `loss_type` is "dapo".
-
-Confidence log-probs. LENS needs, per completion, the sum over its tokens of log pi_old (the
-sampling policy, logits divided by `temperature`) and the number of those tokens; the tokens are
-TRL's completion mask times its tool mask (tool output is not the policy's). The token log-probs
-are summed as they are: a sum a hair above 0 (float round-off on a near-certain completion) is
-read as 0 by `lens_advantages` up to `lensrl.core.advantages.LOGPROB_ROUNDOFF`, and a larger one
-raises there. When TRL computes `old_per_token_logps` itself (vLLM with importance-sampling
-correction, `num_iterations > 1`, or `steps_per_generation` not dividing
-`gradient_accumulation_steps`), they are reused: no extra forward pass. Otherwise (on-policy: TRL
-reuses the current log-probs in the loss) the trainer runs one no-grad forward pass of the policy
-over the generation batch with TRL's own `_get_per_token_logps_and_entropies`, at the same weights
-that sampled, and does not hand them to the loss, so TRL's loss is unchanged. vLLM's own sampling
-log-probs are not used: docs/algorithm.md Sec. 4 asks for the log-probs that the PPO ratio uses.
-
-Several processes. TRL gathers the rewards of the whole generation batch across processes (the
-groups of `num_generations` consecutive samples of one prompt can span processes) and slices each
-process's rows back out. The per-sequence log-prob sums and lengths are gathered the same way (same
-process order, hence the same row order), LENS runs over whole groups on every process, and each
-process keeps the rows `process_index * n_local : (process_index + 1) * n_local`, as TRL does.
-
-Metrics, in TRL's metrics dict: `lens/groups/negative`, `lens/groups/mixed`,
-`lens/groups/all_correct` (shares of groups), `lens/negative_signal_share` (share of the advantage
-mass sum |A| from negative groups), `lens/confidence/mean` and `lens/confidence/wrong_mean` (pibar).
-The completions table shows LENS advantages. `trainer.lens_last_batch` holds the last batch's
-gathered inputs and advantages for inspection.
+docs/trl.md ("LENS in TRL") has a complete, tested example, the settings, what LENS does with TRL's
+options (binary rewards only, its own normalisation, no masking of truncated completions), where the
+confidence log-probs come from, how groups that span processes are handled, and the logged metrics.
 """
 
 from __future__ import annotations
@@ -96,7 +39,15 @@ except ImportError:  # pragma: no cover - older or newer TRL layouts
         return nullcontext()
 
 
-from lensrl.core.advantages import LensSettings, group_outcomes, lens_advantages, negative_group_signal_share
+from lensrl.core.advantages import (
+    DEstimator,
+    LensScope,
+    LensSettings,
+    group_outcomes,
+    lens_advantages,
+    negative_group_signal_share,
+)
+from lensrl.lens_settings import SETTING_HELP, read_lens_settings
 
 _HOOKS = ("_generate_and_score_completions", "_calculate_rewards", "_get_per_token_logps_and_entropies")
 _missing = [name for name in _HOOKS if not hasattr(GRPOTrainer, name)]
@@ -122,13 +73,9 @@ _CONFIG_SETTINGS = ("alpha", "scope", "d_estimator")  # LensSettings fields that
 
 def _settings_from_args(args: Any) -> LensSettings:
     """The `LensSettings` of a config's `lens_*` fields (defaults for those it lacks); errors name the field."""
-    given = {name: getattr(args, f"lens_{name}") for name in _CONFIG_SETTINGS if hasattr(args, f"lens_{name}")}
-    for name, value in given.items():  # one at a time, so that the error names the field at fault
-        try:
-            LensSettings(**{name: value})
-        except ValueError as exc:
-            raise ValueError(f"lens_{name}: {exc}") from None
-    return LensSettings(**given)
+    return read_lens_settings(
+        {name: getattr(args, f"lens_{name}") for name in _CONFIG_SETTINGS if hasattr(args, f"lens_{name}")}, "lens_"
+    )
 
 
 def _reject_truncation_masking(args: Any) -> None:
@@ -144,23 +91,10 @@ def _reject_truncation_masking(args: Any) -> None:
 class LensGRPOConfig(GRPOConfig):
     """`GRPOConfig` plus the LENS settings; every GRPO field keeps its TRL meaning and default."""
 
-    lens_alpha: float = field(
-        default=LensSettings.alpha,
-        metadata={"help": "LENS: weight of the advantages of negative (all-wrong) groups; 0.25 in the paper."},
-    )
-    lens_scope: str = field(
-        default=LensSettings.scope,
-        metadata={
-            "help": "LENS: 'all' (full LENS), 'mixed' (only wrong answers in mixed groups are recalibrated, negative "
-            "groups keep 0) or 'negative' (mixed groups are plain GRPO, only negative groups get LENS)."
-        },
-    )
-    lens_d_estimator: str = field(
-        default=LensSettings.d_estimator,
-        metadata={
-            "help": "LENS: importance-sampling estimate of D(q) from the length-normalised confidence "
-            "('normalized') or the raw sequence probability ('sequence')."
-        },
+    lens_alpha: float = field(default=LensSettings.alpha, metadata={"help": f"LENS: {SETTING_HELP['alpha']}"})
+    lens_scope: LensScope = field(default=LensSettings.scope, metadata={"help": f"LENS: {SETTING_HELP['scope']}"})
+    lens_d_estimator: DEstimator = field(
+        default=LensSettings.d_estimator, metadata={"help": f"LENS: {SETTING_HELP['d_estimator']}"}
     )
 
     def __post_init__(self) -> None:

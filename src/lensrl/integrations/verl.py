@@ -64,27 +64,11 @@ with which Ray runs `install()` at the start of every worker process of the job.
 can add that override itself and keep `python -m verl.trainer.main_ppo`. lensrl must be
 installed on every node.
 
-Launch (the paper's settings; Qwen-2.5-3B-Base, 8 GPUs, vLLM rollout; see docs/verl.md). Not run
-end to end in this project: the development machine has no GPU and no Ray cluster; the tests
-check the estimator, the plumbing through verl's real `compute_advantage`, that these overrides
-name keys of verl's config and (with hydra-core 1.3, which verl's config needs) compose with it
-and reach verl's entry point, and (marked slow) that Ray's setup hook installs LENS in a worker.
-
-    python -m lensrl.integrations.verl \\
-        algorithm.adv_estimator=lens +algorithm.lens.alpha=0.25 algorithm.use_kl_in_reward=False \\
-        data.train_files=$DATA/train.parquet data.val_files=$DATA/test.parquet \\
-        data.train_batch_size=128 data.max_prompt_length=1024 data.max_response_length=4096 \\
-        actor_rollout_ref.model.path=Qwen/Qwen2.5-3B actor_rollout_ref.actor.optim.lr=1e-6 \\
-        actor_rollout_ref.actor.ppo_mini_batch_size=32 actor_rollout_ref.actor.ppo_epochs=1 \\
-        actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 actor_rollout_ref.actor.clip_ratio=0.2 \\
-        actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0 \\
-        actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean \\
-        actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.n=16 \\
-        actor_rollout_ref.rollout.temperature=1.0 actor_rollout_ref.rollout.top_p=1.0 \\
-        actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \\
-        reward.custom_reward_function.path=pkg://lensrl.integrations.verl \\
-        reward.custom_reward_function.name=compute_score \\
-        trainer.n_gpus_per_node=8 trainer.nnodes=1 trainer.critic_warmup=0
+Launch: docs/verl.md ("LENS in verl") holds the launch command with the paper's settings
+(Qwen-2.5-3B-Base, 8 GPUs, vLLM rollout), the data conversion and the caveats; the tests check that
+command's overrides against verl's config. Not run end to end yet: that needs GPUs and a Ray
+cluster. The tests check the estimator, the plumbing through verl's real `compute_advantage`, and
+(marked slow) that Ray's setup hook installs LENS in a worker.
 
 `python -m lensrl.integrations.verl --verl-entry=verl.trainer.main_ppo_sync ...` runs verl's
 TransferQueue trainer instead (the default is `verl.trainer.main_ppo`, the `RayPPOTrainer`).
@@ -118,6 +102,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without verl
     ) from exc
 
 from lensrl.core.advantages import LensSettings, lens_advantages
+from lensrl.lens_settings import read_lens_settings
 
 __all__ = [
     "ESTIMATOR_NAME",
@@ -156,7 +141,7 @@ def _number(value: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            pass  # LensSettings rejects it, and the caller names the key
+            pass  # LensSettings rejects it, naming the key
     return value
 
 
@@ -174,19 +159,8 @@ def lens_settings(config: Any = None) -> dict[str, Any]:
         return dataclasses.asdict(LensSettings())
     if not hasattr(node, "items"):
         raise ValueError(f"algorithm.lens must be a mapping of LENS settings, got {node!r}")
-    given = dict(node.items())
-    unknown = sorted(set(given) - set(LENS_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown algorithm.lens setting(s) {unknown}; known: {sorted(LENS_DEFAULTS)}")
-    for key in ("alpha", "eps"):
-        if key in given:
-            given[key] = _number(given[key])
-    for key, value in given.items():  # key by key, so that the error names the one at fault
-        try:
-            LensSettings(**{key: value})
-        except ValueError as exc:
-            raise ValueError(f"algorithm.lens.{key}: {exc}") from None
-    return dataclasses.asdict(LensSettings(**given))
+    given = {key: _number(value) if key in ("alpha", "eps") else value for key, value in node.items()}
+    return dataclasses.asdict(read_lens_settings(given, "algorithm.lens."))
 
 
 def _group_permutation(index: Any, n: int) -> tuple[torch.Tensor, int]:

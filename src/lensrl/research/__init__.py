@@ -1,1 +1,2 @@
-"""Research tooling on top of runs: studies and their registry, GRPO-vs-LENS comparisons, statistics, plots, the sample log."""
+"""Research tooling on top of runs: studies and their registry, GRPO-vs-LENS comparisons, statistics,
+plots, the sample log."""

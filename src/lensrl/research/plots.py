@@ -1,6 +1,8 @@
-"""`lensrl plot`: one PNG of the training curves of one or more runs, overlaid (one colour per run).
+"""The figures: training curves of runs (`lensrl plot`) and the figures of a study's report.
 
     lensrl plot RUN [RUN ...] [--output PNG] [--labels a,b]
+
+draws one PNG of the training curves of one or more runs, overlaid (one colour per run).
 
 A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl and eval.jsonl
 (`lensrl.runs.lifecycle` writes them):
@@ -18,15 +20,27 @@ A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl
 Per-step curves are noisy: each is drawn thin and faint, with a 5-step running mean in bold. A panel
 no run has data for says so. A run still in progress plots what it has so far (`lensrl.runs.jsonl` skips
 a line its writer has not finished).
+
+A study (`lensrl.research.study`) draws, from its run records and aggregate:
+
+    study.png            pass@k after training by arm; pass@1 over training overall and on the two
+                         hardest levels; the share of all-wrong groups (`plot_study`)
+    study_curves.png     the first and last pass@k against samples seen, per scope (`plot_curves`)
+    study_overview.png   final pass@1 and pass@16 of every arm of every study of a testbed (`plot_overview`)
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lensrl.runs.jsonl import read_jsonl
+
+if TYPE_CHECKING:
+    from lensrl.research.study import RunRecord
 
 SMOOTH = 5  # steps in the running mean drawn in bold
 GREY = "0.35"  # colour of the line-style keys in each panel's legend
@@ -107,6 +121,11 @@ def running_mean(values: list[float], window: int = SMOOTH) -> list[float]:
         finite = [v for v in values[max(0, i + 1 - window): i + 1] if not math.isnan(v)]
         out.append(sum(finite) / len(finite) if finite else math.nan)
     return out
+
+
+def finite(values: list[float | None]) -> list[float]:
+    """The values that are numbers: None (a step that does not log the key) and NaN left out."""
+    return [v for v in values if v is not None and not math.isnan(v)]
 
 
 def _k(name: str) -> int:
@@ -240,3 +259,148 @@ def plot_runs(run_dirs: list[Path], output: Path | None = None, labels: list[str
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return output
+
+
+# ------------------------------------------------------------------------------------ a study's figures
+
+
+def _scope_title(scope: str) -> str:
+    return "all levels" if scope == "all" else f"level {scope}"
+
+
+def _passk_runs(runs: list[RunRecord], scope: str, k: int) -> list[list[float]]:
+    """Each run's pass@k in % at every evaluation, on `scope`."""
+    return [[100 * e.pass_at(scope, k) for e in run.evals] for run in runs]
+
+
+def _band(ax, xs: list[float], mean: list[float], spread: list[float], color: str, label: str) -> None:
+    """A mean line with a shaded band of +- `spread`."""
+    ax.plot(xs, mean, color=color, marker=".", label=label)
+    ax.fill_between(xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
+                    color=color, alpha=0.12)
+
+
+def mean_and_std(runs: list[list[float | None]]) -> tuple[list[float], list[float]]:
+    """Pointwise mean and std over runs (seeds) of equally long curves, skipping None and NaN (nan
+    where no run has a value; std 0 where one has)."""
+    means, stds = [], []
+    for column in zip(*runs):
+        values = finite(list(column))
+        means.append(statistics.fmean(values) if values else math.nan)
+        stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    return means, stds
+
+
+def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunRecord]]) -> None:
+    """Study `name`'s pass@k by arm; pass@1 over training overall and on the two hardest levels; negative
+    groups. `agg`: the study's aggregate (`lensrl.research.study.aggregate`); `records`: its runs by arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [s for s in agg["scopes"] if s != "all"][-2:]
+    panels = ["all", *levels]
+    fig, axes = plt.subplots(1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4.2))
+    kv = [_k(k) for k in agg["ks"]]
+    ax = axes[0]
+    ax.plot(kv, [100 * agg["base"]["all"][k] for k in agg["ks"]], "k--o", label="base")
+    for arm in records:
+        cells = agg["arms"][arm]["all"]
+        ax.errorbar(kv, [100 * cells[k]["mean"] for k in agg["ks"]], yerr=[100 * cells[k]["std"] for k in agg["ks"]],
+                    marker="o", capsize=3, label=arm)
+    ax.set(xscale="log", xlabel="k", ylabel="pass@k (%)", title=f"{name}: pass@k after training")
+    ax.set_xticks(kv, [str(k) for k in kv])
+    ax.legend(fontsize=8)
+    for ax, scope in zip(axes[1:], panels):
+        for i, arm in enumerate(records):
+            steps = [e.step for e in records[arm][0].evals]
+            mean, spread = mean_and_std(_passk_runs(records[arm], scope, 1))
+            _band(ax, steps, mean, spread, f"C{i}", arm)
+        ax.set(xlabel="step", ylabel="pass@1 (%)", title=f"pass@1 over training: {_scope_title(scope)} (mean +- std)")
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    for i, arm in enumerate(records):
+        mean, _ = mean_and_std([[None if v is None else 100 * v for v in rec.curves["groups/negative"]]
+                                for rec in records[arm]])
+        ax.plot(records[arm][0].curves["step"], mean, color=f"C{i}", alpha=0.25)
+        ax.plot(records[arm][0].curves["step"], running_mean(mean, 5), color=f"C{i}", label=arm)
+    ax.set(xlabel="step", ylabel="negative groups (%)",
+           title="all-wrong groups (seed mean; bold: 5-step mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, name: str, agg: dict, records: dict[str, list[RunRecord]]) -> None:
+    """The first and the last pass@k (pass@1, pass@16) against samples seen (step x questions per step
+    x group size, from each record's `samples_per_step`): one column per scope (overall and each
+    level), one colour per arm, the seed mean with a band of +- std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks, scopes = [agg["ks"][0], agg["ks"][-1]], agg["scopes"]
+    fig, axes = plt.subplots(len(ks), len(scopes), figsize=(4 * len(scopes), 3.4 * len(ks)), squeeze=False)
+    for row, k in zip(axes, ks):
+        for ax, scope in zip(row, scopes):
+            for i, (arm, runs) in enumerate(records.items()):
+                seen = [e.step * runs[0].samples_per_step for e in runs[0].evals]
+                mean, spread = mean_and_std(_passk_runs(runs, scope, _k(k)))
+                _band(ax, seen[:len(mean)], mean, spread, f"C{i}", arm)
+            ax.set(xlabel="samples seen", ylabel=f"{k} (%)", title=f"{k}: {_scope_title(scope)}")
+            ax.grid(alpha=0.25)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{name}: pass@k against samples seen (step x questions per step x group size); "
+                 f"seed mean, band: +- std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def overview_rows(studies: list[tuple[str, dict]], k: str) -> list[dict]:
+    """Every distinct arm of the (name, study.json) `studies`: final overall `k` ("pass@1", ...) as
+    mean and standard error over seeds. Arms that share their runs (`lens` of main is `normalized`,
+    `G16` and `lens_alpha0.25`) are one row, named by all their names."""
+    rows: list[dict] = []
+    for name, data in studies:
+        for arm, by_scope in data["arms"].items():
+            cell = by_scope["all"][k]
+            same = next((r for r in rows if r["values"] == cell["values"]), None)
+            if same is not None:
+                same["names"].append(f"{name}/{arm}")
+                continue
+            n = len(cell["values"])
+            rows.append({"names": [f"{name}/{arm}"], "values": cell["values"], "mean": cell["mean"],
+                         "se": cell["std"] / math.sqrt(n), "seeds": n})
+    return rows
+
+
+def plot_overview(path: Path, studies: list[tuple[str, dict]]) -> None:
+    """Final overall pass@1 and pass@16 (the first and last k) of every arm of the (name, study.json)
+    `studies` (`overview_rows`), mean +- 2 standard errors; lines: the first study's base policy and
+    reference arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first, data = studies[0]
+    reference_arm = next(iter(data["arms"]))
+    ks = list(data["arms"][reference_arm]["all"])
+    panels = [(k, overview_rows(studies, k)) for k in (ks[0], ks[-1])]
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
+    for ax, (k, rows) in zip(axes, panels):
+        ys = range(len(rows))[::-1]
+        ax.errorbar([100 * r["mean"] for r in rows], ys, xerr=[200 * r["se"] for r in rows], fmt="o", capsize=3)
+        reference = next(r for r in rows if f"{first}/{reference_arm}" in r["names"])
+        ax.axvline(100 * data["base"]["all"][k], color="black", ls=":", lw=1, label=f"base policy ({first})")
+        ax.axvline(100 * reference["mean"], color="gray", ls="--", lw=1, label=f"{reference_arm} ({first})")
+        ax.legend(fontsize=8)
+        ax.set(title=f"final {k}: mean +- 2 SE over seeds", xlabel=f"{k} (%)")
+        ax.set_yticks(list(ys), [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

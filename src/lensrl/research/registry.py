@@ -24,11 +24,12 @@ class Study:
     seeds: tuple[int, ...] = (0, 1, 2)
     overrides: tuple[str, ...] = ("run.eval_every=10",)  # common to every arm
     config: str | None = None  # base config of every arm (`load_config`'s path), unless --config is given
-    results: str | None = None  # default results folder (None: results/study_<name>)
+    results: str | None = None  # default results folder (None: results/carry/<name>, a study on the carry testbed)
 
     @property
     def results_dir(self) -> Path:
-        return Path(self.results or f"results/study_{self.name}")
+        """Where the study's report and run records go by default: results/<testbed>/<short name>/."""
+        return Path(self.results or f"results/carry/{self.name}")
 
 
 def _alpha(a: float) -> Arm:

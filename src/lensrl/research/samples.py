@@ -18,9 +18,9 @@ File format, one JSON object per line:
                     "advantage": -0.06, "truncated": false, "length": 57}, ...]}, ...]}
 
 pibar = exp(seq_logprob / length) is the behaviour policy's length-normalised confidence in the
-response; calibrated_reward is LENS's r~ for it (docs/algorithm.md Sec. 3, with the run's
-`algo.d_estimator`) whatever the run's estimator, so a GRPO run shows what LENS would make of its
-mistakes; advantage is what the update actually used. Values that are not finite are null.
+response; calibrated_reward is LENS's r~ for it (docs/algorithm.md Sec. 3, with `algo.d_estimator`
+of a LENS run, the default otherwise) whatever the run's estimator, so a GRPO run shows what LENS
+would make of its mistakes; advantage is what the update actually used. Values that are not finite are null.
 
 Reading it:
 
@@ -87,10 +87,13 @@ def sample_record(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig, 
 
     pibar = calibrated = None
     if rollout.logprobs_old is not None:
+        from lensrl.config import switch_estimator  # here: reading a sample log needs no config
+
+        d_estimator = switch_estimator(algo, "lens").d_estimator  # the run's under LENS, else the default
         seq = rollout.seq_logprobs.detach().double().cpu()
         pibar = (seq.clamp(max=0.0) / lengths.double()).exp()  # round-off above 0 is probability 1, as in LENS
         try:
-            calibrated = lens_rewards(correct, seq, lengths, g, algo.d_estimator)
+            calibrated = lens_rewards(correct, seq, lengths, g, d_estimator)
         except ValueError:  # log-probs not finite (a skipped update): nothing to calibrate
             calibrated = None
     pibar_f, calibrated_f = _floats(pibar, n), _floats(calibrated, n)

@@ -4,19 +4,21 @@ The studies themselves (arms, seeds, base config, folders) are defined in `lensr
 `lensrl study NAME` trains each (arm, seed) into `runs/study/NAME/<arm>_seed<s>/` (a run whose
 `summary.json` exists with the same resolved config, in this study's folder or another study's, is
 reused, so an interrupted study resumes without redoing finished runs and studies share their
-common arms) and writes the study's results folder (default `results/study_NAME/`):
-`runs/<arm>_seed<s>.json` (its evaluations, per-step metrics and samples per step), `study.json`
-(means, spreads and seed-paired differences against the first arm, `lensrl.research.stats`), `study.md`,
-`study.png` and `study_curves.png` (pass@k against samples seen). `--report-only`
-(`report_from_records`) rebuilds all but the records from the records alone. Arms differ only in
-their overrides: the same base policy, the same data order and the same sampling seeds, so the
-samples differ only through the policies, and seed s of one arm is paired with seed s of another.
+common arms) and writes the study's results folder (default `results/<testbed>/<short name>/`, the
+registry's `Study.results_dir`): `runs/<arm>_seed<s>.json` (a `RunRecord`: its evaluations, per-step
+metrics and samples per step), `study.json` (means, spreads and seed-paired differences against the
+first arm, `lensrl.research.stats`), `study.md`, and the figures of `lensrl.research.plots`:
+`study.png`, `study_curves.png` (pass@k against samples seen) and, one folder up, `study_overview.png`
+(every study of the testbed). `--report-only` (`report_from_records`) rebuilds all but the records from
+the records alone. Arms differ only in their overrides: the same base policy, the same data order and
+the same sampling seeds, so the samples differ only through the policies, and seed s of one arm is
+paired with seed s of another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import shutil
 import statistics
 from collections.abc import Callable
@@ -24,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config
-from lensrl.evaluation.evaluate import ks_for
+from lensrl.evaluation.evaluate import EvalResult, ks_for
+from lensrl.research.plots import finite, plot_curves, plot_overview, plot_study
+from lensrl.research.registry import STUDIES, Arm, Study, get_study
+from lensrl.research.stats import paired_difference
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.runs.lifecycle import LOCK, RunFolder, checkpoint_step
-from lensrl.research.plots import running_mean
-from lensrl.research.stats import paired_difference
-from lensrl.research.registry import STUDIES, Arm, Study, get_study
 from lensrl.training.trainer import train_or_resume
 
 # logged only every few steps (None in a run's curves at the other steps, absent from older records)
@@ -37,6 +39,28 @@ DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
 CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy",
                  *DIAGNOSTICS)
 
+
+@dataclass
+class RunRecord:
+    """One (arm, seed) run of a study, the part of it that is committed (`runs/<arm>_seed<s>.json`):
+    its evaluations, its per-step curves (`CURVE_METRICS` and "step", a list per key, None at the steps
+    that do not log the key) and the samples it drew per step (None in records written before it was
+    kept: `load_records` derives it). `to_json` writes back exactly the JSON `from_json` read."""
+
+    arm: str
+    seed: int
+    evals: list[EvalResult]
+    curves: dict[str, list[float | None]]
+    samples_per_step: int | None = None
+
+    @classmethod
+    def from_json(cls, record: dict) -> RunRecord:
+        return cls(record["arm"], record["seed"], [EvalResult.from_json(e) for e in record["evals"]],
+                   record["curves"], record.get("samples_per_step"))
+
+    def to_json(self) -> dict:
+        out = {"arm": self.arm, "seed": self.seed, "evals": [e.to_json() for e in self.evals], "curves": self.curves}
+        return out if self.samples_per_step is None else {**out, "samples_per_step": self.samples_per_step}
 
 
 @dataclass
@@ -100,11 +124,11 @@ def extend_shorter_run(config: TrainConfig, search_root: Path) -> Path | None:
 
 
 def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], TrainConfig],
-               records_dir: Path, search_root: Path | None = None) -> dict[str, list[dict]]:
-    """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`, plus its
-    arm and seed) is written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order."""
+               records_dir: Path, search_root: Path | None = None) -> dict[str, list[RunRecord]]:
+    """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`) is
+    written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order."""
     records_dir.mkdir(parents=True, exist_ok=True)
-    records: dict[str, list[dict]] = {arm.name: [] for arm in study.arms}
+    records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     for seed in seeds:
         for arm in study.arms:
             config = config_of(arm, seed)
@@ -113,54 +137,49 @@ def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], T
                 if search_root is not None:
                     extend_shorter_run(config, search_root)
                 run_dir = train_or_resume(config).output_dir
-            record = {"arm": arm.name, "seed": seed, **run_record(run_dir)}
-            (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record))
+            record = run_record(run_dir, arm.name, seed)
+            (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record.to_json()))
             records[arm.name].append(record)
     return records
 
 
-def run_record(run_dir: Path) -> dict:
-    """A run's evaluations, per-step curves and samples per step, the part of it that is committed.
-    A curve holds None at the steps that do not log its key (the diagnostics, every few steps)."""
+def run_record(run_dir: Path, arm: str, seed: int) -> RunRecord:
+    """The record of the finished run in `run_dir`, as arm `arm` and seed `seed` of a study."""
     folder = RunFolder(run_dir)
-    evals, metrics = [e.to_json() for e in folder.evals()], folder.metrics()
+    metrics = folder.metrics()
     curves = {k: [m.get(k) for m in metrics] for k in ("step", *CURVE_METRICS)}
-    return {"evals": evals, "curves": curves, "samples_per_step": samples_per_step(folder.config())}
+    return RunRecord(arm, seed, folder.evals(), curves, samples_per_step(folder.config()))
 
 
-def _finite(values: list[float | None]) -> list[float]:
-    return [v for v in values if v is not None and not math.isnan(v)]
-
-
-def _diagnostics(records: dict[str, list[dict]]) -> dict[str, dict[str, float | None]]:
+def _diagnostics(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, float | None]]:
     """Per arm and diagnostic key: the mean over seeds of each run's mean over the steps that log it
     (None where no run of the arm logs it); {} when no run logs any."""
     out: dict[str, dict[str, float | None]] = {}
     for arm, runs in records.items():
         out[arm] = {}
         for key in DIAGNOSTICS:
-            run_means = [statistics.fmean(v) for r in runs if (v := _finite(r["curves"].get(key, [])))]
+            run_means = [statistics.fmean(v) for r in runs if (v := finite(r.curves.get(key, [])))]
             out[arm][key] = statistics.fmean(run_means) if run_means else None
     return out if any(v is not None for by_key in out.values() for v in by_key.values()) else {}
 
 
-def aggregate(study: Study, records: dict[str, list[dict]]) -> dict:
+def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
     """Final pass@k per arm (mean, std over seeds, per level) and each arm's seed-paired difference
     from the first (`vs_reference`: `lensrl.research.stats.PairedDifference`, over the seeds both arms have);
-    `diagnostics` per arm when the runs log them."""
-    first = next(iter(records.values()))[0]["evals"]
-    ks = [f"pass@{k}" for k in ks_for(first[-1]["samples"])]
-    scopes = ["all", *first[-1]["per_level"]]
+    `diagnostics` per arm when the runs log them. Keyed by scope ("all", then the levels) and by the
+    name of each k ("pass@1", ...)."""
+    last = next(iter(records.values()))[0].evals[-1]
+    ks = {f"pass@{k}": k for k in ks_for(last.samples)}
+    scopes = last.scopes
 
     def at(arm: str, scope: str, k: str, index: int) -> dict[int, float]:  # by seed, from evals[index]
-        return {r["seed"]: (r["evals"][index]["overall"] if scope == "all"
-                            else r["evals"][index]["per_level"][scope])[k] for r in records[arm]}
+        return {r.seed: r.evals[index].pass_at(scope, ks[k]) for r in records[arm]}
 
     ref = study.arms[0].name
     # every arm starts from the same base policy, but each seed evaluates it with its own samples: the
     # spread of those step-0 evaluations is the evaluation's own sampling noise
     starts = {s: {k: list(at(ref, s, k, 0).values()) for k in ks} for s in scopes}
-    out: dict = {"question": study.question, "reference": ref, "ks": ks, "scopes": scopes,
+    out: dict = {"question": study.question, "reference": ref, "ks": list(ks), "scopes": scopes,
                  "base": {s: {k: statistics.fmean(v) for k, v in starts[s].items()} for s in scopes},
                  "base_std": {s: {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in starts[s].items()}
                               for s in scopes},
@@ -253,24 +272,25 @@ def run_study(name: str, seeds: list[int] | None = None, config_path: str | None
 
 
 def report_from_records(name: str, seeds: list[int] | None = None, config_path: str | None = None,
-                        extra: list[str] | None = None, results_dir: str | Path | None = None) -> StudyResult:
+                        extra: list[str] | None = None, results_dir: str | Path | None = None,
+                        figures: bool = True) -> StudyResult:
     """Rebuild a study's report from its committed run records alone (`load_records`), without run
     folders and without training (`lensrl study NAME --report-only`). The report's command is the
-    study's own, the one that made the records."""
+    study's own, the one that made the records. `figures=False` writes study.json and study.md only."""
     study = get_study(name)
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     results = Path(results_dir or study.results_dir)
     records = load_records(study, seeds, results / "runs", config_path, extra)
-    return _report(study, seeds, records, results, _command(name, seeds, config_path, extra))
+    return _report(study, seeds, records, results, _command(name, seeds, config_path, extra), figures)
 
 
 def load_records(study: Study, seeds: list[int], records_dir: Path, config_path: str | None = None,
-                 extra: list[str] | None = None) -> dict[str, list[dict]]:
+                 extra: list[str] | None = None) -> dict[str, list[RunRecord]]:
     """The run records `records_dir/<arm>_seed<s>.json` by arm, in seed order (as `train_arms` returns
     them). Records written before they held `samples_per_step` get it from the arm's resolved config
     (give the `config_path` and overrides the study was run with). A missing record is an error
     naming every one missing."""
-    records: dict[str, list[dict]] = {arm.name: [] for arm in study.arms}
+    records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     missing = []
     for seed in seeds:
         for arm in study.arms:
@@ -278,10 +298,10 @@ def load_records(study: Study, seeds: list[int], records_dir: Path, config_path:
             if not path.exists():
                 missing.append(str(path))
                 continue
-            record = json.loads(path.read_text())
-            if "samples_per_step" not in record:
+            record = RunRecord.from_json(json.loads(path.read_text()))
+            if record.samples_per_step is None:
                 config = arm_config(study, arm, seed, Path(f"runs/study/{study.name}"), config_path, list(extra or []))
-                record["samples_per_step"] = samples_per_step(config)
+                record = dataclasses.replace(record, samples_per_step=samples_per_step(config))
             records[arm.name].append(record)
     if missing:
         raise ValueError(f"study {study.name}: no run record {', '.join(missing)}; `lensrl study {study.name}` "
@@ -289,176 +309,48 @@ def load_records(study: Study, seeds: list[int], records_dir: Path, config_path:
     return records
 
 
-def _report(study: Study, seeds: list[int], records: dict[str, list[dict]], results: Path,
-            command: str) -> StudyResult:
-    result = write_report(study, seeds, records, results, command, "study")
-    plot_overview(results.parent / "study_overview.png")
+def _report(study: Study, seeds: list[int], records: dict[str, list[RunRecord]], results: Path,
+            command: str, figures: bool = True) -> StudyResult:
+    result = write_report(study, seeds, records, results, command, "study", figures)
+    if figures:
+        write_overview(results.parent, study)
     return result
 
 
-def write_report(study: Study, seeds: list[int], records: dict[str, list[dict]], out: Path, command: str,
-                 stem: str) -> StudyResult:
-    """`<stem>.json` (aggregate), `<stem>.md` (table), `<stem>.png` (plots) and `<stem>_curves.png`
-    (pass@k against samples seen) in `out`."""
+def write_report(study: Study, seeds: list[int], records: dict[str, list[RunRecord]], out: Path, command: str,
+                 stem: str, figures: bool = True) -> StudyResult:
+    """`<stem>.json` (aggregate), `<stem>.md` (table) and, with `figures`, `<stem>.png` (plots) and
+    `<stem>_curves.png` (pass@k against samples seen) in `out`."""
     agg = aggregate(study, records)
     table = format_study_table(agg, len(seeds))
     (out / f"{stem}.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
     (out / f"{stem}.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
-    plot_study(out / f"{stem}.png", study, agg, records)
-    plot_curves(out / f"{stem}_curves.png", study, agg, records)
+    if figures:
+        plot_study(out / f"{stem}.png", study.name, agg, records)
+        plot_curves(out / f"{stem}_curves.png", study.name, agg, records)
     return StudyResult(out, table, agg)
 
 
-def _overview_studies(results_root: Path) -> list[tuple[str, dict]]:
-    """(name, study.json) of every registered study whose results folder is under `results_root` by
-    its default folder's name (results/study_<name>, results/signs/<short>), in registry order."""
+def testbed_studies(study: Study) -> list[Study]:
+    """The registered studies whose default results folder is beside `study`'s (results/carry/*,
+    results/signs/*): the studies of one testbed, in registry order."""
+    return [s for s in STUDIES.values() if s.results_dir.parent == study.results_dir.parent]
+
+
+def overview_studies(results_root: Path, studies: list[Study]) -> list[tuple[str, dict]]:
+    """(name, study.json) of each of `studies` whose report is in `results_root`, in the folder named
+    like its default one (`results_root/<short name>/study.json`)."""
     found = []
-    for name, study in STUDIES.items():
+    for study in studies:
         path = results_root / study.results_dir.name / "study.json"
         if path.exists():
-            found.append((name, json.loads(path.read_text())))
+            found.append((study.name, json.loads(path.read_text())))
     return found
 
 
-def overview_rows(results_root: Path, k: str) -> list[dict]:
-    """Every distinct arm of the studies under `results_root` (`_overview_studies`): final overall
-    `k` as mean and standard error over seeds. Arms that share their runs (`lens` of main is
-    `normalized`, `G16` and `lens_alpha0.25`) are one row, named by all their names."""
-    rows: list[dict] = []
-    for name, data in _overview_studies(results_root):
-        for arm, by_scope in data["arms"].items():
-            cell = by_scope["all"][k]
-            same = next((r for r in rows if r["values"] == cell["values"]), None)
-            if same is not None:
-                same["names"].append(f"{name}/{arm}")
-                continue
-            n = len(cell["values"])
-            rows.append({"names": [f"{name}/{arm}"], "values": cell["values"], "mean": cell["mean"],
-                         "se": cell["std"] / math.sqrt(n), "seeds": n})
-    return rows
-
-
-def plot_overview(path: Path) -> None:
-    """Final overall pass@1 and pass@16 (the first and last k) of every arm of every study under
-    `path`'s folder, mean +- 2 standard errors; lines: the first study's base policy and reference arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    studies = _overview_studies(path.parent)
-    if not studies:
-        return
-    first, data = studies[0]
-    reference_arm = next(iter(data["arms"]))
-    ks = list(data["arms"][reference_arm]["all"])
-    panels = [(k, overview_rows(path.parent, k)) for k in (ks[0], ks[-1])]
-    fig, axes = plt.subplots(1, 2, figsize=(16, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
-    for ax, (k, rows) in zip(axes, panels):
-        ys = range(len(rows))[::-1]
-        ax.errorbar([100 * r["mean"] for r in rows], ys, xerr=[200 * r["se"] for r in rows], fmt="o", capsize=3)
-        reference = next(r for r in rows if f"{first}/{reference_arm}" in r["names"])
-        ax.axvline(100 * data["base"]["all"][k], color="black", ls=":", lw=1, label=f"base policy ({first})")
-        ax.axvline(100 * reference["mean"], color="gray", ls="--", lw=1, label=f"{reference_arm} ({first})")
-        ax.legend(fontsize=8)
-        ax.set(title=f"final {k}: mean +- 2 SE over seeds", xlabel=f"{k} (%)")
-        ax.set_yticks(list(ys), [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _scope_title(scope: str) -> str:
-    return "all levels" if scope == "all" else f"level {scope}"
-
-
-def _passk_runs(runs: list[dict], scope: str, k: str) -> list[list[float]]:
-    """Each run's `k` in % at every evaluation, on `scope`."""
-    return [[100 * (e["overall"] if scope == "all" else e["per_level"][scope])[k] for e in run["evals"]]
-            for run in runs]
-
-
-def plot_study(path: Path, study: Study, agg: dict, records: dict[str, list[dict]]) -> None:
-    """pass@k by arm; pass@1 over training overall and on the two hardest levels; negative groups."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = [s for s in agg["scopes"] if s != "all"][-2:]
-    panels = ["all", *levels]
-    fig, axes = plt.subplots(1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4.2))
-    kv = [int(k.split("@")[1]) for k in agg["ks"]]
-    ax = axes[0]
-    ax.plot(kv, [100 * agg["base"]["all"][k] for k in agg["ks"]], "k--o", label="base")
-    for arm in records:
-        cells = agg["arms"][arm]["all"]
-        ax.errorbar(kv, [100 * cells[k]["mean"] for k in agg["ks"]], yerr=[100 * cells[k]["std"] for k in agg["ks"]],
-                    marker="o", capsize=3, label=arm)
-    ax.set(xscale="log", xlabel="k", ylabel="pass@k (%)", title=f"{study.name}: pass@k after training")
-    ax.set_xticks(kv, [str(k) for k in kv])
-    ax.legend(fontsize=8)
-    for ax, scope in zip(axes[1:], panels):
-        for i, arm in enumerate(records):
-            steps = [e["step"] for e in records[arm][0]["evals"]]
-            mean, spread = _mean_and_std(_passk_runs(records[arm], scope, "pass@1"))
-            _band(ax, steps, mean, spread, f"C{i}", arm)
-        ax.set(xlabel="step", ylabel="pass@1 (%)", title=f"pass@1 over training: {_scope_title(scope)} (mean +- std)")
-        ax.legend(fontsize=8)
-    ax = axes[-1]
-    for i, arm in enumerate(records):
-        mean, _ = _mean_and_std([[None if v is None else 100 * v for v in rec["curves"]["groups/negative"]]
-                                 for rec in records[arm]])
-        ax.plot(records[arm][0]["curves"]["step"], mean, color=f"C{i}", alpha=0.25)
-        ax.plot(records[arm][0]["curves"]["step"], running_mean(mean, 5), color=f"C{i}", label=arm)
-    ax.set(xlabel="step", ylabel="negative groups (%)",
-           title="all-wrong groups (seed mean; bold: 5-step mean)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_curves(path: Path, study: Study, agg: dict, records: dict[str, list[dict]]) -> None:
-    """The first and the last pass@k (pass@1, pass@16) against samples seen (step x questions per step
-    x group size, from each record's `samples_per_step`): one column per scope (overall and each
-    level), one colour per arm, the seed mean with a band of +- std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks, scopes = [agg["ks"][0], agg["ks"][-1]], agg["scopes"]
-    fig, axes = plt.subplots(len(ks), len(scopes), figsize=(4 * len(scopes), 3.4 * len(ks)), squeeze=False)
-    for row, k in zip(axes, ks):
-        for ax, scope in zip(row, scopes):
-            for i, (arm, runs) in enumerate(records.items()):
-                seen = [e["step"] * runs[0]["samples_per_step"] for e in runs[0]["evals"]]
-                mean, spread = _mean_and_std(_passk_runs(runs, scope, k))
-                _band(ax, seen[:len(mean)], mean, spread, f"C{i}", arm)
-            ax.set(xlabel="samples seen", ylabel=f"{k} (%)", title=f"{k}: {_scope_title(scope)}")
-            ax.grid(alpha=0.25)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{study.name}: pass@k against samples seen (step x questions per step x group size); "
-                 f"seed mean, band: +- std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _band(ax, xs: list[float], mean: list[float], spread: list[float], color: str, label: str) -> None:
-    """A mean line with a shaded band of +- `spread`."""
-    ax.plot(xs, mean, color=color, marker=".", label=label)
-    ax.fill_between(xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
-                    color=color, alpha=0.12)
-
-
-def _mean_and_std(runs: list[list[float | None]]) -> tuple[list[float], list[float]]:
-    """Pointwise mean and std over runs (seeds) of equally long curves, skipping None and NaN (nan
-    where no run has a value; std 0 where one has)."""
-    means, stds = [], []
-    for column in zip(*runs):
-        values = _finite(list(column))
-        means.append(statistics.fmean(values) if values else math.nan)
-        stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-    return means, stds
+def write_overview(results_root: Path, study: Study) -> None:
+    """`results_root/study_overview.png`: every arm of every study of `study`'s testbed reported under
+    `results_root` (`lensrl.research.plots.plot_overview`); nothing when there is none."""
+    found = overview_studies(results_root, testbed_studies(study))
+    if found:
+        plot_overview(results_root / "study_overview.png", found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -10,6 +11,7 @@ from lensrl.config import AlgoConfig
 from lensrl.core.advantages import group_outcomes, negative_group_signal_share
 from lensrl.estimators import get_estimator
 from lensrl.rollout.sampler import Rollout
+from lensrl.rollout.verifier import VerifyCounts
 from lensrl.rollout.verify import extract_answer
 
 
@@ -40,3 +42,9 @@ def rollout_metrics(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig
     }
     extra = get_estimator(algo.advantage).metrics
     return metrics | (extra(rollout, algo) if extra is not None else {})
+
+
+def verifier_metrics(counts: VerifyCounts) -> dict[str, int]:
+    """verify/calls, verify/unparseable, verify/timeouts, verify/retries, verify/errors and
+    verify/worker_restarts: what the verifier counted (`VerifyCounts`) while scoring one step's rollout."""
+    return {f"verify/{f.name}": getattr(counts, f.name) for f in dataclasses.fields(counts)}

@@ -1,4 +1,5 @@
-"""Rollouts: sample G responses per question, score them, and take the behaviour log-probs.
+"""Rollouts: sample G responses per question, score them, and take the behaviour log-probs (the three
+together, with the gather across ranks: `lensrl.rollout.collect`).
 
 Layout of a rollout's token tensors (N = Q x G rows, groups contiguous):
     input_ids = [left-padded prompt (P) | response (R), right-padded after its first EOS]
@@ -11,7 +12,7 @@ import contextlib
 import dataclasses
 import inspect
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,14 +20,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from lensrl.config import RolloutConfig
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.policy.distributed import World, all_gather_objects, is_sharded
 from lensrl.policy.models import eval_mode, unwrapped
 from lensrl.data.problem import Problem
+from lensrl.rollout.verifier import VerifierLike
+from lensrl.rollout.verify import as_verifier
 from lensrl.seeds import chunk_seed, problems_per_chunk
-
-Verifier = Callable[[str, str], bool]  # (completion, gold answer) -> correct
-
 
 @dataclass
 class Rollout:
@@ -131,18 +132,15 @@ def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[Problem],
-    group_size: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    batch_size: int,
+    config: RolloutConfig,
     seed: int,
+    group_size: int | None = None,
     progress: bool = False,
     first_chunk: int = 0,
     synced_gpus: bool = False,
-    sampler: str = "generate",
 ) -> Rollout:
-    """Sample `group_size` responses per problem (pure sampling: top_k off, top_p as given).
+    """Sample `group_size` (None: `config.group_size`) responses per problem with the rollout config's
+    temperature, top-p, response length, generation batch size and sampler (pure sampling: top_k off).
 
     Problems go to `generate` in chunks of whole groups (`seeds.problems_per_chunk`). Each chunk is
     padded on its own and seeded by `seeds.chunk_seed(seed, first_chunk + c)` (`generate` draws from
@@ -151,13 +149,14 @@ def sample(
     sharded ranks decoding in lockstep until all of them are done. `sampler="compact"` decodes with
     `decode_compact` instead of `generate`: the same distribution, other draws.
     """
-    if sampler == "compact" and synced_gpus:
+    if config.sampler == "compact" and synced_gpus:
         raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use sampler=generate")
-    per_chunk = problems_per_chunk(batch_size, group_size)
+    group_size = config.group_size if group_size is None else group_size
+    per_chunk = problems_per_chunk(config.generation_batch_size, group_size)
     stop_ids = stop_token_ids(model, tokenizer)
     sampling = GenerationConfig(
-        do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+        do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
+        max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
     )
     parts = []
     starts = range(0, len(problems), per_chunk)
@@ -165,7 +164,7 @@ def sample(
         for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
             parts.append(_sample_chunk(
                 model, tokenizer, list(problems[start : start + per_chunk]), group_size, sampling, stop_ids,
-                chunk_seed(seed, first_chunk + c), synced_gpus, sampler,
+                chunk_seed(seed, first_chunk + c), synced_gpus, config.sampler,
             ))
     return merge_rollouts(parts, tokenizer.pad_token_id)
 
@@ -274,13 +273,14 @@ def decode_compact(
     return responses[:, : t + 1]
 
 
-def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:
-    """(N,) 0/1 correctness of every completion against its problem's gold answer.
+def score(rollout: Rollout, verifier: VerifierLike) -> torch.Tensor:
+    """(N,) 0/1 correctness of every completion against its problem's gold answer (`verify.as_verifier`
+    makes a plain function a verifier, which counts its calls).
 
     The verifier is user code: an exception in it, or a verdict that is not True/False (or 0/1),
     stops the run with an error naming the problem, never a silently wrong reward.
     """
-    name = getattr(verifier, "__qualname__", repr(verifier))
+    verifier = as_verifier(verifier)
     verdicts = []
     for i, completion in enumerate(rollout.completions):
         problem = rollout.problems[i // rollout.group_size]
@@ -288,11 +288,12 @@ def score(rollout: Rollout, verifier: Verifier) -> torch.Tensor:
         try:
             v = verifier(completion, problem.answer)
         except Exception as e:
-            raise RuntimeError(f"reward function {name} raised {type(e).__name__}: {e} on {where}") from e
+            raise RuntimeError(f"reward function {verifier.name} raised {type(e).__name__}: {e} on {where}") from e
         if isinstance(v, (bool, np.bool_, numbers.Integral, float)) and v in (0, 1):
             verdicts.append(float(v))
         else:
-            raise ValueError(f"reward function {name} returned {v!r} on {where}; it must return True/False (or 0/1)")
+            raise ValueError(f"reward function {verifier.name} returned {v!r} on {where}; it must return True/False "
+                             "(or 0/1)")
     return torch.tensor(verdicts, device=rollout.input_ids.device)
 
 

@@ -27,9 +27,16 @@ Fast paths skip the worker: an answer equal to the gold string, and two plain nu
 as False (it comes from the answer, and re-running it would only cost a restart each time); a
 timeout is never memoised, so a later call checks the pair again.
 
-`stats()` gives cumulative counters: `calls`, `unparseable` (no final answer, or too long),
-`timeouts` (every timed-out attempt), `retries` (attempts repeated after a timeout), `errors`
-(worker exceptions, memory errors and crashes) and `worker_restarts`.
+`MathVerifier` is the verifier (`lensrl.rollout.verifier`) every command scores with unless given
+another; `verify_math(completion, gold)` is the process's default instance, `MATH_VERIFIER`, as a
+function; `as_verifier` turns what a caller passes (a verifier, `verify_math` or any plain function)
+into a verifier. Each `MathVerifier` counts in its own `counts` (`VerifyCounts`): `calls`,
+`unparseable` (no final answer, or too long), `timeouts` (every timed-out attempt), `retries`
+(attempts repeated after a timeout), `errors` (worker exceptions, memory errors and crashes) and
+`worker_restarts` (the ones its calls caused), and keeps its own memo. All of them share one
+worker, `WORKER`: the process is an OS resource that takes seconds to start, and a verdict depends
+only on (answer, gold), so one per interpreter is enough, and a study that makes many verifiers does
+not start many processes.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from multiprocessing.connection import Connection
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 
+from lensrl.rollout.verifier import FunctionVerifier, Verifier, VerifierLike, VerifyCounts
+
 MAX_ANSWER_CHARS = 256  # a longer "final answer" is treated as unparseable
 MAX_BOX_TRIES = 16  # unbalanced `\\boxed{` openings skipped before giving up
 DEFAULT_TIMEOUT_S = 3.0
@@ -69,20 +78,6 @@ _WORKER_CODE = (
     "from multiprocessing.connection import Connection; import lensrl.rollout.verify as v; "
     "v._worker_main(Connection(int(sys.argv[2])))"
 )
-
-_STATS = dict.fromkeys(("calls", "unparseable", "timeouts", "retries", "errors", "worker_restarts"), 0)
-_lock = threading.Lock()  # one request at a time on the socket
-_memo: OrderedDict[tuple[str, str], bool] = OrderedDict()
-_memo_lock = threading.Lock()  # separate from `_lock`, so a memoised verdict never waits on the worker
-_worker: tuple[subprocess.Popen[bytes], Connection] | None = None
-_worker_owner_pid = 0  # a forked child must not talk to its parent's worker
-_worker_starts = 0
-_in_process = False  # set once no worker could start
-
-
-def stats() -> dict[str, int]:
-    """A copy of the cumulative counters: calls, unparseable, timeouts, retries, errors, worker_restarts."""
-    return dict(_STATS)
 
 
 def extract_answer(completion: str) -> str | None:
@@ -110,16 +105,66 @@ def verify_math(completion: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S
     """True when the completion's final answer equals `gold` (Math-Verify equivalence).
 
     Returns within about `timeout_s`, or twice that when the first attempt times out and is retried
-    (plus the worker's start-up, a second or two, when it starts or restarts after a kill).
+    (plus the worker's start-up, a second or two, when it starts or restarts after a kill). Counted in
+    `MATH_VERIFIER.counts`.
     """
-    _STATS["calls"] += 1
-    answer = extract_answer(completion)
-    if not answer or len(answer) > MAX_ANSWER_CHARS:
-        _STATS["unparseable"] += 1
-        return False
-    gold = str(gold).strip()
-    fast = _fast_verdict(answer, gold)
-    return fast if fast is not None else _equivalent(answer, gold, timeout_s)
+    return MATH_VERIFIER(completion, gold, timeout_s)
+
+
+def as_verifier(reward: VerifierLike) -> Verifier:
+    """The verifier to score with: a `Verifier` as it is, `verify_math` as `MATH_VERIFIER` (whose counts it
+    keeps), any other plain function wrapped in a `FunctionVerifier`."""
+    if isinstance(reward, Verifier):
+        return reward
+    return MATH_VERIFIER if reward is verify_math else FunctionVerifier(reward)
+
+
+class MathVerifier(Verifier):
+    """The final answer of a completion against the gold answer with Math-Verify (module docstring).
+
+    `timeout_s` bounds each attempt; `worker` is the process that runs Math-Verify (the shared `WORKER`).
+    """
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, worker: MathVerifyWorker | None = None) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        self.worker = WORKER if worker is None else worker
+        self._memo: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._memo_lock = threading.Lock()  # apart from the worker's, so a memoised verdict never waits on it
+
+    def __call__(self, completion: str, gold: str, timeout_s: float | None = None) -> bool:
+        """True when the completion's final answer equals `gold`; `timeout_s` (None: this verifier's)
+        bounds each attempt."""
+        self.counts.calls += 1
+        answer = extract_answer(completion)
+        if not answer or len(answer) > MAX_ANSWER_CHARS:
+            self.counts.unparseable += 1
+            return False
+        gold = str(gold).strip()
+        fast = _fast_verdict(answer, gold)
+        return fast if fast is not None else self._equivalent(answer, gold, self.timeout_s if timeout_s is None
+                                                              else timeout_s)
+
+    def _equivalent(self, answer: str, gold: str, timeout_s: float) -> bool:
+        """Math-Verify's verdict, memoised when definite; a timed-out attempt is retried once, then False."""
+        key = (answer, gold)  # a definite verdict does not depend on the time limit it was reached within
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        verdict = self.worker.verdict(answer, gold, timeout_s, self.counts)
+        if verdict is None:
+            self.counts.timeouts += 1
+            self.counts.retries += 1
+            verdict = self.worker.verdict(answer, gold, timeout_s, self.counts)
+        if verdict is None:
+            self.counts.timeouts += 1
+            return False  # not memoised: the next call with this pair tries again
+        with self._memo_lock:
+            self._memo[key] = verdict
+            if len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return verdict
 
 
 def _fast_verdict(answer: str, gold: str) -> bool | None:
@@ -132,46 +177,6 @@ def _fast_verdict(answer: str, gold: str) -> bool | None:
         if "." not in answer and "." not in gold:
             return False  # distinct integers (unequal decimals go to Math-Verify, which rounds)
     return None
-
-
-def _equivalent(answer: str, gold: str, timeout_s: float) -> bool:
-    """Math-Verify's verdict, memoised when definite; a timed-out attempt is retried once, then False."""
-    key = (answer, gold)  # a definite verdict does not depend on the time limit it was reached within
-    with _memo_lock:
-        if key in _memo:
-            _memo.move_to_end(key)
-            return _memo[key]
-    verdict = _attempt(answer, gold, timeout_s)
-    if verdict is None:
-        _STATS["timeouts"] += 1
-        _STATS["retries"] += 1
-        verdict = _attempt(answer, gold, timeout_s)
-    if verdict is None:
-        _STATS["timeouts"] += 1
-        return False  # not memoised: the next call with this pair tries again
-    with _memo_lock:
-        _memo[key] = verdict
-        if len(_memo) > MEMO_SIZE:
-            _memo.popitem(last=False)
-    return verdict
-
-
-def _attempt(answer: str, gold: str, timeout_s: float) -> bool | None:
-    """One check, in the worker (started if there is none) or in-process; None when it timed out."""
-    global _in_process
-    with _lock:
-        if not _in_process:
-            try:
-                _ensure_worker()
-            except Exception as e:  # e.g. no process spawning here, or no `sys.executable`
-                _in_process = True
-                warnings.warn(f"lensrl.rollout.verify: no worker process ({e!r}); Math-Verify runs in-process "
-                              "with its own timeouts, which cannot stop C-level work (and are off outside the main thread)",
-                              RuntimeWarning, stacklevel=4)
-        if _in_process:
-            in_main_thread = threading.current_thread() is threading.main_thread()
-            return _math_verify(answer, gold, max(1, round(timeout_s)) if in_main_thread else None)
-        return _ask_worker(answer, gold, timeout_s)
 
 
 def _math_verify(answer: str, gold: str, timeout_s: int | None) -> bool | None:
@@ -199,80 +204,115 @@ def _math_verify(answer: str, gold: str, timeout_s: int | None) -> bool | None:
     return None if timed_out else False
 
 
-def _ensure_worker() -> None:
-    """Start the worker if there is none, or if it died (killed from outside, or after a crash)."""
-    global _worker, _worker_owner_pid, _worker_starts
-    if _worker is not None and _worker_owner_pid != os.getpid():
-        _worker = None  # inherited through fork: the process belongs to our parent
-    if _worker is not None and _worker[0].poll() is not None:
-        _stop_worker()
-    if _worker is not None:
-        return
-    conn, child_conn = multiprocessing.Pipe()  # duplex: a socket pair
-    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding the lensrl package
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_CODE, package_parent, str(child_conn.fileno())],
-            pass_fds=(child_conn.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # the caller's stdout may be data; the worker's stderr stays for tracebacks
-        )
-    except BaseException:
+class MathVerifyWorker:
+    """The worker process that runs Math-Verify (module docstring), started on first need and replaced
+    when it dies; one request at a time. Where none can start, `in_process` is set and Math-Verify runs
+    in this process from then on."""
+
+    def __init__(self) -> None:
+        self.in_process = False
+        self._lock = threading.Lock()  # one request at a time on the socket
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._owner_pid = 0  # a forked child must not talk to its parent's worker
+        self._starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id while this process has one."""
+        return self._process.pid if self._process is not None and self._owner_pid == os.getpid() else None
+
+    def verdict(self, answer: str, gold: str, timeout_s: float, counts: VerifyCounts) -> bool | None:
+        """One check, in the worker (started if there is none) or in-process; None when it timed out.
+
+        Errors and restarts are counted in `counts`; timeouts are the caller's to count.
+        """
+        with self._lock:
+            if not self.in_process:
+                try:
+                    self._ensure_started(counts)
+                except Exception as e:  # e.g. no process spawning here, or no `sys.executable`
+                    self.in_process = True
+                    warnings.warn(f"lensrl.rollout.verify: no worker process ({e!r}); Math-Verify runs in-process "
+                                  "with its own timeouts, which cannot stop C-level work (and are off outside the "
+                                  "main thread)", RuntimeWarning, stacklevel=4)
+            if self.in_process:
+                in_main_thread = threading.current_thread() is threading.main_thread()
+                return _math_verify(answer, gold, max(1, round(timeout_s)) if in_main_thread else None)
+            return self._ask(answer, gold, timeout_s, counts)
+
+    def _ensure_started(self, counts: VerifyCounts) -> None:
+        """Start the worker if there is none, or if it died (killed from outside, or after a crash)."""
+        if self._process is not None and self._owner_pid != os.getpid():
+            self._process = self._conn = None  # inherited through fork: the process belongs to our parent
+        if self._process is not None and self._process.poll() is not None:
+            self.stop()
+        if self._process is not None:
+            return
+        conn, child_conn = multiprocessing.Pipe()  # duplex: a socket pair
+        package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding the lensrl package
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, package_parent, str(child_conn.fileno())],
+                pass_fds=(child_conn.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # the caller's stdout may be data; the worker's stderr stays for tracebacks
+            )
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            child_conn.close()  # the worker holds its own copy; without ours, its death is an EOF here
+        try:
+            ready = conn.poll(WORKER_START_TIMEOUT_S) and conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            process.kill()
+            process.wait()
+            conn.close()
+            raise RuntimeError(f"the verifier worker did not start (exit code {process.returncode})")
+        self._process, self._conn, self._owner_pid = process, conn, os.getpid()
+        if self._starts:
+            counts.worker_restarts += 1
+        self._starts += 1
+
+    def stop(self) -> None:
+        """Kill the worker, if this process started one (a new one starts on the next check)."""
+        if self._process is None or self._owner_pid != os.getpid():
+            return
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
         conn.close()
-        raise
-    finally:
-        child_conn.close()  # the worker holds its own copy; without ours, its death is an EOF here
-    try:
-        ready = conn.poll(WORKER_START_TIMEOUT_S) and conn.recv() == "ready"
-    except (EOFError, OSError):
-        ready = False
-    if not ready:
         process.kill()
         process.wait()
-        conn.close()
-        raise RuntimeError(f"the verifier worker did not start (exit code {process.returncode})")
-    _worker, _worker_owner_pid = (process, conn), os.getpid()
-    if _worker_starts:
-        _STATS["worker_restarts"] += 1
-    _worker_starts += 1
 
+    def _ask(self, answer: str, gold: str, timeout_s: float, counts: VerifyCounts) -> bool | None:
+        """The worker's verdict, or None when it timed out (by its own alarm, or killed here at `timeout_s`).
 
-def _stop_worker() -> None:
-    global _worker
-    if _worker is None or _worker_owner_pid != os.getpid():
-        return
-    process, conn = _worker
-    _worker = None
-    conn.close()
-    process.kill()
-    process.wait()
-
-
-atexit.register(_stop_worker)
-
-
-def _ask_worker(answer: str, gold: str, timeout_s: float) -> bool | None:
-    """The worker's verdict, or None when it timed out (by its own alarm, or killed here at `timeout_s`).
-
-    A worker exception or crash is False, counted in `errors`; timeouts are counted by the caller.
-    """
-    assert _worker is not None
-    conn = _worker[1]
-    try:
-        conn.send((answer, gold, timeout_s))
-        if not conn.poll(timeout_s):
-            _stop_worker()
+        A worker exception or crash is False, counted in `errors`.
+        """
+        assert self._conn is not None
+        try:
+            self._conn.send((answer, gold, timeout_s))
+            if not self._conn.poll(timeout_s):
+                self.stop()
+                return None
+            reply = self._conn.recv()
+        except (EOFError, OSError):  # the worker died mid-request
+            counts.errors += 1
+            self.stop()
+            return False
+        if reply == "timeout":
             return None
-        reply = conn.recv()
-    except (EOFError, OSError):  # the worker died mid-request
-        _STATS["errors"] += 1
-        _stop_worker()
-        return False
-    if reply == "timeout":
-        return None
-    if reply == "error":
-        _STATS["errors"] += 1
-    return reply is True
+        if reply == "error":
+            counts.errors += 1
+        return reply is True
+
+
+WORKER = MathVerifyWorker()  # the process's one worker, shared by every MathVerifier
+atexit.register(WORKER.stop)
+MATH_VERIFIER = MathVerifier()  # the default verifier; `verify_math` counts here
 
 
 class _SoftTimeout(BaseException):

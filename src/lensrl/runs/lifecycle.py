@@ -43,11 +43,12 @@ from lensrl.evaluation.evaluate import EvalResult, evaluate
 from lensrl.runs.jsonl import append_jsonl, read_jsonl, write_atomic
 from lensrl.policy.models import autocast
 from lensrl.data.problem import Problem
-from lensrl.rollout.sampler import Rollout, Verifier
+from lensrl.rollout.sampler import Rollout
+from lensrl.rollout.verifier import VerifierLike
 from lensrl.research.samples import sample_table
 from lensrl.seeds import eval_seed
 from lensrl.runs.trackers import Tracker, open_trackers
-from lensrl.rollout.verify import verify_math
+from lensrl.rollout.verify import MATH_VERIFIER
 
 LOCK = "run.lock"
 LOGS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")
@@ -292,7 +293,7 @@ def evaluate_and_log(
     config: TrainConfig,
     step: int,
     folder: RunFolder | None = None,
-    verifier: Verifier = verify_math,
+    verifier: VerifierLike = MATH_VERIFIER,
     world: World = World(),
     synced_gpus: bool = False,
     seed: int | None = None,

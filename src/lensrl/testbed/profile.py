@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lensrl.config import AlgoConfig, ModelConfig, RolloutConfig
+from lensrl.config import LensAlgo, ModelConfig, RolloutConfig
 from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult, evaluate, format_table
 from lensrl.policy.models import load_policy
@@ -87,7 +87,7 @@ class Profile:
         g = chunk.group_size
         pibar = (chunk.seq_logprobs / chunk.lengths).exp().double()
         correct = chunk.correct.bool()
-        advantages = compute_advantages(AlgoConfig(advantage="lens"), chunk).double()
+        advantages = compute_advantages(LensAlgo(), chunk).double()
         self.pibar_right += pibar[correct].tolist()
         self.pibar_wrong += pibar[~correct].tolist()
         answers = [extract_answer(c) for c in chunk.completions]

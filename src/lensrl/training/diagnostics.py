@@ -8,7 +8,8 @@ the update's first minibatch (the first part `update.minibatch_groups` makes) is
     g_lens   with LENS's advantages (`algo.alpha`, `scope`, `d_estimator`, `eps`)
     g_neg    with LENS's advantages kept on the rows of negative (all-wrong) groups and 0 elsewhere
 
-and, over all trainable parameters as one vector:
+(each with the run's `algo` settings where the estimator reads them, else its defaults) and, over
+all trainable parameters as one vector:
 
     diag/cosine           cos(g_grpo, g_lens): 1 when LENS only rescales GRPO's step
     diag/rel_diff         ||g_lens - g_grpo|| / ||g_grpo||: how far LENS's step is from GRPO's
@@ -41,19 +42,18 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from lensrl.runs.checkpoint import latest_checkpoint
-from lensrl.config import AlgoConfig, TrainConfig, load_config
+from lensrl.config import AlgoConfig, TrainConfig, load_config, switch_estimator
 from lensrl.data.sources import load_problems
 from lensrl.estimators import compute_advantages
-from lensrl.policy.models import autocast, load_policy
-from lensrl.data.problem import Problem
-from lensrl.data.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout.sampler import Rollout, behaviour_logprobs, by_length, sample, score
-from lensrl.seeds import DataOrder, rollout_seed
+from lensrl.policy.prepare import prepare
+from lensrl.rollout.collect import collect_rollout
+from lensrl.rollout.sampler import Rollout, by_length
+from lensrl.seeds import rollout_seed
 from lensrl.policy.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
-from lensrl.rollout.verify import verify_math
+from lensrl.rollout.verify import MATH_VERIFIER
 
 TABLE_COLUMNS = {"cosine": "diag/cosine", "rel_diff": "diag/rel_diff", "negative_share": "diag/negative_share",
                  "negative_groups": "diag/negative_groups"}
@@ -67,8 +67,9 @@ def first_minibatch(rollout: Rollout, config: TrainConfig, generator: torch.Gene
 
 
 def estimator_advantages(rollout: Rollout, algo: AlgoConfig, name: str) -> torch.Tensor:  # (N,)
-    """The advantages estimator `name` gives with this run's settings (its `algo` with another `advantage`)."""
-    return compute_advantages(algo.model_copy(update={"advantage": name}), rollout)
+    """The advantages estimator `name` gives with this run's settings where `name` reads them, else its
+    defaults (`config.switch_estimator`)."""
+    return compute_advantages(switch_estimator(algo, name), rollout)
 
 
 def negative_groups(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (Q,) bool
@@ -191,35 +192,19 @@ def resolve_model(model: str, config_path: str | None = None, overrides: Sequenc
     return load_config(base, list(overrides)), str(checkpoint)
 
 
-def scored_rollout(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], config: TrainConfig, seed: int
-) -> Rollout:
-    """Steps 1-3 of a training step in one process: sample, score with `verify_math`, behaviour log-probs."""
-    ro, amp = config.rollout, autocast(config.model, model.device)
-    with amp():
-        rollout = sample(model, tokenizer, problems, ro.group_size, ro.temperature, ro.top_p, ro.max_new_tokens,
-                         ro.generation_batch_size, seed=seed, sampler=ro.sampler)
-    rollout.correct = score(rollout, verify_math)
-    with amp():
-        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, ro.temperature,
-                                                                   config.optim.micro_batch_size)
-    return rollout
-
-
 def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = "") -> list[dict[str, float]]:
     """`gradient_comparison` on `rollouts` fresh rollouts of a model; rollout r is step r + 1 of a run
-    of `config` from these weights (its problems, sampling seed and minibatch shuffle) without updates."""
+    of `config` from these weights without updates: its problems, sampling seed and minibatch shuffle,
+    and the trainer's rollout (`collect_rollout`), scored with `MATH_VERIFIER`."""
     train_problems = load_problems(config.data, config.run.seed)[0]  # data errors before the model loads
-    model, tokenizer = load_policy(config.model, weights)
-    train_set = check_prompt_lengths(format_problems(train_problems, tokenizer, config.prompt), tokenizer,
-                                     model.config, config.rollout, config.data.skip_bad_rows)
-    order = DataOrder(len(train_set), config.run.seed)
+    p = prepare(config, train_problems, weights=weights)
     generator = torch.Generator().manual_seed(config.run.seed)
     results = []
     for r in tqdm(range(rollouts), desc=name or weights, disable=not config.run.progress):
-        problems = [train_set[i] for i in order.take(config.rollout.questions_per_step)]
-        rollout = scored_rollout(model, tokenizer, problems, config, rollout_seed(config.run.seed, r + 1))
-        results.append(gradient_comparison(model, rollout, config, generator))
+        problems = [p.train_set[i] for i in p.order.take(config.rollout.questions_per_step)]
+        rollout = collect_rollout(p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1),
+                                  MATH_VERIFIER).rollout
+        results.append(gradient_comparison(p.model, rollout, config, generator))
         minibatch_groups(rollout, config, generator)  # the shuffle moves on as that step's update would
     return results
 

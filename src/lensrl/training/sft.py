@@ -25,10 +25,9 @@ from lensrl.runs.checkpoint import save_checkpoint
 from lensrl.config import TrainConfig
 from lensrl.data.sources import load_problems
 from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
-from lensrl.policy.models import autocast, load_policy
+from lensrl.policy.models import autocast
+from lensrl.policy.prepare import prepare
 from lensrl.data.problem import Problem
-from lensrl.data.prompts import format_problems
-from lensrl.seeds import DataOrder
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
 
@@ -134,16 +133,16 @@ def sft(config: TrainConfig) -> RunResult:
         raise ValueError("no training problem has a worked solution; sft needs a `solution` field")
     with open_run(config, "sft") as (folder, _):
         torch.manual_seed(run.seed)
-        model, tokenizer = load_policy(config.model)
+        # rows are bounded by sft.max_length, not by the rollout's prompt limit
+        prepared = prepare(config, [p for p in train_problems if p.solution], eval_problems, check_lengths=False)
+        model, tokenizer, train_set, order = prepared.model, prepared.tokenizer, prepared.train_set, prepared.order
+        eval_set = prepared.eval_set
         amp = autocast(config.model, model.device)
-        train_set = [p for p in format_problems(train_problems, tokenizer, config.prompt) if p.solution]
-        eval_set = format_problems(eval_problems, tokenizer, config.prompt)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=config.optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps)
         )
-        order = DataOrder(len(train_set), run.seed)
 
         def save(step: int) -> Path:
             return save_checkpoint(folder.path, step, model, tokenizer, optimizer, scheduler,

@@ -11,8 +11,9 @@ One step:
      minibatch are compared (`lensrl.training.diagnostics`; it changes nothing the run computes).
 Departures from the paper: none in the objective. The sampler is Hugging Face `generate` (or, with
 rollout.sampler=compact, `decode_compact`, the same distribution); evaluation samples at the rollout
-temperature. Under torchrun each rank does steps 1-3 for its share of the groups and the rollout is
-gathered before step 4 (`lensrl.policy.distributed`). The run folder, resume rules and evaluations are
+temperature. Sampling, scoring and log-probs are `lensrl.rollout.collect`'s (shared with `lensrl grad-diff`);
+under torchrun each rank does them for its share of the groups and the rollout is gathered before
+step 4 (`lensrl.policy.distributed`). The run folder, resume rules and evaluations are
 `lensrl.runs.lifecycle`'s; seeds are `lensrl.seeds`'.
 
 Reliability: a checkpoint every `run.save_every` steps holds everything the loop depends on, so
@@ -33,12 +34,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.rollout import verify
 from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data.sources import load_problems
 from lensrl.training.diagnostics import gradient_comparison
 from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
+from lensrl.policy.prepare import prepare
 from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.runs.lifecycle import (
@@ -51,15 +52,16 @@ from lensrl.runs.lifecycle import (
     open_run,
     owned,
 )
-from lensrl.rollout.metrics import rollout_metrics
-from lensrl.policy.models import autocast, is_lora, load_policy
+from lensrl.rollout.collect import collect_rollout
+from lensrl.rollout.metrics import rollout_metrics, verifier_metrics
+from lensrl.policy.models import is_lora, load_policy
 from lensrl.data.problem import Problem
-from lensrl.data.prompts import check_prompt_lengths, format_problems
-from lensrl.rollout.sampler import Rollout, Verifier, behaviour_logprobs, gather_rollout, sample, score
+from lensrl.rollout.sampler import Rollout
+from lensrl.rollout.verifier import Verifier, VerifierLike
 from lensrl.research.samples import sample_record
-from lensrl.seeds import DataOrder, first_chunk, problems_per_chunk, rollout_seed
+from lensrl.seeds import DataOrder, rollout_seed
 from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
-from lensrl.rollout.verify import verify_math
+from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
 
 __all__ = ["NonFiniteError", "RunResult", "Session", "train", "train_or_resume"]
 
@@ -80,8 +82,9 @@ class Session:
     sharded: bool  # FSDP2 under torchrun
 
 
-def train(config: TrainConfig, verifier: Verifier = verify_math, resume: bool = False) -> RunResult:
-    """Run the configured estimator's RL; returns the first and last evaluation.
+def train(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER, resume: bool = False) -> RunResult:
+    """Run the configured estimator's RL, scoring with `verifier` (a plain function is wrapped by
+    `verify.as_verifier`; its counts are logged as verify/* every step); returns the first and last evaluation.
 
     `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
     `lifecycle.resume_checkpoint`). Launched by torchrun / accelerate with several processes, it trains
@@ -93,10 +96,10 @@ def train(config: TrainConfig, verifier: Verifier = verify_math, resume: bool = 
     problems = load_problems(config.data, config.run.seed)
     with GracefulStop() as stop, open_run(config, config.algo.advantage, world, resume) as (folder, checkpoint):
         session = setup(config, world, checkpoint, problems)
-        return loop(config, session, folder, world, checkpoint, verifier, stop)
+        return loop(config, session, folder, world, checkpoint, as_verifier(verifier), stop)
 
 
-def train_or_resume(config: TrainConfig, verifier: Verifier = verify_math) -> RunResult:
+def train_or_resume(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER) -> RunResult:
     """`train` into `run.output_dir`, going on from where an interrupted run of the same config stopped.
 
     For tools that own their run folders (studies, compare): a folder left by a run of a different
@@ -129,34 +132,32 @@ def check_layout(config: TrainConfig, world: World) -> None:
 def setup(
     config: TrainConfig, world: World, checkpoint: Path | None, problems: tuple[list[Problem], list[Problem]]
 ) -> Session:
-    """Load the policy (from the checkpoint when resuming), format the problems, build the optimizer."""
+    """Load the policy (from the checkpoint when resuming) and format the problems (`prepare`), build the
+    optimizer."""
     torch.manual_seed(config.run.seed)
-    model_config = config.model.model_copy(update={"device": device_for(world, config.model.device)})
-    model, tokenizer = load_policy(model_config, checkpoint)
+    device = device_for(world, config.model.device)
+    prepared = prepare(config, *problems, weights=checkpoint, device=device)
+    model, order = prepared.model, prepared.order
     ref_model = None
     if config.algo.kl_coef > 0 and not is_lora(model):  # a frozen copy costs memory: only when it is used
-        ref_model, _ = load_policy(model_config)  # the initial policy, also when resuming
+        # the initial policy, also when resuming
+        ref_model, _ = load_policy(config.model.model_copy(update={"device": device}))
         ref_model.requires_grad_(False).eval()
     sharded = world.distributed and config.run.parallel == "fsdp"
     if sharded:
         model = shard_model(model)
         ref_model = shard_model(ref_model) if ref_model is not None else None
-    train_set, eval_set = (
-        check_prompt_lengths(format_problems(ps, tokenizer, config.prompt), tokenizer, model.config, config.rollout,
-                             config.data.skip_bad_rows)
-        for ps in problems
-    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay)
     warmup = config.optim.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-    order = DataOrder(len(train_set), config.run.seed)
     generator = torch.Generator().manual_seed(config.run.seed)
     if checkpoint:
         state = load_trainer_state(checkpoint, optimizer, scheduler, world)
         order.position = state["data_position"]
         generator.set_state(state["generator"])
-    return Session(model, ref_model, tokenizer, optimizer, scheduler, order, generator, train_set, eval_set, sharded)
+    return Session(model, ref_model, prepared.tokenizer, optimizer, scheduler, order, generator, prepared.train_set,
+                   prepared.eval_set, sharded)
 
 
 def loop(
@@ -214,29 +215,13 @@ def loop(
 def train_step(
     config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier
 ) -> tuple[dict[str, float], Rollout, torch.Tensor]:
-    """Sample, score, behaviour log-probs, advantages and the update of one step; returns its metrics,
-    the (whole) rollout and its advantages."""
-    ro = config.rollout
-    amp = autocast(config.model, s.model.device)
+    """The rollout (`collect_rollout`: sample, score, behaviour log-probs), advantages and the update of
+    one step; returns its metrics, the (whole) rollout and its advantages."""
     t0 = time.perf_counter()
-    problems = [s.train_set[i] for i in s.order.take(ro.questions_per_step)]
-    mine = problems[world.share(len(problems))]  # this rank's share of whole groups
-    per_chunk = problems_per_chunk(ro.generation_batch_size, ro.group_size)
-    verify_before = verify.stats()
-    with amp():
-        rollout = sample(
-            s.model, s.tokenizer, mine, ro.group_size, ro.temperature, ro.top_p, ro.max_new_tokens,
-            ro.generation_batch_size, seed=rollout_seed(config.run.seed, step),
-            first_chunk=first_chunk(world.rank, len(mine), per_chunk), synced_gpus=s.sharded, sampler=ro.sampler,
-        )
-    t_sampled = time.perf_counter()
-    rollout.correct = score(rollout, verifier)
-    verify_counts = {f"verify/{k}": v - verify_before[k] for k, v in verify.stats().items()}
-    t1 = time.perf_counter()
-    with amp():
-        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(s.model, rollout, ro.temperature,
-                                                                   config.optim.micro_batch_size)
-    rollout = gather_rollout(world, rollout, s.tokenizer.pad_token_id)
+    problems = [s.train_set[i] for i in s.order.take(config.rollout.questions_per_step)]
+    collected = collect_rollout(s.model, s.tokenizer, problems, config, rollout_seed(config.run.seed, step), verifier,
+                                world, synced_gpus=s.sharded)
+    rollout, t1 = collected.rollout, time.perf_counter()
     finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
     advantages = compute_advantages(config.algo, rollout) if finite else torch.zeros_like(rollout.correct)
     t2 = time.perf_counter()
@@ -255,7 +240,8 @@ def train_step(
         update = skip_update(s.scheduler, config.optim.updates_per_rollout)
     t4 = time.perf_counter()
     metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
-               **all_reduce_sum(world, verify_counts), **update, **diagnostic, "time/rollout": t1 - t0,
-               "time/sample": t_sampled - t0, "time/reward": t1 - t_sampled, "time/logprobs": t2 - t1,
+               **all_reduce_sum(world, verifier_metrics(collected.verified)), **update, **diagnostic,
+               "time/rollout": collected.sample_s + collected.reward_s, "time/sample": collected.sample_s,
+               "time/reward": collected.reward_s, "time/logprobs": collected.logprobs_s + t2 - t1,
                "time/update": t4 - t3, "time/step": t4 - t0}
     return metrics, rollout, advantages

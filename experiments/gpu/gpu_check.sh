@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of the foundation: the test suite on a CUDA device, then the default LENS run and the same
-# run under GRPO (same seed) on the testbed. Results (JSON) go to $OUT (default: results/gpu_check).
-# Usage on a GPU machine that has torch and transformers: bash scripts/gpu_check.sh
+# run under GRPO (same seed) on the testbed. Results (JSON) go to $OUT (default: results/carry/gpu_check).
+# Usage, from the repository root, on a GPU machine that has torch and transformers:
+#   bash experiments/gpu/gpu_check.sh
 # Missing pure-Python packages may be supplied as wheels in .whl/ (installed into /tmp/site).
 set -euo pipefail
-OUT=${OUT:-results/gpu_check}
+OUT=${OUT:-results/carry/gpu_check}
 source "$(dirname "$0")/gpu_env.sh"
 python3 - <<'PY' | tee "$OUT/device.txt"
 import torch, transformers
