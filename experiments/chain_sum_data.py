@@ -52,16 +52,30 @@ def split_rows(name: str) -> list[dict]:
     direct = random.Random(seed)
     rows = []
     for level, terms in LEVEL_TERMS.items():
-        dataset = reasoning_gym.create_dataset("chain_sum", size=per_level, seed=seed + level, min_terms=terms,
-                                               max_terms=terms, min_digits=DIGITS, max_digits=DIGITS)
+        dataset = reasoning_gym.create_dataset(
+            "chain_sum",
+            size=per_level,
+            seed=seed + level,
+            min_terms=terms,
+            max_terms=terms,
+            min_digits=DIGITS,
+            max_digits=DIGITS,
+        )
         for i, entry in enumerate(dataset):
             solution = worked_solution(entry["metadata"]["expression"])
             if not solution.endswith(f"\\boxed{{{entry['answer']}}}."):
                 raise ValueError(f"worked solution disagrees with reasoning-gym's answer: {entry}")
             if direct.random() < DIRECT_SHARE.get(name, 0.0):
                 solution = solution.splitlines()[-1]
-            rows.append({"id": f"chain_sum-{name}-L{level}-{i}", "problem": entry["question"],
-                         "answer": entry["answer"], "level": level, "solution": solution})
+            rows.append(
+                {
+                    "id": f"chain_sum-{name}-L{level}-{i}",
+                    "problem": entry["question"],
+                    "answer": entry["answer"],
+                    "level": level,
+                    "solution": solution,
+                }
+            )
     return rows
 
 

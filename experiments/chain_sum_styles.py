@@ -40,12 +40,20 @@ def style_table(counts: Counter) -> dict:
     """Per level and overall: share of direct answers and the accuracy of each style."""
     table = {}
     for level in [*sorted({lv for lv, _, _ in counts}), "all"]:
+
         def n(style: str, correct: bool | None = None, level=level) -> int:
-            return sum(c for (lv, s, ok), c in counts.items()
-                       if (level == "all" or lv == level) and s == style and (correct is None or ok == correct))
+            return sum(
+                c
+                for (lv, s, ok), c in counts.items()
+                if (level == "all" or lv == level) and s == style and (correct is None or ok == correct)
+            )
+
         total = n("direct") + n("worked")
-        table[str(level)] = {"samples": total, "direct_share": n("direct") / total,
-                             **{f"{s}_accuracy": (n(s, True) / n(s) if n(s) else None) for s in ("direct", "worked")}}
+        table[str(level)] = {
+            "samples": total,
+            "direct_share": n("direct") / total,
+            **{f"{s}_accuracy": (n(s, True) / n(s) if n(s) else None) for s in ("direct", "worked")},
+        }
     return table
 
 
@@ -55,10 +63,16 @@ def analyse(adapter: Path, step: int, config_path: Path) -> dict:
     model, tokenizer = load_policy(config.model, str(adapter))
     problems = format_problems(problems, tokenizer, config.prompt)
     counts: Counter = Counter()
-    result = evaluate_and_log(model, tokenizer, problems, config, step=step,
-                              on_chunk=lambda chunk: style_counts(chunk, counts))
-    return {"adapter": str(adapter), "step": step, "seed": config.run.seed, "eval": result.to_json(),
-            "styles": style_table(counts)}
+    result = evaluate_and_log(
+        model, tokenizer, problems, config, step=step, on_chunk=lambda chunk: style_counts(chunk, counts)
+    )
+    return {
+        "adapter": str(adapter),
+        "step": step,
+        "seed": config.run.seed,
+        "eval": result.to_json(),
+        "styles": style_table(counts),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(report, indent=2))
         s = report[name]["styles"]["all"]
         pass1 = EvalResult.from_json(report[name]["eval"]).pass_at("all", 1)
-        print(f"{name}: pass@1 {100 * pass1:.2f}, direct answers {100 * s['direct_share']:.1f}%, "
-              f"right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}")
+        print(
+            f"{name}: pass@1 {100 * pass1:.2f}, direct answers {100 * s['direct_share']:.1f}%, "
+            f"right: direct {s['direct_accuracy']}, worked {s['worked_accuracy']}"
+        )
     return 0
 
 

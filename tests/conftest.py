@@ -11,9 +11,16 @@ from lensrl.testbed import build_tokenizer
 def tiny_model_dir(tmp_path_factory):
     tokenizer = build_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_llama")
@@ -25,10 +32,20 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_overrides(model_dir, out_dir, *extra):
     """A run that takes a few seconds on a CPU: 2 steps of 4 questions x 4 samples."""
     return [
-        f"model.name_or_path={model_dir}", f"run.output_dir={out_dir}", "run.steps=2", "run.progress=false",
-        "rollout.questions_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=12",
-        "optim.updates_per_rollout=2", "optim.lr=1e-3", "optim.micro_batch_size=4",
-        "data.train={path: testbed, size: 64}", "data.eval={path: testbed, per_level: 2}", "run.eval_samples=2", *extra,
+        f"model.name_or_path={model_dir}",
+        f"run.output_dir={out_dir}",
+        "run.steps=2",
+        "run.progress=false",
+        "rollout.questions_per_step=4",
+        "rollout.group_size=4",
+        "rollout.max_new_tokens=12",
+        "optim.updates_per_rollout=2",
+        "optim.lr=1e-3",
+        "optim.micro_batch_size=4",
+        "data.train={path: testbed, size: 64}",
+        "data.eval={path: testbed, per_level: 2}",
+        "run.eval_samples=2",
+        *extra,
     ]
 
 
@@ -48,15 +65,27 @@ def tiny_chat_model_dir(tmp_path_factory):
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     corpus = ["What is 2+3? The answer is \\boxed{5}.", "Compute 12-7 step by step: 12-7=5 so \\boxed{5}"] * 20
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML)
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
+    )
     tokenizer.backend_tokenizer.decoder = decoders.ByteLevel()
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_qwen2_chat")
@@ -68,6 +97,7 @@ def tiny_chat_model_dir(tmp_path_factory):
 def nan_behaviour_logprobs_at(monkeypatch, call: int) -> None:
     """Make the trainer's `call`-th behaviour log-prob pass (1-based) return NaN log-probs."""
     from lensrl.rollout import collect
+
     behaviour_logprobs, calls = collect.behaviour_logprobs, [0]
 
     def faulty(*args, **kwargs):

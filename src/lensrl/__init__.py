@@ -50,18 +50,18 @@ if TYPE_CHECKING:
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
+    from lensrl.data.prompts import format_prompt
     from lensrl.data.sources import Problem, load_jsonl, load_problems, load_source
-    from lensrl.training.diagnostics import gradient_comparison
     from lensrl.evaluation.evaluate import evaluate
     from lensrl.policy.models import load_policy
-    from lensrl.data.prompts import format_prompt
-    from lensrl.training.sft import sft
     from lensrl.research.stats import paired_difference
     from lensrl.research.study import run_study
-    from lensrl.testbed.profile import measure_profile
-    from lensrl.training.trainer import train
     from lensrl.rollout.verifier import FunctionVerifier, Verifier
     from lensrl.rollout.verify import MathVerifier, extract_answer, verify_math
+    from lensrl.testbed.profile import measure_profile
+    from lensrl.training.diagnostics import gradient_comparison
+    from lensrl.training.sft import sft
+    from lensrl.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

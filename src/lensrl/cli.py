@@ -30,38 +30,58 @@ def _int_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lensrl", description="RL with verifiable rewards: GRPO and LENS.", epilog=EPILOG,
+        prog="lensrl",
+        description="RL with verifiable rewards: GRPO and LENS.",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train with LENS (default) or GRPO; prints pass@k by level before and after",
-                       epilog=EPILOG)
+    p = sub.add_parser(
+        "train", help="train with LENS (default) or GRPO; prints pass@k by level before and after", epilog=EPILOG
+    )
     _common(p)
-    p.add_argument("--resume", action="store_true",
-                   help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
-                        "config unless --config is given); overrides may only extend run.steps or bookkeeping")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
+        "config unless --config is given); overrides may only extend run.steps or bookkeeping",
+    )
     p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
     p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
-    p.add_argument("--step", type=int, default=0,
-                   help="sample with the seed of a run's evaluation at this step (with run.seed), so that a run's "
-                        "checkpoint reproduces that run's row of eval.jsonl (default: 0)")
+    p.add_argument(
+        "--step",
+        type=int,
+        default=0,
+        help="sample with the seed of a run's evaluation at this step (with run.seed), so that a run's "
+        "checkpoint reproduces that run's row of eval.jsonl (default: 0)",
+    )
     _common(p)
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)
-    p = sub.add_parser("study", help=f"a resumable multi-seed study ({', '.join(STUDIES)}): JSON, table and plots "
-                       "in its results folder", epilog=EPILOG)
+    p = sub.add_parser(
+        "study",
+        help=f"a resumable multi-seed study ({', '.join(STUDIES)}): JSON, table and plots in its results folder",
+        epilog=EPILOG,
+    )
     p.add_argument("name", help=f"which study: {', '.join(STUDIES)}")
     p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's)")
     p.add_argument("--results-dir", help="default: the study's (results/carry/NAME, results/signs/SHORT)")
     p.add_argument("--runs-dir", help="default: runs/study/NAME")
-    p.add_argument("--config", help="base config of every arm, in place of the study's own (default: the study's, "
-                   "e.g. testbed:signs, else the typed defaults)")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: rebuild the report from the run records in RESULTS_DIR/runs/")
+    p.add_argument(
+        "--config",
+        help="base config of every arm, in place of the study's own (default: the study's, "
+        "e.g. testbed:signs, else the typed defaults)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the report from the run records in RESULTS_DIR/runs/",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides under every arm")
-    p = sub.add_parser("sft", help="supervised warm-start on worked solutions (teaches the answer format)",
-                       epilog=EPILOG)
+    p = sub.add_parser(
+        "sft", help="supervised warm-start on worked solutions (teaches the answer format)", epilog=EPILOG
+    )
     _common(p)
     p = sub.add_parser("samples", help="print a run's sample log (samples.jsonl): most confident mistakes first")
     p.add_argument("run", help="run folder")
@@ -72,12 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--output", help="PNG path (default: RUN/curves.png for one run, curves.png for several)")
     p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
-    p = sub.add_parser("grad-diff", help="GRPO vs LENS without seeds: the first minibatch's gradient under both, "
-                       "on fresh rollouts of models, run folders or checkpoints (cosine, rel_diff, negative_share)",
-                       epilog=EPILOG)
-    p.add_argument("models", nargs="+", metavar="MODEL",
-                   help='model folder, hub id, "testbed", or run folder (its newest checkpoint, and its config.yaml '
-                        "unless --config is given)")
+    p = sub.add_parser(
+        "grad-diff",
+        help="GRPO vs LENS without seeds: the first minibatch's gradient under both, "
+        "on fresh rollouts of models, run folders or checkpoints (cosine, rel_diff, negative_share)",
+        epilog=EPILOG,
+    )
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help='model folder, hub id, "testbed", or run folder (its newest checkpoint, and its config.yaml '
+        "unless --config is given)",
+    )
     p.add_argument("--rollouts", type=int, default=3, help="rollouts per model (default: 3)")
     p.add_argument("--output", default="grad_diff.json", help="JSON path (default: grad_diff.json)")
     p.add_argument("--config", help="YAML file of deltas over the defaults (or over a run folder's config.yaml)")
@@ -86,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--testbed", default="carry", help="which testbed: carry (default) or signs")
     p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
-    p = sub.add_parser("testbed-profile", help="what RL starts from on a testbed: pass@k by level at step 0, the "
-                       "confidence of right and wrong answers, LENS's negative-group share, and the testbed's checks")
+    p = sub.add_parser(
+        "testbed-profile",
+        help="what RL starts from on a testbed: pass@k by level at step 0, the "
+        "confidence of right and wrong answers, LENS's negative-group share, and the testbed's checks",
+    )
     p.add_argument("--testbed", default="carry", help="carry (default) or signs")
     p.add_argument("--model-dir", help="policy folder (default: the testbed's base policy)")
     p.add_argument("--problems-per-level", type=int, default=200, help="held-out problems per level (default: 200)")
@@ -115,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint = None
     try:
         return _dispatch(args)
-    except ValueError as e:  # bad input (ConfigError included): a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
+    except (
+        ValueError
+    ) as e:  # bad input (ConfigError included): a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
         if os.environ.get("LENSRL_TRACEBACK"):
             raise
         print(f"lensrl: {e}", file=sys.stderr)
@@ -161,8 +193,11 @@ def _run(args, config) -> int:
 
         result = train(config, resume=args.resume)
         if result.stopped_by:
-            print(f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
-                  f"lensrl train --resume --output-dir {result.output_dir}", file=sys.stderr)
+            print(
+                f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
+                f"lensrl train --resume --output-dir {result.output_dir}",
+                file=sys.stderr,
+            )
             return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
         print(format_table({"before": result.first_eval, "after": result.last_eval}))
         print(f"run folder: {result.output_dir}")
@@ -226,9 +261,11 @@ def _grad_diff(args) -> int:
     models = [m for m in args.models if "=" not in m or Path(m).exists()]
     overrides = [m for m in args.models if m not in models] + list(args.overrides)
     if not models:
-        raise ValueError("grad-diff needs at least one MODEL (a model folder, hub id, \"testbed\" or run folder)")
-    report = {"command": shlex.join(["lensrl", *args.argv]),
-              **measure_gradients(models, args.rollouts, args.config, overrides)}
+        raise ValueError('grad-diff needs at least one MODEL (a model folder, hub id, "testbed" or run folder)')
+    report = {
+        "command": shlex.join(["lensrl", *args.argv]),
+        **measure_gradients(models, args.rollouts, args.config, overrides),
+    }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
@@ -254,10 +291,18 @@ def _testbed_profile(args) -> int:
     from lensrl.seeds import EVAL_SEED
     from lensrl.testbed.profile import report
 
-    results = report(args.testbed, args.model_dir, args.problems_per_level, args.samples,
-                     EVAL_SEED if args.seed is None else args.seed, args.sampler, args.device,
-                     Path(args.json) if args.json else None, Path(args.png) if args.png else None,
-                     shlex.join(["lensrl", *args.argv]))
+    results = report(
+        args.testbed,
+        args.model_dir,
+        args.problems_per_level,
+        args.samples,
+        EVAL_SEED if args.seed is None else args.seed,
+        args.sampler,
+        args.device,
+        Path(args.json) if args.json else None,
+        Path(args.png) if args.png else None,
+        shlex.join(["lensrl", *args.argv]),
+    )
     return 0 if all(results.values()) else 1
 
 

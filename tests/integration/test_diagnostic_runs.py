@@ -36,8 +36,15 @@ def dropout_model_dir(tiny_model_dir, tmp_path_factory):
 
 
 def _run(model_dir, out, every: int):
-    overrides = tiny_overrides(model_dir, out, f"run.steps={STEPS}", "run.save_every=1", "run.keep_checkpoints=5",
-                               "run.sample_every=1", f"run.diagnostic_every={every}")
+    overrides = tiny_overrides(
+        model_dir,
+        out,
+        f"run.steps={STEPS}",
+        "run.save_every=1",
+        "run.keep_checkpoints=5",
+        "run.sample_every=1",
+        f"run.diagnostic_every={every}",
+    )
     train(load_config(overrides=overrides), verifier=_odd_length)
     return out
 
@@ -61,8 +68,15 @@ def test_the_diagnostic_changes_nothing_in_training(dropout_model_dir, run_witho
     with_, without = _metrics(run), _metrics(run_without)
     assert [_without_diagnostic(r) for r in with_] == [_without_diagnostic(r) for r in without]
     assert [r["step"] for r in with_ if "diag/cosine" in r] == steps_with
-    keys = {"diag/cosine", "diag/rel_diff", "diag/negative_share", "diag/grad_norm_grpo", "diag/grad_norm_lens",
-            "diag/negative_groups", "time/diagnostic"}
+    keys = {
+        "diag/cosine",
+        "diag/rel_diff",
+        "diag/negative_share",
+        "diag/grad_norm_grpo",
+        "diag/grad_norm_lens",
+        "diag/negative_groups",
+        "time/diagnostic",
+    }
     for record in with_:
         assert keys <= set(record) if record["step"] in steps_with else not keys & set(record)
         if record["step"] in steps_with:
@@ -70,12 +84,16 @@ def test_the_diagnostic_changes_nothing_in_training(dropout_model_dir, run_witho
     assert not any(k.startswith("diag/") for r in without for k in r)
     for step in range(1, STEPS + 1):  # weights, optimizer, generator and random states after every step
         checkpoint = f"checkpoints/step_{step:06d}"
-        mine, theirs = load_file(run / checkpoint / "model.safetensors"), load_file(
-            run_without / checkpoint / "model.safetensors")
+        mine, theirs = (
+            load_file(run / checkpoint / "model.safetensors"),
+            load_file(run_without / checkpoint / "model.safetensors"),
+        )
         assert all(torch.equal(mine[name], theirs[name]) for name in theirs) and mine.keys() == theirs.keys()
         for state in ("trainer_state.pt", "rng_rank0.pt"):
-            assert _same(torch.load(run / checkpoint / state, weights_only=False),
-                         torch.load(run_without / checkpoint / state, weights_only=False)), (step, state)
+            assert _same(
+                torch.load(run / checkpoint / state, weights_only=False),
+                torch.load(run_without / checkpoint / state, weights_only=False),
+            ), (step, state)
     for log in ("eval.jsonl", "samples.jsonl"):
         assert (run / log).read_text() == (run_without / log).read_text()
 
@@ -96,8 +114,10 @@ def _same(a, b) -> bool:
 def test_a_step_with_nonfinite_logprobs_has_no_diagnostic(tiny_model_dir, tmp_path, monkeypatch):
     nan_behaviour_logprobs_at(monkeypatch, 2)
     out = tmp_path / "run"
-    train(load_config(overrides=tiny_overrides(tiny_model_dir, out, f"run.steps={STEPS}", "run.diagnostic_every=1")),
-          verifier=_odd_length)
+    train(
+        load_config(overrides=tiny_overrides(tiny_model_dir, out, f"run.steps={STEPS}", "run.diagnostic_every=1")),
+        verifier=_odd_length,
+    )
     diagnosed = [any(k.startswith("diag/") or k == "time/diagnostic" for k in m) for m in _metrics(out)]
     assert diagnosed == [True, False, True] and [m["skipped_updates"] for m in _metrics(out)] == [0, 2, 0]
 
@@ -105,12 +125,31 @@ def test_a_step_with_nonfinite_logprobs_has_no_diagnostic(tiny_model_dir, tmp_pa
 def test_grad_diff_reproduces_the_first_step_and_reads_run_folders(tmp_path, capsys):
     # the testbed policy gets mixed groups from the real verifier; its run's step 1 is grad-diff's rollout 0
     run = tmp_path / "run"
-    train(load_config(overrides=tiny_overrides("testbed", run, "run.steps=1", "run.diagnostic_every=1",
-                                               "rollout.max_new_tokens=40", "optim.lr=1e-5")))
+    train(
+        load_config(
+            overrides=tiny_overrides(
+                "testbed", run, "run.steps=1", "run.diagnostic_every=1", "rollout.max_new_tokens=40", "optim.lr=1e-5"
+            )
+        )
+    )
     step_1 = {k: v for k, v in _metrics(run)[0].items() if k.startswith("diag/")}
     out = tmp_path / "out" / "grad_diff.json"
-    assert main(["grad-diff", "testbed", str(run), "--rollouts", "2", "--config", str(run / "config.yaml"),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "grad-diff",
+                "testbed",
+                str(run),
+                "--rollouts",
+                "2",
+                "--config",
+                str(run / "config.yaml"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["command"].startswith("lensrl grad-diff testbed ")
     assert list(report["models"]) == ["testbed", str(run)]

@@ -50,10 +50,16 @@ def test_two_ranks_resume_exactly(tiny_model_dir, tmp_path, parallel):
     _run(2, tiny_overrides(tiny_model_dir, tmp_path / "straight", "run.steps=3", *extra))
     _run(2, tiny_overrides(tiny_model_dir, tmp_path / "resumed", "run.steps=2", *extra))
     _run(2, ["--resume", "--output-dir", str(tmp_path / "resumed"), "run.steps=3"])
-    straight, resumed = (load_file(str(tmp_path / d / "checkpoints/step_000003/model.safetensors"))
-                         for d in ("straight", "resumed"))
+    straight, resumed = (
+        load_file(str(tmp_path / d / "checkpoints/step_000003/model.safetensors")) for d in ("straight", "resumed")
+    )
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
-    rows = [[{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
-             for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("straight", "resumed")]
+    rows = [
+        [
+            {k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in ("straight", "resumed")
+    ]
     assert rows[0] == rows[1]

@@ -15,12 +15,12 @@ from transformers import AutoConfig
 import lensrl.policy.prepare as prepare
 from lensrl.cli import main
 from lensrl.config import RolloutConfig, load_config
+from lensrl.data.prompts import check_prompt_lengths
 from lensrl.data.sources import Problem
 from lensrl.policy.models import load_tokenizer
-from lensrl.data.prompts import check_prompt_lengths
-from lensrl.training.trainer import train
 from lensrl.policy.update import NonFiniteError
 from lensrl.rollout.verifier import FunctionVerifier
+from lensrl.training.trainer import train
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:
@@ -56,8 +56,11 @@ def _metrics(out):
 def test_nan_gradients_skip_the_update_and_count_it(tiny_model_dir, tmp_path, monkeypatch):
     _nan_gradients_in_step_2(monkeypatch)
     out = tmp_path / "skip"
-    train(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=3", "run.save_every=1",
-                                               "run.keep_checkpoints=5")))
+    train(
+        load_config(
+            overrides=tiny_overrides(tiny_model_dir, out, "run.steps=3", "run.save_every=1", "run.keep_checkpoints=5")
+        )
+    )
     assert [m["skipped_updates"] for m in _metrics(out)] == [0, 2, 0]  # both minibatches of step 2
     assert json.loads((out / "summary.json").read_text())["skipped_updates"] == 2
     before, after, final = _weights(out, 1), _weights(out, 2), _weights(out, 3)
@@ -69,8 +72,9 @@ def test_nan_gradients_skip_the_update_and_count_it(tiny_model_dir, tmp_path, mo
 def test_nan_gradients_stop_the_run_and_keep_the_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     _nan_gradients_in_step_2(monkeypatch)
     out = tmp_path / "stop"
-    config = load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=3", "run.save_every=1",
-                                                  "run.on_nonfinite=stop"))
+    config = load_config(
+        overrides=tiny_overrides(tiny_model_dir, out, "run.steps=3", "run.save_every=1", "run.on_nonfinite=stop")
+    )
     with pytest.raises(NonFiniteError, match="step 2: non-finite loss or gradients"):
         train(config)
     assert [m["step"] for m in _metrics(out)] == [1]
@@ -90,13 +94,20 @@ def _raises(completion, gold):
     raise ZeroDivisionError("bug in the reward function")
 
 
-@pytest.mark.parametrize("verifier, error, match", [
-    (_raises, RuntimeError, r"reward function _raises raised ZeroDivisionError: bug in the reward function on "
-                            r"problem '.+' \(gold '.+'\), sample 0"),
-    (lambda c, g: "yes", ValueError, r"returned 'yes' on problem .+; it must return True/False"),
-    (lambda c, g: 0.5, ValueError, r"returned 0\.5 on problem"),
-    (lambda c, g: float("nan"), ValueError, r"returned nan on problem"),
-])
+@pytest.mark.parametrize(
+    "verifier, error, match",
+    [
+        (
+            _raises,
+            RuntimeError,
+            r"reward function _raises raised ZeroDivisionError: bug in the reward function on "
+            r"problem '.+' \(gold '.+'\), sample 0",
+        ),
+        (lambda c, g: "yes", ValueError, r"returned 'yes' on problem .+; it must return True/False"),
+        (lambda c, g: 0.5, ValueError, r"returned 0\.5 on problem"),
+        (lambda c, g: float("nan"), ValueError, r"returned nan on problem"),
+    ],
+)
 def test_a_broken_reward_function_is_a_clear_error(tiny_model_dir, tmp_path, verifier, error, match):
     config = load_config(overrides=tiny_overrides(tiny_model_dir, tmp_path / "run", "run.steps=1"))
     with pytest.raises(error, match=match):
@@ -118,8 +129,14 @@ def test_a_user_verifiers_timeouts_and_errors_are_counted_in_every_step(tiny_mod
     out = tmp_path / "counted"
     train(load_config(overrides=tiny_overrides(tiny_model_dir, out)), verifier)
     # 4 questions x 4 samples = 16 calls a step: any 16 calls in a row hold 4 of each kind
-    step = {"verify/calls": 16, "verify/unparseable": 0, "verify/timeouts": 4, "verify/retries": 0,
-            "verify/errors": 4, "verify/worker_restarts": 0}
+    step = {
+        "verify/calls": 16,
+        "verify/unparseable": 0,
+        "verify/timeouts": 4,
+        "verify/retries": 0,
+        "verify/errors": 4,
+        "verify/worker_restarts": 0,
+    }
     assert [{k: v for k, v in m.items() if k.startswith("verify/")} for m in _metrics(out)] == [step, step]
     assert verifier.counts.calls == calls[0]  # the evaluations were scored (and counted) by it too
     assert verifier.counts.timeouts == (calls[0] + 3) // 4
@@ -128,12 +145,18 @@ def test_a_user_verifiers_timeouts_and_errors_are_counted_in_every_step(tiny_mod
 def test_prompts_over_the_limit_are_an_error_or_skipped_and_counted(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model_config = AutoConfig.from_pretrained(tiny_model_dir)  # 256 positions
-    problems = [Problem(prompt="What is 2+3?", answer="5", id="short"), Problem(prompt="1+" * 40 + "1", answer="41", id="long")]
+    problems = [
+        Problem(prompt="What is 2+3?", answer="5", id="short"),
+        Problem(prompt="1+" * 40 + "1", answer="41", id="long"),
+    ]
     lengths = [len(tokenizer(p.prompt, add_special_tokens=False).input_ids) for p in problems]
     limit = RolloutConfig(max_prompt_tokens=lengths[0])
     assert lengths[1] > lengths[0]
-    with pytest.raises(ValueError, match=rf"problem 'long' has a prompt of {lengths[1]} tokens, over the limit of "
-                                         rf"{lengths[0]}.*data.skip_bad_rows"):
+    with pytest.raises(
+        ValueError,
+        match=rf"problem 'long' has a prompt of {lengths[1]} tokens, over the limit of "
+        rf"{lengths[0]}.*data.skip_bad_rows",
+    ):
         check_prompt_lengths(problems, tokenizer, model_config, limit)
     with pytest.warns(UserWarning, match="skipped 1 problem"):
         assert check_prompt_lengths(problems, tokenizer, model_config, limit, skip=True) == problems[:1]

@@ -65,8 +65,9 @@ def test_a_second_train_while_the_first_runs_is_refused(tiny_model_dir, tmp_path
                 break
             assert first.poll() is None, "the first run ended early"
             time.sleep(0.1)
-        second = subprocess.run([sys.executable, *args[:3], "--resume", *args[3:]], capture_output=True, text=True,
-                                timeout=300)
+        second = subprocess.run(
+            [sys.executable, *args[:3], "--resume", *args[3:]], capture_output=True, text=True, timeout=300
+        )
         assert second.returncode == 2 and f"in use by process {first.pid}" in second.stderr
     finally:
         first.kill()
@@ -74,8 +75,12 @@ def test_a_second_train_while_the_first_runs_is_refused(tiny_model_dir, tmp_path
 
 
 def test_bad_model_paths_are_one_line_errors(tmp_path, capsys):
-    assert main(["train", "model.name_or_path=/nonexistent/model", "run.progress=false",
-                 f"run.output_dir={tmp_path / 'a'}"]) == 2
+    assert (
+        main(
+            ["train", "model.name_or_path=/nonexistent/model", "run.progress=false", f"run.output_dir={tmp_path / 'a'}"]
+        )
+        == 2
+    )
     assert "lensrl: cannot load the tokenizer from '/nonexistent/model': no such folder" in capsys.readouterr().err
     assert main(["eval", "/nonexistent"]) == 2
     assert "lensrl: cannot load the tokenizer from '/nonexistent': no such folder" in capsys.readouterr().err
@@ -97,8 +102,19 @@ def test_data_errors_come_before_the_model_loads(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(prepare, "load_policy", no_model)  # train, eval and sft all load it there
     for command in ("train", "eval", "sft"):
         # a model that does not exist: only the data error can be reported first
-        assert main([command, "model.name_or_path=/nonexistent/model", f"data.train={bad}", f"data.eval={bad}",
-                     f"run.output_dir={tmp_path / command}", "run.progress=false"]) == 2
+        assert (
+            main(
+                [
+                    command,
+                    "model.name_or_path=/nonexistent/model",
+                    f"data.train={bad}",
+                    f"data.eval={bad}",
+                    f"run.output_dir={tmp_path / command}",
+                    "run.progress=false",
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert err.startswith("lensrl: ") and f"{bad}:2" in err, (command, err)
 

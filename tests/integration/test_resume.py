@@ -24,8 +24,9 @@ STEPS = 6
 
 
 def _config(model_dir, out, *extra):
-    return load_config(overrides=tiny_overrides(model_dir, out, f"run.steps={STEPS}", "run.save_every=1",
-                                                "run.eval_every=2", *extra))
+    return load_config(
+        overrides=tiny_overrides(model_dir, out, f"run.steps={STEPS}", "run.save_every=1", "run.eval_every=2", *extra)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,12 @@ def assert_same_run(run: Path, reference: Path, steps: int = STEPS) -> None:
 
 def _launch(model_dir, out, *extra) -> subprocess.Popen:
     overrides = tiny_overrides(model_dir, out, f"run.steps={STEPS}", "run.save_every=1", "run.eval_every=2", *extra)
-    return subprocess.Popen([sys.executable, "-m", "lensrl.cli", "train", *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lensrl.cli", "train", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -105,8 +110,11 @@ def test_sigterm_finishes_the_step_saves_and_exits_then_resumes(tiny_model_dir, 
 
 def test_a_finished_run_extends_to_more_steps_exactly(tiny_model_dir, tmp_path, reference_run):
     out = tmp_path / "extended"
-    train(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=2", "run.save_every=1",
-                                               "run.eval_every=2")))
+    train(
+        load_config(
+            overrides=tiny_overrides(tiny_model_dir, out, "run.steps=2", "run.save_every=1", "run.eval_every=2")
+        )
+    )
     train(_config(tiny_model_dir, out), resume=True)
     assert_same_run(out, reference_run)
 

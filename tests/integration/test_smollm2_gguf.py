@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM
 from lensrl.config import ModelConfig, PromptConfig, RolloutConfig
 from lensrl.core.advantages import lens_advantages
 from lensrl.core.loss import policy_loss
+from lensrl.data.prompts import format_problems
 from lensrl.data.sources import Problem
 from lensrl.policy.models import load_policy
-from lensrl.data.prompts import format_problems
 from lensrl.rollout.sampler import behaviour_logprobs, response_logprobs, sample, score
 from lensrl.rollout.verify import verify_math
 
@@ -42,7 +42,7 @@ def test_gguf_loads_as_a_plain_llama_with_its_chat_template(smollm2):
     assert problem.prompt.endswith("<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
     ids = tokenizer(problem.prompt, return_tensors="pt", add_special_tokens=False)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "5" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "5" in tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_rollout_and_a_lens_step_through_the_shared_code_path(smollm2, tmp_path):
@@ -63,8 +63,9 @@ def test_rollout_and_a_lens_step_through_the_shared_code_path(smollm2, tmp_path)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     r = rollout.response_mask.shape[1]
     lp, _ = response_logprobs(model, rollout.input_ids, rollout.prompt_mask, r, 1.0)
-    torch.testing.assert_close(lp * rollout.response_mask, rollout.logprobs_old * rollout.response_mask,
-                               atol=1e-4, rtol=1e-4)  # same weights: the ratio starts at 1
+    torch.testing.assert_close(
+        lp * rollout.response_mask, rollout.logprobs_old * rollout.response_mask, atol=1e-4, rtol=1e-4
+    )  # same weights: the ratio starts at 1
     loss, _ = policy_loss(lp, rollout.logprobs_old, adv, rollout.response_mask)
     loss.backward()
     optimizer.step()

@@ -44,8 +44,9 @@ def _checkpointed_step(run_dir) -> int:
 
 def test_random_kills_and_resumes_lose_and_repeat_nothing(tiny_model_dir, tmp_path):
     steps = int(os.environ.get("LENSRL_SOAK_STEPS", "40"))
-    overrides = tiny_overrides(tiny_model_dir, tmp_path / "unused", f"run.steps={steps}", "run.save_every=2",
-                               "run.eval_every=5")
+    overrides = tiny_overrides(
+        tiny_model_dir, tmp_path / "unused", f"run.steps={steps}", "run.save_every=2", "run.eval_every=5"
+    )
     overrides = [o for o in overrides if not o.startswith("run.output_dir")]
     reference, soaked = tmp_path / "reference", tmp_path / "soaked"
     train(load_config(overrides=[*overrides, f"run.output_dir={reference}"]))
@@ -55,8 +56,12 @@ def test_random_kills_and_resumes_lose_and_repeat_nothing(tiny_model_dir, tmp_pa
     while not (soaked / "summary.json").exists():
         assert launches < 4 * steps, "the run never finished"
         start, target = time.time(), _checkpointed_step(soaked) + rng.randint(1, 4)
-        proc = subprocess.Popen([sys.executable, "-m", "lensrl.cli", "train", "--resume", "--output-dir", str(soaked),
-                                 *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lensrl.cli", "train", "--resume", "--output-dir", str(soaked), *overrides],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         launches += 1
         if rng.random() < 1 / 8:
             time.sleep(rng.uniform(0.0, 3.0))

@@ -23,8 +23,20 @@ RERUN = Path("results/carry/main/rerun")
 
 def _study_args(model_dir, tmp_path, *extra, name="main", seeds="0,1", runs="runs", results="results"):
     overrides = [o for o in tiny_overrides(model_dir, tmp_path / "unused") if not o.startswith("run.output_dir")]
-    return ["study", name, "--seeds", seeds, "--runs-dir", str(tmp_path / runs),
-            "--results-dir", str(tmp_path / results), *overrides, "run.steps=1", "run.eval_every=1", *extra]
+    return [
+        "study",
+        name,
+        "--seeds",
+        seeds,
+        "--runs-dir",
+        str(tmp_path / runs),
+        "--results-dir",
+        str(tmp_path / results),
+        *overrides,
+        "run.steps=1",
+        "run.eval_every=1",
+        *extra,
+    ]
 
 
 def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, capsys):
@@ -52,13 +64,23 @@ def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, ca
 
 
 def test_a_study_reuses_the_runs_another_study_already_trained(tiny_model_dir, tmp_path):
-    assert main(_study_args(tiny_model_dir, tmp_path, name="main", seeds="0", runs="study/main",
-                            results="results_main")) == 0
-    assert main(_study_args(tiny_model_dir, tmp_path, name="remedies", seeds="0", runs="study/remedies",
-                            results="results_remedies")) == 0
+    assert (
+        main(_study_args(tiny_model_dir, tmp_path, name="main", seeds="0", runs="study/main", results="results_main"))
+        == 0
+    )
+    assert (
+        main(
+            _study_args(
+                tiny_model_dir, tmp_path, name="remedies", seeds="0", runs="study/remedies", results="results_remedies"
+            )
+        )
+        == 0
+    )
     # grpo and lens are the same configs in both studies: only the two new arms were trained
     assert sorted(p.name for p in (tmp_path / "study" / "remedies").iterdir()) == [
-        "grpo_filtered_seed0", "uniform_negative_seed0"]
+        "grpo_filtered_seed0",
+        "uniform_negative_seed0",
+    ]
     for arm in ("grpo", "lens"):
         main_run = json.loads((tmp_path / "results_main" / "runs" / f"{arm}_seed0.json").read_text())
         reused = json.loads((tmp_path / "results_remedies" / "runs" / f"{arm}_seed0.json").read_text())
@@ -77,8 +99,13 @@ def test_filtered_groups_leave_an_all_negative_rollout_without_update(tiny_model
     # but under LENS the negative groups stay in the update
     for algo, share in (("grpo", 0.0), ("lens", 1.0)):
         out = tmp_path / algo
-        train(load_config(overrides=tiny_overrides(tiny_model_dir, out, f"algo.advantage={algo}",
-                                                   "algo.filter_groups=true", "run.steps=1")))
+        train(
+            load_config(
+                overrides=tiny_overrides(
+                    tiny_model_dir, out, f"algo.advantage={algo}", "algo.filter_groups=true", "run.steps=1"
+                )
+            )
+        )
         metrics = json.loads((out / "metrics.jsonl").read_text())
         assert metrics["groups/negative"] == 1.0 and metrics["groups/updated"] == share
 
@@ -93,20 +120,29 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
     base = [o for o in tiny_overrides(tiny_model_dir, tmp_path / "unused") if not o.startswith("run.")]
     base.append("run.eval_every=1")
     short = Study("short", "q", (Arm("grpo", ("algo.advantage=grpo",)),), overrides=(*base, "run.steps=1"))
-    long = Study("long", "q", (Arm("grpo", ("algo.advantage=grpo",), steps_factor=3),),
-                 overrides=(*base, "run.steps=1"))
+    long = Study(
+        "long", "q", (Arm("grpo", ("algo.advantage=grpo",), steps_factor=3),), overrides=(*base, "run.steps=1")
+    )
     for study in (short, long):
         runs = tmp_path / "study" / study.name
-        train_arms(study, [0], lambda arm, seed, s=study, r=runs: arm_config(s, arm, seed, r, None,
-                                                                            ["run.progress=false"]),
-                   tmp_path / "records" / study.name, search_root=tmp_path / "study")
+        train_arms(
+            study,
+            [0],
+            lambda arm, seed, s=study, r=runs: arm_config(s, arm, seed, r, None, ["run.progress=false"]),
+            tmp_path / "records" / study.name,
+            search_root=tmp_path / "study",
+        )
     extended = tmp_path / "study" / "long" / "grpo_seed0"
     assert (extended / "checkpoints" / "step_000003").is_dir()
-    first_step = [(run / "metrics.jsonl").read_text().splitlines()[0] for run in (extended, tmp_path / "study" / "short"
-                                                                                  / "grpo_seed0")]
+    first_step = [
+        (run / "metrics.jsonl").read_text().splitlines()[0]
+        for run in (extended, tmp_path / "study" / "short" / "grpo_seed0")
+    ]
     assert first_step[0] == first_step[1]  # step 1 was not retrained: its timings are the short run's
-    scratch = load_config(None, [*base, "algo.advantage=grpo", "run.steps=3", "run.progress=false",
-                                 f"run.output_dir={tmp_path / 'scratch'}"])
+    scratch = load_config(
+        None,
+        [*base, "algo.advantage=grpo", "run.steps=3", "run.progress=false", f"run.output_dir={tmp_path / 'scratch'}"],
+    )
     train(scratch)
 
     def lines(run, name):
@@ -115,8 +151,9 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
 
     for name in ("metrics.jsonl", "eval.jsonl"):
         assert lines(extended, name) == lines(tmp_path / "scratch", name), name
-    weights = [load_file(run / "checkpoints" / "step_000003" / "model.safetensors")
-               for run in (extended, tmp_path / "scratch")]
+    weights = [
+        load_file(run / "checkpoints" / "step_000003" / "model.safetensors") for run in (extended, tmp_path / "scratch")
+    ]
     assert weights[0].keys() == weights[1].keys()
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
 
@@ -136,8 +173,9 @@ def test_a_committed_study_report_regenerates_byte_for_byte_from_its_records(nam
     args, overrides = build_parser().parse_known_args(command[1:])
     assert (command[0], args.command, args.name) == ("lensrl", "study", name) and all("=" in o for o in overrides)
     shutil.copytree(committed / "runs", tmp_path / folder.name / "runs")
-    report_from_records(name, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name,
-                        figures=False)
+    report_from_records(
+        name, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name, figures=False
+    )
     for file in ("study.json", "study.md"):
         assert (tmp_path / folder.name / file).read_bytes() == (committed / file).read_bytes(), file
 

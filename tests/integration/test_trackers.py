@@ -15,8 +15,8 @@ import pytest
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.runs.jsonl import read_jsonl
 from lensrl.research.samples import sample_table
+from lensrl.runs.jsonl import read_jsonl
 from lensrl.runs.trackers import open_trackers
 from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
@@ -86,8 +86,17 @@ def test_tensorboard_gets_metrics_evaluations_config_and_samples(tiny_model_dir,
     train(load_config(overrides=tiny_run(tiny_model_dir, run, "tensorboard")))
     metrics, tables = logged(run)
     events = tensorboard_events(run)
-    for key in ("reward", "loss/policy", "pibar/correct", "time/step", "eval/pass@1", "eval/all_wrong",
-                "eval/L1/pass@2", "eval/unparseable", "eval/response_tokens"):
+    for key in (
+        "reward",
+        "loss/policy",
+        "pibar/correct",
+        "time/step",
+        "eval/pass@1",
+        "eval/all_wrong",
+        "eval/L1/pass@2",
+        "eval/unparseable",
+        "eval/response_tokens",
+    ):
         assert {e.step for e in events.Scalars(key)} == ({0, 2} if key.startswith("eval/") else {1, 2}), key
     for key in ("reward", "pibar/correct", "eval/pass@1"):  # pibar/correct: NaN with no correct response
         assert {e.step: e.value for e in events.Scalars(key)} == pytest.approx(metrics[key], rel=1e-6, nan_ok=True)
@@ -124,8 +133,13 @@ def test_tensorboard_table_is_markdown_with_short_one_line_cells(tmp_path):
 
 def wandb_records(run_dir: Path) -> list[dict]:
     """The records of one offline W&B run, read by W&B's own reader of its transaction log."""
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(run_dir), "--json"],
-                         capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", str(run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -244,8 +258,9 @@ def in_trackio_subprocess(args: list[str], store: Path, cwd: Path) -> str:
 
 
 def trackio_get(store: Path, cwd: Path, what: str, *args: str) -> dict:
-    out = in_trackio_subprocess([sys.executable, "-m", "trackio.cli", "get", what, "--project", "lensrl", *args,
-                                 "--json"], store, cwd)
+    out = in_trackio_subprocess(
+        [sys.executable, "-m", "trackio.cli", "get", what, "--project", "lensrl", *args, "--json"], store, cwd
+    )
     return json.loads(out)
 
 
@@ -274,10 +289,12 @@ def test_trackio_local_project_gets_everything_and_resumes_the_same_run(tiny_mod
 
 def test_trackio_table_and_metrics_at_the_unit_level(tmp_path):
     store = tmp_path / "trackio"
-    code = ("import sys; from pathlib import Path; "
-            "from tests.integration.test_trackers import COLUMNS, METRICS, ROWS, open_one; "
-            "t = open_one('trackio', Path(sys.argv[1])); t.log(METRICS, 3); "
-            "t.log_table('samples', COLUMNS, ROWS, 3); t.close()")
+    code = (
+        "import sys; from pathlib import Path; "
+        "from tests.integration.test_trackers import COLUMNS, METRICS, ROWS, open_one; "
+        "t = open_one('trackio', Path(sys.argv[1])); t.log(METRICS, 3); "
+        "t.log_table('samples', COLUMNS, ROWS, 3); t.close()"
+    )
     in_trackio_subprocess([sys.executable, "-c", code, str(tmp_path / "run")], store, tmp_path)
     assert trackio_metric(store, tmp_path, "run", "reward") == {3: 0.25}
     assert math.isnan(trackio_metric(store, tmp_path, "run", "loss")[3])

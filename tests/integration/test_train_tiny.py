@@ -27,8 +27,19 @@ def test_lens_trains_tiny_model_and_writes_run_folder(tiny_model_dir, tmp_path):
         assert (out / name).exists(), name
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
-    for key in ("reward", "groups/negative", "groups/mixed", "groups/all_correct", "pibar/wrong", "clipfrac",
-                "approx_kl", "entropy", "response_len/mean", "adv/negative_group_share", "grad_norm"):
+    for key in (
+        "reward",
+        "groups/negative",
+        "groups/mixed",
+        "groups/all_correct",
+        "pibar/wrong",
+        "clipfrac",
+        "approx_kl",
+        "entropy",
+        "response_len/mean",
+        "adv/negative_group_share",
+        "grad_norm",
+    ):
         assert key in metrics[0], key
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2]
@@ -64,20 +75,33 @@ def test_behaviour_logprobs_match_sampling_distribution(tiny_model_dir):
     # recompute them with one forward pass and compare with generate's own (tempered) scores.
     model, tokenizer = load_policy(load_config(overrides=[f"model.name_or_path={tiny_model_dir}"]).model)
     problems = generate_problems(3, levels=[1, 3, 5], seed=1)  # prompts of different lengths: left padding
-    rollout = sample(model, tokenizer, problems, RolloutConfig(group_size=2, temperature=0.7, max_new_tokens=8,
-                                                               generation_batch_size=64), seed=0)
+    rollout = sample(
+        model,
+        tokenizer,
+        problems,
+        RolloutConfig(group_size=2, temperature=0.7, max_new_tokens=8, generation_batch_size=64),
+        seed=0,
+    )
     lp, _ = behaviour_logprobs(model, rollout, temperature=0.7, micro_batch_size=4)
 
     torch.manual_seed(0)
     enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
     out = model.generate(
-        input_ids=enc["input_ids"].repeat_interleave(2, 0), attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
-        do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, output_scores=True,
-        return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        input_ids=enc["input_ids"].repeat_interleave(2, 0),
+        attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=8,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     scores = torch.stack(out.scores, dim=1).log_softmax(-1)  # (N, R, V), already divided by T
-    tokens = out.sequences[:, enc["input_ids"].shape[1]:]
-    assert torch.equal(tokens, rollout.input_ids[:, rollout.prompt_len:])
+    tokens = out.sequences[:, enc["input_ids"].shape[1] :]
+    assert torch.equal(tokens, rollout.input_ids[:, rollout.prompt_len :])
     expected = scores.gather(-1, tokens[..., None]).squeeze(-1)
     mask = rollout.response_mask > 0
     torch.testing.assert_close(lp[mask], expected[mask], atol=1e-4, rtol=1e-4)
@@ -108,9 +132,18 @@ def test_lora_run_with_kl_trains_adapters_and_its_checkpoint_evaluates(tiny_chat
 
     from lensrl.cli import main
 
-    args = ["eval", str(ckpt), "--output-dir", str(tmp_path / "eval"), f"model.name_or_path={tiny_chat_model_dir}",
-            "model.lora.r=4", "data.eval={path: testbed, per_level: 1}", "run.eval_samples=2",
-            "rollout.max_new_tokens=4", "run.progress=false"]
+    args = [
+        "eval",
+        str(ckpt),
+        "--output-dir",
+        str(tmp_path / "eval"),
+        f"model.name_or_path={tiny_chat_model_dir}",
+        "model.lora.r=4",
+        "data.eval={path: testbed, per_level: 1}",
+        "run.eval_samples=2",
+        "rollout.max_new_tokens=4",
+        "run.progress=false",
+    ]
     assert main(args) == 0
     assert (tmp_path / "eval" / "eval.jsonl").exists()
 
@@ -125,13 +158,28 @@ def test_a_run_continues_training_a_saved_adapter(tiny_chat_model_dir, tmp_path)
     from lensrl.cli import main
 
     # the second run's step-0 evaluation is `lensrl eval` of the saved adapter (same seed, same policy)
-    assert main(["eval", str(start), "--output-dir", str(tmp_path / "eval"),
-                 f"model.name_or_path={tiny_chat_model_dir}", "data.eval={path: testbed, per_level: 2}",
-                 "run.eval_samples=2", "rollout.max_new_tokens=12", "run.progress=false"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(start),
+                "--output-dir",
+                str(tmp_path / "eval"),
+                f"model.name_or_path={tiny_chat_model_dir}",
+                "data.eval={path: testbed, per_level: 2}",
+                "run.eval_samples=2",
+                "rollout.max_new_tokens=12",
+                "run.progress=false",
+            ]
+        )
+        == 0
+    )
     evals = [json.loads((run / "eval.jsonl").read_text().splitlines()[0]) for run in (tmp_path / "eval", second)]
     assert evals[0] == evals[1]
-    before, after = load_file(str(start / "adapter_model.safetensors")), load_file(
-        str(second / "checkpoints" / "step_000001" / "adapter_model.safetensors"))
+    before, after = (
+        load_file(str(start / "adapter_model.safetensors")),
+        load_file(str(second / "checkpoints" / "step_000001" / "adapter_model.safetensors")),
+    )
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
 
     with pytest.raises(ValueError, match="must then stay 0"):
@@ -139,8 +187,9 @@ def test_a_run_continues_training_a_saved_adapter(tiny_chat_model_dir, tmp_path)
     with pytest.raises(ValueError, match="KL reference"):
         load_config(overrides=[f"model.adapter={start}", "algo.kl_coef=0.1"])
     with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
-        load_policy(load_config(overrides=[f"model.name_or_path={tiny_chat_model_dir}",
-                                           f"model.adapter={tmp_path}"]).model)
+        load_policy(
+            load_config(overrides=[f"model.name_or_path={tiny_chat_model_dir}", f"model.adapter={tmp_path}"]).model
+        )
 
 
 def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_path):
@@ -158,16 +207,24 @@ def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_pat
         enc = tokenizer([p.prompt for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(0)
         out = model.generate(
-            input_ids=enc["input_ids"].repeat_interleave(16, 0), attention_mask=enc["attention_mask"].repeat_interleave(16, 0),
-            generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=24,
-                                               pad_token_id=tokenizer.pad_token_id, eos_token_id=[tokenizer.eos_token_id]),
+            input_ids=enc["input_ids"].repeat_interleave(16, 0),
+            attention_mask=enc["attention_mask"].repeat_interleave(16, 0),
+            generation_config=GenerationConfig(
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=24,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=[tokenizer.eos_token_id],
+            ),
         )
         model.generation_config = saved
-        return out[:, enc["input_ids"].shape[1]:]
+        return out[:, enc["input_ids"].shape[1] :]
 
     def same(tokens):
         width = min(tokens.shape[1], rollout.response_mask.shape[1])
-        mine = rollout.input_ids[:, -rollout.response_mask.shape[1]:][:, :width]
+        mine = rollout.input_ids[:, -rollout.response_mask.shape[1] :][:, :width]
         return bool(((mine == tokens[:, :width]) | (rollout.response_mask[:, :width] == 0)).all())
 
     assert same(generate(GenerationConfig()))  # pure tempered sampling

@@ -25,9 +25,21 @@ TEMPERATURE = 0.7
 
 def _config(cls, tmp_path, **overrides):
     kwargs = dict(
-        output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-        max_steps=2, per_device_train_batch_size=2 * G, num_generations=G, max_completion_length=8,
-        temperature=TEMPERATURE, learning_rate=1e-2, logging_steps=1, seed=0, disable_tqdm=True, shuffle_dataset=False,
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        max_steps=2,
+        per_device_train_batch_size=2 * G,
+        num_generations=G,
+        max_completion_length=8,
+        temperature=TEMPERATURE,
+        learning_rate=1e-2,
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        shuffle_dataset=False,
     )
     kwargs.update(overrides)
     return cls(**kwargs)
@@ -100,10 +112,18 @@ def test_lens_trainer_trains_tiny_chat_model_and_logs_lens_metrics(tiny_chat_mod
     questions = [("What is 2+3?", "5"), ("Compute 12-7.", "5"), ("What is 1+1?", "2"), ("What is 3*3?", "9")]
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": a} for q, a in questions * 2])
     args = _config(  # TRL's default gradient checkpointing stays on; one evaluation at the end
-        LensGRPOConfig, tmp_path, lens_alpha=0.5, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=G,
+        LensGRPOConfig,
+        tmp_path,
+        lens_alpha=0.5,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_eval_batch_size=G,
     )
     trainer = LensGRPOTrainer(
-        model=str(tiny_chat_model_dir), reward_funcs=math_reward, train_dataset=ds, eval_dataset=ds.select([0]),
+        model=str(tiny_chat_model_dir),
+        reward_funcs=math_reward,
+        train_dataset=ds,
+        eval_dataset=ds.select([0]),
         args=args,
     )
     assert trainer.lens_alpha == 0.5 and trainer.lens_scope == "all" and trainer.lens_d_estimator == "normalized"
@@ -138,7 +158,9 @@ def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir,
     ds, trl_has_old = _text_dataset(), "steps_per_generation" in schedule
     reward = _parity_reward()
     lens = RecordingLensTrainer(
-        model=str(tiny_model_dir), reward_funcs=reward, train_dataset=ds,
+        model=str(tiny_model_dir),
+        reward_funcs=reward,
+        train_dataset=ds,
         args=_config(LensGRPOConfig, tmp_path / "lens", **schedule),
     )
     lens.train()
@@ -171,7 +193,9 @@ def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir,
         assert rec["advantages"][neg].abs().min() > 0, "a negative group got zero LENS advantages"
 
     grpo = RecordingGRPOTrainer(
-        model=str(tiny_model_dir), reward_funcs=_parity_reward(), train_dataset=ds,
+        model=str(tiny_model_dir),
+        reward_funcs=_parity_reward(),
+        train_dataset=ds,
         args=_config(GRPOConfig, tmp_path / "grpo", **schedule),
     )
     grpo.train()
@@ -184,8 +208,10 @@ def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir,
 
 def test_non_binary_rewards_raise(tiny_model_dir, tmp_path):
     trainer = LensGRPOTrainer(
-        model=str(tiny_model_dir), reward_funcs=lambda completions, **kw: [0.5] * len(completions),
-        train_dataset=_text_dataset(), args=_config(LensGRPOConfig, tmp_path, max_steps=1),
+        model=str(tiny_model_dir),
+        reward_funcs=lambda completions, **kw: [0.5] * len(completions),
+        train_dataset=_text_dataset(),
+        args=_config(LensGRPOConfig, tmp_path, max_steps=1),
     )
     with pytest.raises(ValueError, match="LENS needs binary verifiable rewards"):
         trainer.train()
@@ -232,7 +258,9 @@ def test_lens_settings_take_their_defaults_from_core(tmp_path):
 
 def test_plain_grpo_config_gets_default_lens_settings(tiny_model_dir, tmp_path):
     trainer = LensGRPOTrainer(
-        model=str(tiny_model_dir), reward_funcs=_parity_reward(), train_dataset=_text_dataset(),
+        model=str(tiny_model_dir),
+        reward_funcs=_parity_reward(),
+        train_dataset=_text_dataset(),
         args=_config(GRPOConfig, tmp_path),
     )
     assert trainer.lens_settings == LensSettings()
@@ -250,12 +278,14 @@ def test_sequence_logprob_sum_slightly_above_zero_reads_as_zero():
     # one group of G: row 0 is a near-certain completion whose float32 token log-probs sum to +5e-4
     # (round-off), row 2 has a token a hair above 0 inside an ordinary negative sum; padding holds junk
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
-    old = torch.tensor([
-        [2.5e-4, 2.5e-4, 0.0, 9.0],
-        [-0.3, -1.2, 7.0, 7.0],
-        [-0.5, 1e-5, -0.2, -0.9],
-        [-2.0, 5.0, 5.0, 5.0],
-    ])
+    old = torch.tensor(
+        [
+            [2.5e-4, 2.5e-4, 0.0, 9.0],
+            [-0.3, -1.2, 7.0, 7.0],
+            [-0.5, 1e-5, -0.2, -0.9],
+            [-2.0, 5.0, 5.0, 5.0],
+        ]
+    )
     trainer = _bare_trainer(alpha=0.5)
     seq, lengths = trainer._lens_sequence_logprobs({"completion_mask": mask, "old_per_token_logps": old}, "train")
     assert 0 < seq[0].item() <= LOGPROB_ROUNDOFF and torch.equal(lengths, torch.tensor([3, 2, 4, 1]))
@@ -302,7 +332,8 @@ sys.path.insert(0, {root!r})
 from tests.integration import test_trl as t
 
 model_dir, out, schedule = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-ds = t.Dataset.from_list([{{"prompt": f"Q{{i}}: {{i}}+{{i}}=", "answer": "neg" if i % 2 == 0 else "len"}} for i in range(12)])
+rows = [{{"prompt": f"Q{{i}}: {{i}}+{{i}}=", "answer": "neg" if i % 2 == 0 else "len"}} for i in range(12)]
+ds = t.Dataset.from_list(rows)
 reward = t._parity_reward()
 trainer = t.RecordingLensTrainer(
     model=model_dir, reward_funcs=reward, train_dataset=ds, args=t._config(t.LensGRPOConfig, out, **schedule))
@@ -325,9 +356,20 @@ def test_two_processes_compute_lens_over_groups_that_span_processes(tiny_model_d
 
     script = tmp_path / "worker.py"
     script.write_text(_TWO_PROCESS_WORKER.format(root=str(Path(__file__).resolve().parents[2])))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-           str(tiny_model_dir), str(tmp_path), json.dumps(schedule)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tiny_model_dir),
+        str(tmp_path),
+        json.dumps(schedule),
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

@@ -48,7 +48,11 @@ def make_batch(seed=0, outcomes=OUTCOMES, group_size=None):
     old_log_probs = torch.where(mask.bool(), -1.5 * torch.rand(n, L, generator=gen), torch.full((n, L), float("nan")))
     perm = torch.randperm(n, generator=gen)  # rows of a group end up scattered
     data = DataProto.from_dict(
-        tensors={"token_level_rewards": rewards[perm], "response_mask": mask[perm], "old_log_probs": old_log_probs[perm]},
+        tensors={
+            "token_level_rewards": rewards[perm],
+            "response_mask": mask[perm],
+            "old_log_probs": old_log_probs[perm],
+        },
         non_tensors={"uid": np.array(uids, dtype=object)[perm.numpy()]},
     )
     return data
@@ -95,8 +99,10 @@ def test_estimator_matches_lensrl_on_verl_batch():
     data = make_batch()
     b = data.batch
     adv, ret = lv.compute_lens_outcome_advantage(
-        token_level_rewards=b["token_level_rewards"], response_mask=b["response_mask"],
-        index=data.non_tensor_batch["uid"], old_log_probs=b["old_log_probs"],
+        token_level_rewards=b["token_level_rewards"],
+        response_mask=b["response_mask"],
+        index=data.non_tensor_batch["uid"],
+        old_log_probs=b["old_log_probs"],
     )
     expected = expected_advantages(data, alpha=0.25)
     assert adv.shape == (len(data), L) and adv.dtype == torch.float32
@@ -111,17 +117,24 @@ def test_estimator_matches_lensrl_on_verl_batch():
     assert (per_seq[negative].abs() > 0).all()
     assert (per_seq[group_rows(data, "all_correct")] == 0).all()
     grpo, _ = core_algos.compute_grpo_outcome_advantage(
-        token_level_rewards=b["token_level_rewards"], response_mask=b["response_mask"], index=data.non_tensor_batch["uid"]
+        token_level_rewards=b["token_level_rewards"],
+        response_mask=b["response_mask"],
+        index=data.non_tensor_batch["uid"],
     )
     assert (grpo[negative] == 0).all()  # GRPO wastes the negative group
-    assert (grpo[group_rows(data, "mixed")].abs().sum() > 0)
+    assert grpo[group_rows(data, "mixed")].abs().sum() > 0
 
 
 def test_compute_advantage_runs_lens_through_verl():
     data = make_batch(seed=1)
     config = OmegaConf.create({"adv_estimator": "lens", "gamma": 1.0, "lam": 1.0, "lens": {"alpha": 0.5}})
     out = ray_trainer.compute_advantage(
-        data, adv_estimator=config.adv_estimator, gamma=1.0, lam=1.0, num_repeat=G, norm_adv_by_std_in_grpo=True,
+        data,
+        adv_estimator=config.adv_estimator,
+        gamma=1.0,
+        lam=1.0,
+        num_repeat=G,
+        norm_adv_by_std_in_grpo=True,
         config=config,
     )
     torch.testing.assert_close(out.batch["advantages"], expected_advantages(data, alpha=0.5), rtol=1e-5, atol=1e-7)
@@ -239,10 +252,13 @@ def test_non_binary_rewards_raise():
         lv.compute_lens_advantage(data, None)
 
 
-@pytest.mark.parametrize("outcomes, match", [
-    ({"a": [1, 0, 1], "b": [0, 0, 0, 0]}, "same number"),
-    ({"a": [1], "b": [0]}, "at least 2"),
-])
+@pytest.mark.parametrize(
+    "outcomes, match",
+    [
+        ({"a": [1, 0, 1], "b": [0, 0, 0, 0]}, "same number"),
+        ({"a": [1], "b": [0]}, "at least 2"),
+    ],
+)
 def test_bad_groups_raise(outcomes, match):
     with pytest.raises(ValueError, match=match):
         lv.compute_lens_advantage(make_batch(outcomes=outcomes), None)
@@ -262,8 +278,17 @@ def test_missing_fields_raise():
 def test_compute_score_through_verl_loader():
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    config = OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": "pkg://lensrl.integrations.verl", "name": "compute_score", "reward_kwargs": {"timeout_s": 2.0}}}})
+    config = OmegaConf.create(
+        {
+            "reward": {
+                "custom_reward_function": {
+                    "path": "pkg://lensrl.integrations.verl",
+                    "name": "compute_score",
+                    "reward_kwargs": {"timeout_s": 2.0},
+                }
+            }
+        }
+    )
     score = get_custom_reward_fn(config)
     right = score(data_source="math", solution_str="So the total is \\boxed{42}.", ground_truth="42", extra_info={})
     wrong = score(data_source="math", solution_str="So the total is \\boxed{41}.", ground_truth="42", extra_info={})

@@ -80,7 +80,8 @@ def test_mixed_group_importance_estimate_wins():
 def test_mixed_group_floor_wins():
     # correct = [1,0,0,0], pibar = [0.3, 0.9, 0.3, 0.6]
     # D_imp = 1/((1/4)(1/0.3)) = 1.2 < floor 1.8, so D = 1.8
-    # wrong: -(1/4) 0.9/0.9 = -1/4 (the most confident gets exactly -1/G); -(1/4) 0.3/1.5 = -0.05; -(1/4) 0.6/1.2 = -0.125
+    # wrong: -(1/4) 0.9/0.9 = -1/4 (the most confident gets exactly -1/G);
+    #        -(1/4) 0.3/1.5 = -0.05; -(1/4) 0.6/1.2 = -0.125
     rt = lens_rewards(*_inputs([1, 0, 0, 0], [0.3, 0.9, 0.3, 0.6]), 4)
     torch.testing.assert_close(rt, _t([1, -0.25, -0.05, -0.125]))
 

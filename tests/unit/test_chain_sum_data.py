@@ -21,7 +21,8 @@ spec.loader.exec_module(chain_sum_data)
 def test_worked_solution_hand_worked():
     # 2 - 8 = -6; -6 + 7 = 1; 1 - 9 = -8
     assert chain_sum_data.worked_solution("2 - 8 + 7 - 9") == (
-        "2 - 8 = -6\n-6 + 7 = 1\n1 - 9 = -8\nThe final answer is \\boxed{-8}.")
+        "2 - 8 = -6\n-6 + 7 = 1\n1 - 9 = -8\nThe final answer is \\boxed{-8}."
+    )
     with pytest.raises(ValueError):
         chain_sum_data.worked_solution("2 * 3")
 
@@ -33,8 +34,11 @@ def rows(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", ["heldout", "sft", "rl"])
 def test_every_committed_solution_is_right_and_boxed(name):
     for row in rows(name):
-        expression = row["problem"].removeprefix(
-            "State the final answer to the following arithmetic problem: ").removesuffix(" =")
+        expression = (
+            row["problem"]
+            .removeprefix("State the final answer to the following arithmetic problem: ")
+            .removesuffix(" =")
+        )
         terms = expression.split()[::2]
         assert len(terms) == chain_sum_data.LEVEL_TERMS[row["level"]]
         assert all(0 <= int(t) <= 9 for t in terms)  # 1-digit terms
@@ -57,8 +61,10 @@ def test_splits_are_disjoint_and_load_as_lensrl_data():
 
 
 def test_only_the_warm_start_mixes_direct_answers_in_about_half_its_rows():
-    direct = {name: [row["solution"].startswith("The final answer") for row in rows(name)]
-              for name in ("sft", "rl", "heldout")}
+    direct = {
+        name: [row["solution"].startswith("The final answer") for row in rows(name)]
+        for name in ("sft", "rl", "heldout")
+    }
     assert not any(direct["rl"]) and not any(direct["heldout"])
     # 1,199 rows with P(direct) = 0.5: the share lies within 0.5 +- 0.05 (more than 3 standard errors of 0.0144)
     assert abs(sum(direct["sft"]) / len(direct["sft"]) - 0.5) < 0.05

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lensrl.runs.checkpoint import is_complete, latest_checkpoint, save_checkpoint
 from lensrl.policy.models import load_tokenizer
+from lensrl.runs.checkpoint import is_complete, latest_checkpoint, save_checkpoint
 
 
 def _parts(model_dir):

@@ -16,9 +16,19 @@ from lensrl.core.advantages import LensSettings
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted(p for folder in ("configs", "results", "src", "experiments") for p in (ROOT / folder).rglob("*.yaml"))
 
-FLAT_ALGO_DEFAULTS = {"advantage": "lens", "alpha": 0.25, "filter_groups": False, "scope": "all",
-                      "d_estimator": "normalized", "scale": "group", "eps": 1e-6, "clip_low": 0.2, "clip_high": 0.2,
-                      "loss_agg": "seq-mean-token-mean", "kl_coef": 0.0}
+FLAT_ALGO_DEFAULTS = {
+    "advantage": "lens",
+    "alpha": 0.25,
+    "filter_groups": False,
+    "scope": "all",
+    "d_estimator": "normalized",
+    "scale": "group",
+    "eps": 1e-6,
+    "clip_low": 0.2,
+    "clip_high": 0.2,
+    "loss_agg": "seq-mean-token-mean",
+    "kl_coef": 0.0,
+}
 """The `algo` section of the flat schema's defaults (lensrl before `algo` became a union), by hand."""
 
 
@@ -38,8 +48,11 @@ def _one(pattern: str) -> Path:
 
 def test_the_committed_configs_are_found():
     names = {p.relative_to(ROOT).as_posix() for p in FILES}
-    assert {"configs/testbed/grpo.yaml", "configs/paper/qwen25_3b_base_math_dapo.yaml",
-            "src/lensrl/testbed/signs.yaml"} <= names
+    assert {
+        "configs/testbed/grpo.yaml",
+        "configs/paper/qwen25_3b_base_math_dapo.yaml",
+        "src/lensrl/testbed/signs.yaml",
+    } <= names
     dumps = [p for p in FILES if p.name == "config.yaml" and p.is_relative_to(ROOT / "results")]
     assert len(dumps) >= 12  # SmolLM2 chain sums: 4 adapters, 5 runs and the SFT at lr 2e-4, 3 runs at 5e-5
 

@@ -88,8 +88,10 @@ def test_data_source_shorthands():
 
 def test_algo_holds_the_common_settings_and_only_the_chosen_estimators():
     common = {"advantage", "filter_groups", "clip_low", "clip_high", "loss_agg", "kl_coef"}
-    dumps = {name: load_config(overrides=[f"algo.advantage={name}"]).algo.model_dump()
-             for name in ("lens", "grpo", "uniform_negative")}
+    dumps = {
+        name: load_config(overrides=[f"algo.advantage={name}"]).algo.model_dump()
+        for name in ("lens", "grpo", "uniform_negative")
+    }
     assert set(dumps["lens"]) == common | {"alpha", "scope", "d_estimator", "eps"}
     assert set(dumps["grpo"]) == common | {"scale", "eps"}
     assert set(dumps["uniform_negative"]) == common | {"alpha", "scale", "eps"}
@@ -116,13 +118,20 @@ def test_a_setting_the_estimator_does_not_read_is_an_error_naming_it(overrides):
 
 
 def test_switching_estimator_keeps_the_common_settings_and_those_shared_by_name(tmp_path):
-    lens = load_config(overrides=["algo.alpha=0.5", "algo.scope=mixed", "algo.eps=1e-4", "algo.filter_groups=true",
-                                  "algo.clip_high=0.3"])
+    lens = load_config(
+        overrides=[
+            "algo.alpha=0.5",
+            "algo.scope=mixed",
+            "algo.eps=1e-4",
+            "algo.filter_groups=true",
+            "algo.clip_high=0.3",
+        ]
+    )
     # scope is LENS's own: dropped; eps is GRPO's too, alpha uniform_negative's too: kept, as in the flat schema
-    assert apply_overrides(lens, ["algo.advantage=grpo"]).algo == GRPOAlgo(eps=1e-4, filter_groups=True,
-                                                                           clip_high=0.3)
+    assert apply_overrides(lens, ["algo.advantage=grpo"]).algo == GRPOAlgo(eps=1e-4, filter_groups=True, clip_high=0.3)
     assert apply_overrides(lens, ["algo.advantage=uniform_negative"]).algo == UniformNegativeAlgo(
-        alpha=0.5, eps=1e-4, filter_groups=True, clip_high=0.3)
+        alpha=0.5, eps=1e-4, filter_groups=True, clip_high=0.3
+    )
     assert apply_overrides(lens, ["algo.advantage=grpo", "algo.scale=batch"]).algo.scale == "batch"
     assert apply_overrides(lens, ["algo.advantage=lens"]).algo == lens.algo  # no change: nothing dropped
     back = apply_overrides(apply_overrides(lens, ["algo.advantage=grpo"]), ["algo.advantage=lens"])
@@ -138,9 +147,19 @@ def test_switching_estimator_keeps_the_common_settings_and_those_shared_by_name(
 def _old_dump(tmp_path, advantage, tree=None, **algo):
     """A config.yaml as the flat schema wrote it: every algo key, whatever the estimator (the other
     sections: `tree`'s, default: the defaults)."""
-    flat = {"advantage": advantage, "alpha": 0.25, "filter_groups": False, "scope": "all", "d_estimator": "normalized",
-            "scale": "group", "eps": 1.0e-06, "clip_low": 0.2, "clip_high": 0.2, "loss_agg": "seq-mean-token-mean",
-            "kl_coef": 0.0}
+    flat = {
+        "advantage": advantage,
+        "alpha": 0.25,
+        "filter_groups": False,
+        "scope": "all",
+        "d_estimator": "normalized",
+        "scale": "group",
+        "eps": 1.0e-06,
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "loss_agg": "seq-mean-token-mean",
+        "kl_coef": 0.0,
+    }
     tree = (tree or TrainConfig()).model_dump() | {"algo": flat | algo}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     return tmp_path / "config.yaml"
@@ -172,11 +191,13 @@ def test_a_run_saved_under_the_flat_schema_is_the_same_run_as_todays_arm(tmp_pat
 def test_old_flat_keys_are_dropped_at_their_old_default_and_an_error_otherwise(tmp_path):
     assert load_config(_old_dump(tmp_path, "grpo")).algo == GRPOAlgo()
     assert load_config(_old_dump(tmp_path, "grpo", scale="none", eps=1e-3)).algo == GRPOAlgo(scale="none", eps=1e-3)
-    assert load_config(_old_dump(tmp_path, "lens", alpha=0.5, scope="negative")).algo == LensAlgo(alpha=0.5,
-                                                                                                  scope="negative")
+    assert load_config(_old_dump(tmp_path, "lens", alpha=0.5, scope="negative")).algo == LensAlgo(
+        alpha=0.5, scope="negative"
+    )
     assert load_config(_old_dump(tmp_path, "uniform_negative", alpha=1.0)).algo == UniformNegativeAlgo(alpha=1.0)
-    assert config_differences(tmp_path, load_config(overrides=["algo.advantage=uniform_negative",
-                                                               "algo.alpha=1.0"])) == []
+    assert (
+        config_differences(tmp_path, load_config(overrides=["algo.advantage=uniform_negative", "algo.alpha=1.0"])) == []
+    )
     # a GRPO run with scope: mixed ran plain GRPO; the file says otherwise, so it is an error, not a guess
     with pytest.raises(ConfigError, match=r"algo\.scope does not apply to algo\.advantage=grpo"):
         load_config(_old_dump(tmp_path, "grpo", scope="mixed"))
@@ -188,9 +209,15 @@ def test_old_flat_keys_are_dropped_at_their_old_default_and_an_error_otherwise(t
     assert load_config(tmp_path / "short.yaml").algo == GRPOAlgo()
 
 
-@pytest.mark.parametrize("overrides", [[], ["algo.advantage=grpo", "algo.scale=batch", "algo.filter_groups=true"],
-                                       ["algo.advantage=uniform_negative", "algo.alpha=2", "algo.kl_coef=0.1"],
-                                       ["algo.d_estimator=sequence", "algo.eps=1e-3", "run.seed=3"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["algo.advantage=grpo", "algo.scale=batch", "algo.filter_groups=true"],
+        ["algo.advantage=uniform_negative", "algo.alpha=2", "algo.kl_coef=0.1"],
+        ["algo.d_estimator=sequence", "algo.eps=1e-3", "run.seed=3"],
+    ],
+)
 def test_a_saved_config_loads_back_as_the_same_config(tmp_path, overrides):
     config = load_config(overrides=overrides)
     save_config(config, tmp_path / "config.yaml")

@@ -10,8 +10,8 @@ import pytest
 
 from lensrl.config import DataConfig, SourceConfig
 from lensrl.data.sources import EVAL_SEED, Problem, load_jsonl, load_problems, load_source
-from lensrl.testbed import generate_problems
 from lensrl.rollout.verify import extract_answer
+from lensrl.testbed import generate_problems
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "math500.jsonl").exists(), reason="shared data copy not present")
@@ -27,10 +27,7 @@ SUBJECTS = ["Algebra", "Counting & Probability"]
 
 def _numbered(tmp_path, n=10, name="n.jsonl"):
     """n MATH-style rows q0..q{n-1} with levels 1,2,3,1,2,3,... and alternating subjects."""
-    rows = [
-        {"problem": f"q{i}", "answer": str(i), "level": 1 + i % 3, "subject": SUBJECTS[i % 2]}
-        for i in range(n)
-    ]
+    rows = [{"problem": f"q{i}", "answer": str(i), "level": 1 + i % 3, "subject": SUBJECTS[i % 2]} for i in range(n)]
     return _write(tmp_path / name, rows)
 
 
@@ -39,37 +36,53 @@ def _numbered(tmp_path, n=10, name="n.jsonl"):
 
 def test_math_preset_level_strings_subject_type_and_answer_from_the_box(tmp_path):
     solution = "It is $\\boxed{\\frac{1}{2}}$, not $\\boxed{2}$... so $\\boxed{\\frac{1}{2}}$."
-    path = _write(tmp_path / "m.jsonl", [
-        {"problem": "Half of 1?", "solution": solution, "level": "Level 3", "type": "Algebra"},
-        {"problem": "P2", "answer": " 5 ", "solution": "so \\boxed{5}", "level": "Level ?", "subject": "Geometry",
-         "unique_id": "test/geometry/1.json"},
-        {"problem": "P3", "answer": "7", "level": None, "solution": "s"},
-        {"problem": "P4", "answer": "8", "level": 4, "solution": "s"},
-    ])
+    path = _write(
+        tmp_path / "m.jsonl",
+        [
+            {"problem": "Half of 1?", "solution": solution, "level": "Level 3", "type": "Algebra"},
+            {
+                "problem": "P2",
+                "answer": " 5 ",
+                "solution": "so \\boxed{5}",
+                "level": "Level ?",
+                "subject": "Geometry",
+                "unique_id": "test/geometry/1.json",
+            },
+            {"problem": "P3", "answer": "7", "level": None, "solution": "s"},
+            {"problem": "P4", "answer": "8", "level": 4, "solution": "s"},
+        ],
+    )
     p = load_source(SourceConfig(path=str(path)))  # auto -> math
-    assert p[0] == Problem(prompt="Half of 1?", answer="\\frac{1}{2}", level=3, id="m.jsonl:1", subject="Algebra",
-                           solution=solution)
+    assert p[0] == Problem(
+        prompt="Half of 1?", answer="\\frac{1}{2}", level=3, id="m.jsonl:1", subject="Algebra", solution=solution
+    )
     assert (p[1].answer, p[1].level, p[1].subject, p[1].id) == ("5", None, "Geometry", "test/geometry/1.json")
     assert [q.level for q in p[2:]] == [None, 4]
     assert load_source(SourceConfig(path=str(path), kind="math")) == p
 
 
 def test_gsm8k_hf_layout_answer_holds_the_worked_solution(tmp_path):
-    row = {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
-           "answer": "In May: 48/2 = <<48/2=24>>24 clips.\n"
-                     "In all: 48+24 = <<48+24=72>>72 clips, i.e. 1,072 cents.\n#### 1,072"}
+    row = {
+        "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+        "answer": "In May: 48/2 = <<48/2=24>>24 clips.\n"
+        "In all: 48+24 = <<48+24=72>>72 clips, i.e. 1,072 cents.\n#### 1,072",
+    }
     [p] = load_source(SourceConfig(path=str(_write(tmp_path / "g.jsonl", [row]))))
     assert p.prompt == row["question"]
     assert p.answer == "1072"
-    assert p.solution == ("In May: 48/2 = 24 clips.\nIn all: 48+24 = 72 clips, i.e. 1,072 cents.\n"
-                          "The final answer is \\boxed{1072}.")
+    assert p.solution == (
+        "In May: 48/2 = 24 clips.\nIn all: 48+24 = 72 clips, i.e. 1,072 cents.\nThe final answer is \\boxed{1072}."
+    )
     assert (p.level, p.subject, p.id) == (None, None, "g.jsonl:1")
 
 
 def test_gsm8k_local_layout(tmp_path):
-    row = {"idx": 7, "question": "Weng earns $12 an hour. 50 minutes?",
-           "solution": "Per minute: 12/60 = $<<12/60=0.2>>0.2.\nSo 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10",
-           "answer": "10"}
+    row = {
+        "idx": 7,
+        "question": "Weng earns $12 an hour. 50 minutes?",
+        "solution": "Per minute: 12/60 = $<<12/60=0.2>>0.2.\nSo 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10",
+        "answer": "10",
+    }
     [p] = load_source(SourceConfig(path=str(_write(tmp_path / "g.jsonl", [row])), kind="gsm8k"))
     assert (p.answer, p.id, p.level) == ("10", "7", None)
     assert p.solution == "Per minute: 12/60 = $0.2.\nSo 0.2 x 50 = $10.\nThe final answer is \\boxed{10}."
@@ -80,14 +93,18 @@ DAPO_WRAPPED = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
     "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
     "Find the number of integers $x$ with $x^2 < 10$."
-    "\n\nRemember to put your answer on its own line after \"Answer:\"."
+    '\n\nRemember to put your answer on its own line after "Answer:".'
 )
 
 
 def test_dapo_nested_layout_strips_the_instruction_wrapper(tmp_path):
-    nested = {"data_source": "math_dapo", "ability": "MATH", "extra_info": {"index": "9a"},
-              "prompt": [{"role": "user", "content": DAPO_WRAPPED}],
-              "reward_model": {"ground_truth": "7", "style": "rule-lm"}}
+    nested = {
+        "data_source": "math_dapo",
+        "ability": "MATH",
+        "extra_info": {"index": "9a"},
+        "prompt": [{"role": "user", "content": DAPO_WRAPPED}],
+        "reward_model": {"ground_truth": "7", "style": "rule-lm"},
+    }
     [p] = load_source(SourceConfig(path=str(_write(tmp_path / "d.jsonl", [nested]))))  # auto -> dapo
     assert p == Problem(prompt="Find the number of integers $x$ with $x^2 < 10$.", answer="7", id="d.jsonl:1")
 
@@ -96,14 +113,21 @@ def test_dapo_flat_rows(tmp_path):
     rows = [{"prompt": DAPO_WRAPPED, "solution": "7"}, {"prompt": "Find y.", "answer": "3"}]
     path = _write(tmp_path / "d.jsonl", rows)
     p = load_source(SourceConfig(path=str(path), kind="dapo"))
-    assert [(q.prompt, q.answer) for q in p] == [("Find the number of integers $x$ with $x^2 < 10$.", "7"),
-                                                  ("Find y.", "3")]
+    assert [(q.prompt, q.answer) for q in p] == [
+        ("Find the number of integers $x$ with $x^2 < 10$.", "7"),
+        ("Find y.", "3"),
+    ]
 
 
 def test_custom_layout_with_dotted_fields(tmp_path):
     row = {"q": {"text": "2+3?"}, "meta": {"gold": 5, "difficulty": 2, "topic": "arithmetic"}, "id": "c1"}
-    source = SourceConfig(path=str(_write(tmp_path / "c.jsonl", [row])), prompt_field="q.text",
-                          answer_field="meta.gold", level_field="meta.difficulty", subject_field="meta.topic")
+    source = SourceConfig(
+        path=str(_write(tmp_path / "c.jsonl", [row])),
+        prompt_field="q.text",
+        answer_field="meta.gold",
+        level_field="meta.difficulty",
+        subject_field="meta.topic",
+    )
     [p] = load_source(source)  # auto -> custom
     assert p == Problem(prompt="2+3?", answer="5", level=2, id="c1", subject="arithmetic")
 
@@ -124,8 +148,10 @@ def test_json_list_and_data_object(tmp_path):
     (tmp_path / "o.json").write_text(json.dumps({"data": rows}))
     for name in ("l.json", "o.json"):
         p = load_source(SourceConfig(path=str(tmp_path / name)))
-        assert [(q.prompt, q.answer, q.level, q.id) for q in p] == [("a", "1", 2, f"{name}:0"),
-                                                                    ("b", "2", 5, f"{name}:1")]
+        assert [(q.prompt, q.answer, q.level, q.id) for q in p] == [
+            ("a", "1", 2, f"{name}:0"),
+            ("b", "2", 5, f"{name}:1"),
+        ]
     (tmp_path / "bad.json").write_text(json.dumps([{"problem": "a", "answer": "1"}, {"problem": "b"}]))
     with pytest.raises(ValueError, match=r"bad\.json:1: missing or empty field 'answer'"):
         load_source(SourceConfig(path=str(tmp_path / "bad.json")))
@@ -226,8 +252,10 @@ def test_testbed_sources():
         ([{"problem": "a"}], r"p\.jsonl:1: missing or empty field 'answer'"),
         ([{"problem": "  ", "answer": "1"}], r"p\.jsonl:1: missing or empty field 'problem'"),
         ([[1, 2]], r"p\.jsonl:1: expected a JSON object"),
-        ([{"problem": "a", "answer": "1", "level": 1}, {"problem": "b", "answer": "1", "level": 7}],
-         r"p\.jsonl:2: field 'level' is 7, not a level 1\.\.5"),
+        (
+            [{"problem": "a", "answer": "1", "level": 1}, {"problem": "b", "answer": "1", "level": 7}],
+            r"p\.jsonl:2: field 'level' is 7, not a level 1\.\.5",
+        ),
         ([{"problem": "a", "answer": "1", "level": "hard"}], r"p\.jsonl:1: field 'level' is 'hard'"),
         ([{"problem": "a", "answer": [1], "level": 1}], r"p\.jsonl:1: field 'answer' holds a list"),
         ([{"problem": "a", "solution": "no box", "level": 1}], r"p\.jsonl:1: missing .*'answer' and no \\boxed"),
@@ -240,8 +268,10 @@ def test_malformed_rows_name_file_and_line(tmp_path, rows, match):
 
 
 def test_skip_bad_rows_skips_counts_and_warns_once(tmp_path):
-    path = _write(tmp_path / "p.jsonl", [{"problem": "a", "answer": "1"}, "{oops", {"problem": "b"}, [3],
-                                         {"problem": "c", "answer": "3"}])
+    path = _write(
+        tmp_path / "p.jsonl",
+        [{"problem": "a", "answer": "1"}, "{oops", {"problem": "b"}, [3], {"problem": "c", "answer": "3"}],
+    )
     config = DataConfig(train={"path": "testbed", "size": 4}, eval=str(path), skip_bad_rows=True)
     first = r"skipped 3 malformed row\(s\); the first: .*p\.jsonl:2: not valid JSON"
     with pytest.warns(UserWarning, match=first) as rec:
@@ -273,9 +303,11 @@ def test_missing_local_file_is_a_clear_error(tmp_path):
 def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
     # In a fresh interpreter, so that the offline switch is read at import time and nothing waits on the network.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = ("from lensrl.config import SourceConfig; from lensrl.data.sources import load_source\n"
-            "try:\n    load_source(SourceConfig(path='nobody-lensrl/no-such-dataset'))\n"
-            "except ValueError as e:\n    print(e)\n")
+    code = (
+        "from lensrl.config import SourceConfig; from lensrl.data.sources import load_source\n"
+        "try:\n    load_source(SourceConfig(path='nobody-lensrl/no-such-dataset'))\n"
+        "except ValueError as e:\n    print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "could not load Hugging Face dataset 'nobody-lensrl/no-such-dataset'" in out.stdout
     assert "hub may be unreachable" in out.stdout and "local .json/.jsonl/.parquet file" in out.stdout

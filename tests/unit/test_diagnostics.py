@@ -10,6 +10,11 @@ from transformers import AutoModelForCausalLM
 
 from lensrl.config import BOOKKEEPING, RolloutConfig, load_config
 from lensrl.core.loss import policy_loss
+from lensrl.policy.distributed import World
+from lensrl.policy.models import load_policy, load_tokenizer
+from lensrl.policy.update import group_rows
+from lensrl.rollout.sampler import behaviour_logprobs, by_length, sample, trimmed_logprobs
+from lensrl.testbed import generate_problems
 from lensrl.training.diagnostics import (
     estimator_advantages,
     first_minibatch,
@@ -18,12 +23,7 @@ from lensrl.training.diagnostics import (
     gradient_stats,
     mean_metrics,
 )
-from lensrl.policy.distributed import World
-from lensrl.policy.models import load_policy, load_tokenizer
-from lensrl.rollout.sampler import behaviour_logprobs, by_length, sample, trimmed_logprobs
-from lensrl.testbed import generate_problems
 from lensrl.training.trainer import check_layout
-from lensrl.policy.update import group_rows
 from tests.conftest import tiny_overrides
 
 G = 4
@@ -32,14 +32,28 @@ MIXED, NEGATIVE, ALL_CORRECT = (1, 0, 0, 1), (0, 0, 0, 0), (1, 1, 1, 1)
 
 def _config(model_dir, *extra):
     # 8 groups in 2 minibatches of 4; micro-batches of 3 rows do not line up with groups
-    return load_config(overrides=tiny_overrides(model_dir, "unused", "model.device=cpu", "rollout.questions_per_step=8",
-                                                f"rollout.group_size={G}", "optim.micro_batch_size=3", *extra))
+    return load_config(
+        overrides=tiny_overrides(
+            model_dir,
+            "unused",
+            "model.device=cpu",
+            "rollout.questions_per_step=8",
+            f"rollout.group_size={G}",
+            "optim.micro_batch_size=3",
+            *extra,
+        )
+    )
 
 
 def _rollout(model, tokenizer, correct_per_group):
     """A real rollout of len(correct_per_group) problems x G with the given correctness, and its pi_old."""
-    rollout = sample(model, tokenizer, generate_problems(len(correct_per_group), seed=3),
-                     RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64), seed=0)
+    rollout = sample(
+        model,
+        tokenizer,
+        generate_problems(len(correct_per_group), seed=3),
+        RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64),
+        seed=0,
+    )
     rollout.correct = torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32)
     rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, 4)
     return rollout
@@ -50,9 +64,16 @@ def _direct_gradient(model, rollout, advantages, rows, config, train=True):
     params = [p for p in model.parameters() if p.requires_grad]
     model.train(train)
     logprobs, _ = trimmed_logprobs(model, rollout, rows, config.rollout.temperature)
-    loss, _ = policy_loss(logprobs, rollout.logprobs_old[rows], advantages[rows], rollout.response_mask[rows],
-                          clip_low=config.algo.clip_low, clip_high=config.algo.clip_high, agg=config.algo.loss_agg,
-                          norm_length=config.rollout.max_new_tokens)
+    loss, _ = policy_loss(
+        logprobs,
+        rollout.logprobs_old[rows],
+        advantages[rows],
+        rollout.response_mask[rows],
+        clip_low=config.algo.clip_low,
+        clip_high=config.algo.clip_high,
+        agg=config.algo.loss_agg,
+        norm_length=config.rollout.max_new_tokens,
+    )
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)]).double()
 
@@ -75,12 +96,20 @@ def _expected(model, rollout, config, generator):
     }
 
 
-@pytest.mark.parametrize("groups, extra", [
-    ([MIXED, (0, 1, 1, 1), (1, 0, 0, 0), (0, 1, 0, 1)] * 2, ["algo.loss_agg=seq-mean-token-mean"]),  # all mixed
-    ([MIXED, NEGATIVE, ALL_CORRECT, NEGATIVE, (0, 1, 0, 0), NEGATIVE, MIXED, (1, 1, 0, 1)],
-     ["algo.loss_agg=token-mean"]),
-    ([MIXED, NEGATIVE] * 4, ["algo.loss_agg=seq-mean-token-sum-norm", "algo.alpha=1.0", "algo.d_estimator=sequence"]),
-])
+@pytest.mark.parametrize(
+    "groups, extra",
+    [
+        ([MIXED, (0, 1, 1, 1), (1, 0, 0, 0), (0, 1, 0, 1)] * 2, ["algo.loss_agg=seq-mean-token-mean"]),  # all mixed
+        (
+            [MIXED, NEGATIVE, ALL_CORRECT, NEGATIVE, (0, 1, 0, 0), NEGATIVE, MIXED, (1, 1, 0, 1)],
+            ["algo.loss_agg=token-mean"],
+        ),
+        (
+            [MIXED, NEGATIVE] * 4,
+            ["algo.loss_agg=seq-mean-token-sum-norm", "algo.alpha=1.0", "algo.d_estimator=sequence"],
+        ),
+    ],
+)
 def test_the_comparison_equals_a_direct_computation(tiny_model_dir, groups, extra):
     config = _config(tiny_model_dir, *extra)
     model, tokenizer = load_policy(config.model)
@@ -156,8 +185,15 @@ def test_nothing_to_compare_gives_no_metrics(tiny_model_dir):
 def test_gradient_stats_by_hand():
     g_grpo, g_lens = [torch.tensor([3.0, 0.0]), torch.tensor([0.0])], [torch.tensor([3.0, 4.0]), torch.tensor([0.0])]
     stats = gradient_stats(g_grpo, g_lens, negative_norm=2.0)
-    assert stats == pytest.approx({"diag/cosine": 9 / 15, "diag/rel_diff": 4 / 3, "diag/negative_share": 2 / 5,
-                                   "diag/grad_norm_grpo": 3.0, "diag/grad_norm_lens": 5.0})
+    assert stats == pytest.approx(
+        {
+            "diag/cosine": 9 / 15,
+            "diag/rel_diff": 4 / 3,
+            "diag/negative_share": 2 / 5,
+            "diag/grad_norm_grpo": 3.0,
+            "diag/grad_norm_lens": 5.0,
+        }
+    )
     zero = [torch.zeros(2), torch.zeros(1)]  # e.g. a minibatch of negative groups: GRPO's gradient is 0
     stats = gradient_stats(zero, g_lens, negative_norm=5.0)
     assert math.isnan(stats["diag/cosine"]) and math.isnan(stats["diag/rel_diff"])
@@ -175,14 +211,16 @@ def test_means_skip_undefined_values_and_the_table_shows_them():
 
 
 def test_the_option_is_bookkeeping_and_needs_a_single_process():
-    config = load_config(overrides=["run.diagnostic_every=5", "rollout.questions_per_step=8",
-                                    "optim.updates_per_rollout=2"])
+    config = load_config(
+        overrides=["run.diagnostic_every=5", "rollout.questions_per_step=8", "optim.updates_per_rollout=2"]
+    )
     assert "run.diagnostic_every" in BOOKKEEPING
     check_layout(config, World())
     with pytest.raises(ValueError, match="run.diagnostic_every needs a single process"):
         check_layout(config, World(rank=0, size=2))
-    check_layout(load_config(overrides=["rollout.questions_per_step=8", "optim.updates_per_rollout=2"]),
-                 World(rank=0, size=2))
+    check_layout(
+        load_config(overrides=["rollout.questions_per_step=8", "optim.updates_per_rollout=2"]), World(rank=0, size=2)
+    )
 
 
 def test_gradients_are_taken_in_train_mode_as_the_update_takes_them(tiny_model_dir):

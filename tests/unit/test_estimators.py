@@ -25,10 +25,15 @@ def _rollout() -> Rollout:
     lp = torch.tensor([[0.5, 0.5], [0.25, 1.0], [0.8, 0.8], [0.4, 0.4]]).log()
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
     return Rollout(
-        problems=[Problem("Q:1+1\nA:", "2", level=1), Problem("Q:2+2\nA:", "4", level=2)], group_size=2,
-        input_ids=torch.zeros(4, 3, dtype=torch.long), prompt_mask=torch.ones(4, 1), response_mask=mask,
-        completions=["\\boxed{2}", "3", "\\boxed{5}", "\\boxed{6}"], truncated=torch.tensor([False, True, False, False]),
-        correct=torch.tensor([1.0, 0.0, 0.0, 0.0]), logprobs_old=lp * mask,
+        problems=[Problem("Q:1+1\nA:", "2", level=1), Problem("Q:2+2\nA:", "4", level=2)],
+        group_size=2,
+        input_ids=torch.zeros(4, 3, dtype=torch.long),
+        prompt_mask=torch.ones(4, 1),
+        response_mask=mask,
+        completions=["\\boxed{2}", "3", "\\boxed{5}", "\\boxed{6}"],
+        truncated=torch.tensor([False, True, False, False]),
+        correct=torch.tensor([1.0, 0.0, 0.0, 0.0]),
+        logprobs_old=lp * mask,
         entropy=torch.tensor([[1.0, 3.0], [2.0, 9.0], [0.0, 0.0], [1.0, 1.0]]),
     )
 
@@ -66,8 +71,12 @@ class ConstantAlgo(AlgoBase):
 def test_a_new_estimator_is_a_settings_model_a_function_and_its_registration(monkeypatch):
     monkeypatch.setattr(estimators, "ESTIMATORS", dict(estimators.ESTIMATORS))  # leave the real registry alone
 
-    @register("constant", settings=ConstantAlgo, negative_groups_signal=True,
-              metrics=lambda rollout, algo: {"constant/value": algo.value})
+    @register(
+        "constant",
+        settings=ConstantAlgo,
+        negative_groups_signal=True,
+        metrics=lambda rollout, algo: {"constant/value": algo.value},
+    )
     def constant(rollout, algo: ConstantAlgo):
         return torch.full_like(rollout.correct, algo.value)
 
@@ -111,7 +120,11 @@ def test_lens_settings_have_one_definition():
     defaults = LensSettings()
     algo = LensAlgo()
     assert algo.lens == defaults and (algo.alpha, algo.scope, algo.d_estimator, algo.eps) == (
-        defaults.alpha, defaults.scope, defaults.d_estimator, defaults.eps)
+        defaults.alpha,
+        defaults.scope,
+        defaults.d_estimator,
+        defaults.eps,
+    )
     assert LensAlgo(alpha=0.5, scope="negative").lens == LensSettings(alpha=0.5, scope="negative")
     for bad in ({"alpha": -1.0}, {"alpha": math.nan}, {"scope": "some"}, {"d_estimator": "raw"}, {"eps": 0.0}):
         ((key, value),) = bad.items()
@@ -129,8 +142,11 @@ def test_the_one_reader_of_lens_settings_names_the_key_as_its_caller_spells_it()
         read_lens_settings({"alpha": -1, "scope": "mixed"}, "lens_")
     with pytest.raises(ValueError, match=r"^algorithm\.lens\.d_estimator: d_estimator must be one of"):
         read_lens_settings({"d_estimator": "raw"}, "algorithm.lens.")
-    with pytest.raises(ValueError, match=r"^algo\.alfa: unknown LENS setting; known: algo\.alpha, algo\.scope, "
-                                         r"algo\.d_estimator, algo\.eps$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^algo\.alfa: unknown LENS setting; known: algo\.alpha, algo\.scope, "
+        r"algo\.d_estimator, algo\.eps$",
+    ):
         read_lens_settings({"alfa": 0.5}, "algo.")
     # the settings' descriptions are LensSettings' own attribute docstrings (what TRL's --help shows)
     assert SETTING_HELP["alpha"] == "Weight of negative-group advantages (the paper uses 0.25 throughout)."

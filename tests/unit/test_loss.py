@@ -92,8 +92,16 @@ def test_micro_batches_sum_to_whole_batch(agg):
     mask[:, 0] = 1
     whole, _ = policy_loss(new, old, adv, mask, agg=agg)
     parts = sum(
-        policy_loss(new[i : i + 3], old[i : i + 3], adv[i : i + 3], mask[i : i + 3], agg=agg,
-                    num_seqs=n, num_tokens=int(mask.sum()), norm_length=t)[0]
+        policy_loss(
+            new[i : i + 3],
+            old[i : i + 3],
+            adv[i : i + 3],
+            mask[i : i + 3],
+            agg=agg,
+            num_seqs=n,
+            num_tokens=int(mask.sum()),
+            norm_length=t,
+        )[0]
         for i in range(0, n, 3)
     )
     torch.testing.assert_close(parts, whole)

@@ -5,9 +5,9 @@ import torch
 
 from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
+from lensrl.data.prompts import format_prompt
 from lensrl.data.sources import Problem
 from lensrl.policy.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
-from lensrl.data.prompts import format_prompt
 from lensrl.rollout.sampler import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
 
 
@@ -47,8 +47,15 @@ def _ragged_rollout(tokenizer):
     lengths = torch.tensor([2, 7, 4, 7])
     response_mask = (torch.arange(7)[None] < lengths[:, None]).float()
     input_ids[:, -7:] = input_ids[:, -7:].masked_fill(response_mask == 0, tokenizer.pad_token_id)
-    return Rollout(problems=[Problem("q", "1")] * 2, group_size=2, input_ids=input_ids, prompt_mask=prompt_mask,
-                   response_mask=response_mask, completions=[""] * 4, truncated=torch.zeros(4, dtype=torch.bool))
+    return Rollout(
+        problems=[Problem("q", "1")] * 2,
+        group_size=2,
+        input_ids=input_ids,
+        prompt_mask=prompt_mask,
+        response_mask=response_mask,
+        completions=[""] * 4,
+        truncated=torch.zeros(4, dtype=torch.bool),
+    )
 
 
 def test_trimmed_logprobs_equal_the_full_width_ones_with_gradients(tiny_model_dir):
@@ -156,7 +163,9 @@ def test_chat_and_plain_prompt_formats(tiny_chat_model_dir):
     assert auto == "<|im_start|>user\nWhat is 2+3? Use \\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
     system = format_prompt(tokenizer, "Q", PromptConfig(system="Be brief."))
     assert system.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ<|im_end|>")
-    plain = format_prompt(tokenizer, "What is 2+3?", PromptConfig(style="plain", template="Question: {prompt}\nAnswer:"))
+    plain = format_prompt(
+        tokenizer, "What is 2+3?", PromptConfig(style="plain", template="Question: {prompt}\nAnswer:")
+    )
     assert plain == "Question: What is 2+3?\nAnswer:"  # this tokenizer adds no BOS, so none is prepended
 
 
@@ -171,7 +180,7 @@ def test_package_paths_and_autocast_choice():
     assert resolve_model_path("pkg:lensrl").endswith("lensrl")
     with pytest.raises(ValueError, match="no installed package"):
         resolve_model_path("pkg:no_such_package_xyz")
-    assert autocast(ModelConfig(), torch.device("cpu"))() .__class__.__name__ == "nullcontext"
+    assert autocast(ModelConfig(), torch.device("cpu"))().__class__.__name__ == "nullcontext"
     ctx = autocast(ModelConfig(autocast="bfloat16"), torch.device("cpu"))()
     with ctx:
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")

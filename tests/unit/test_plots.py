@@ -14,11 +14,23 @@ STEPS = 12
 
 def _metrics(step: int, lens: bool) -> dict:
     record = {
-        "step": step, "reward": 0.2 + 0.03 * step, "groups/negative": 0.5 - 0.02 * step, "groups/mixed": 0.4,
-        "adv/negative_group_share": 0.3 if lens else 0.0, "approx_kl": 0.001 * step, "clipfrac": 0.05,
-        "entropy": 1.5 - 0.05 * step, "response_len/mean": 40 + step, "response_len/max": 64,
-        "pibar/wrong": math.nan, "time/step": 2.0, "time/sample": 1.2, "time/logprobs": 0.3,
-        "time/update": 0.5, "lr": 1e-6, "grad_norm": 0.7,
+        "step": step,
+        "reward": 0.2 + 0.03 * step,
+        "groups/negative": 0.5 - 0.02 * step,
+        "groups/mixed": 0.4,
+        "adv/negative_group_share": 0.3 if lens else 0.0,
+        "approx_kl": 0.001 * step,
+        "clipfrac": 0.05,
+        "entropy": 1.5 - 0.05 * step,
+        "response_len/mean": 40 + step,
+        "response_len/max": 64,
+        "pibar/wrong": math.nan,
+        "time/step": 2.0,
+        "time/sample": 1.2,
+        "time/logprobs": 0.3,
+        "time/update": 0.5,
+        "lr": 1e-6,
+        "grad_norm": 0.7,
     }
     if lens:
         record |= {"lens/calibrated_reward": 0.1 + 0.02 * step, "kl_ref": 0.002 * step}
@@ -28,8 +40,15 @@ def _metrics(step: int, lens: bool) -> dict:
 def _eval(step: int, levels: bool) -> dict:
     overall = {"pass@1": 0.2 + step / 100, "pass@2": 0.3 + step / 100, "pass@4": 0.4 + step / 100}
     per_level = {str(lv): {k: v / lv for k, v in overall.items()} for lv in (1, 2, 3)} if levels else {}
-    return {"step": step, "overall": overall, "per_level": per_level, "all_wrong": 0.3,
-            "all_wrong_per_level": {lv: 0.3 for lv in per_level}, "n_problems": 6, "samples": 4}
+    return {
+        "step": step,
+        "overall": overall,
+        "per_level": per_level,
+        "all_wrong": 0.3,
+        "all_wrong_per_level": {lv: 0.3 for lv in per_level},
+        "n_problems": 6,
+        "samples": 4,
+    }
 
 
 def _write_run(folder, lens: bool, levels: bool, finished: bool = True):

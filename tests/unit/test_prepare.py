@@ -17,8 +17,13 @@ def _config(tiny_model_dir):
     """Prompts may be as long as SHORT's formatted prompt (OTHER's is as long); longer ones are skipped."""
     tokenizer = load_tokenizer(str(tiny_model_dir))
     limit = len(tokenizer(format_prompt(tokenizer, SHORT.prompt, PromptConfig()), add_special_tokens=False).input_ids)
-    return load_config(overrides=[f"model.name_or_path={tiny_model_dir}", "data.skip_bad_rows=true",
-                                  f"rollout.max_prompt_tokens={limit}"])
+    return load_config(
+        overrides=[
+            f"model.name_or_path={tiny_model_dir}",
+            "data.skip_bad_rows=true",
+            f"rollout.max_prompt_tokens={limit}",
+        ]
+    )
 
 
 def test_problems_are_formatted_checked_and_the_training_set_ordered(tiny_model_dir):

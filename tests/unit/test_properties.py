@@ -24,9 +24,12 @@ def rollouts(draw, mixed_first: bool = False):
         correct[0], correct[1] = 1, 0
     lengths = draw(st.lists(st.integers(1, 50), min_size=n, max_size=n))
     per_token = draw(st.lists(st.floats(-4.0, -1e-3), min_size=n, max_size=n))
-    return (torch.tensor(correct, dtype=torch.float64),
-            torch.tensor([p * ln for p, ln in zip(per_token, lengths)], dtype=torch.float64),
-            torch.tensor(lengths, dtype=torch.float64), g)
+    return (
+        torch.tensor(correct, dtype=torch.float64),
+        torch.tensor([p * ln for p, ln in zip(per_token, lengths)], dtype=torch.float64),
+        torch.tensor(lengths, dtype=torch.float64),
+        g,
+    )
 
 
 def _permuted(tensors, perm):
@@ -72,8 +75,9 @@ def test_lens_and_grpo_are_equivariant_to_permuting_groups(batch, data):
     order = data.draw(st.permutations(range(q)))
     perm = torch.cat([torch.arange(i * g, (i + 1) * g) for i in order])
     adv = lens_advantages(correct, seq, lengths, g)
-    torch.testing.assert_close(lens_advantages(*_permuted((correct, seq, lengths), perm), g), adv[perm],
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        lens_advantages(*_permuted((correct, seq, lengths), perm), g), adv[perm], rtol=0, atol=1e-12
+    )
     torch.testing.assert_close(grpo_advantages(correct[perm], g), grpo_advantages(correct, g)[perm], rtol=0, atol=1e-12)
 
 
@@ -92,8 +96,9 @@ def test_lens_negative_groups_are_de_meaned_and_scaled_by_alpha(batch):
     a1 = lens_advantages(correct, seq, lengths, g, alpha=1.0).view(-1, g)
     a_half = lens_advantages(correct, seq, lengths, g, alpha=0.5).view(-1, g)
     negative = correct.view(-1, g).sum(dim=1) == 0
-    torch.testing.assert_close(a1[negative].sum(dim=1), torch.zeros(int(negative.sum()), dtype=a1.dtype),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        a1[negative].sum(dim=1), torch.zeros(int(negative.sum()), dtype=a1.dtype), rtol=0, atol=1e-12
+    )
     torch.testing.assert_close(a_half[negative], 0.5 * a1[negative], rtol=0, atol=1e-15)
     torch.testing.assert_close(a_half[~negative], a1[~negative], rtol=0, atol=0)
 

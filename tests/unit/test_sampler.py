@@ -34,10 +34,17 @@ def test_draws_equal_generate_while_no_row_has_stopped(tiny_model_dir):
     torch.manual_seed(5)
     mine = decode_compact(model, ids, mask, 0.8, 0.9, 12, never, tokenizer.pad_token_id)
     torch.manual_seed(5)
-    config = GenerationConfig(do_sample=True, temperature=0.8, top_p=0.9, top_k=0, max_new_tokens=12,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=never)
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.9,
+        top_k=0,
+        max_new_tokens=12,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=never,
+    )
     model.generation_config = GenerationConfig()
-    theirs = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:]
+    theirs = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1] :]
     assert torch.equal(mine, theirs)
 
 
@@ -89,6 +96,7 @@ def test_compact_sampler_runs_a_lora_model(tiny_chat_model_dir):
     config = ModelConfig(name_or_path=str(tiny_chat_model_dir), lora={"r": 4})
     model, tokenizer = load_policy(config)
     problems = generate_problems(2, levels=[1], seed=0)
-    rollout = sample(model, tokenizer, problems, RolloutConfig(group_size=3, max_new_tokens=6, sampler="compact"),
-                     seed=0)
+    rollout = sample(
+        model, tokenizer, problems, RolloutConfig(group_size=3, max_new_tokens=6, sampler="compact"), seed=0
+    )
     assert rollout.input_ids.shape[0] == 6 and (rollout.lengths >= 1).all()

@@ -8,12 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.cli import main
 from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config
 from lensrl.core.advantages import lens_rewards
 from lensrl.data.problem import Problem
-from lensrl.rollout.sampler import Rollout
 from lensrl.research.samples import (
     COLUMNS,
     choose_groups,
@@ -23,6 +21,8 @@ from lensrl.research.samples import (
     sample_record,
     sample_table,
 )
+from lensrl.rollout.sampler import Rollout
+from lensrl.runs.checkpoint import latest_checkpoint
 from tests.conftest import tiny_overrides
 
 # Q = 5 groups of G = 2 (rows 2q, 2q+1), token log-probs chosen so that pibar is:
@@ -50,9 +50,14 @@ def _rollout() -> Rollout:
     completions = [f"row {i}: \\boxed{{{i}}}" for i in range(10)]
     completions[7] = "step one\nstep two " + "x" * 300  # long, two lines, cut short
     return Rollout(
-        problems=problems, group_size=2, input_ids=torch.zeros(10, 3, dtype=torch.long),
-        prompt_mask=torch.ones(10, 1), response_mask=mask, completions=completions,
-        truncated=torch.tensor([i == 7 for i in range(10)]), correct=torch.tensor(CORRECT, dtype=torch.float),
+        problems=problems,
+        group_size=2,
+        input_ids=torch.zeros(10, 3, dtype=torch.long),
+        prompt_mask=torch.ones(10, 1),
+        response_mask=mask,
+        completions=completions,
+        truncated=torch.tensor([i == 7 for i in range(10)]),
+        correct=torch.tensor(CORRECT, dtype=torch.float),
         logprobs_old=lp * mask,
     )
 
@@ -90,7 +95,11 @@ def test_whole_groups_with_their_problem_and_kind():
         assert len(group["samples"]) == 2  # whole groups: all G responses
         assert [s["completion"] for s in group["samples"]] == _rollout().completions[2 * q : 2 * q + 2]
         assert (group["problem_id"], group["prompt"], group["answer"], group["level"]) == (
-            f"p{q}", f"Q: {q}+{q}?\nA:", str(2 * q), q % 5 + 1)
+            f"p{q}",
+            f"Q: {q}+{q}?\nA:",
+            str(2 * q),
+            q % 5 + 1,
+        )
     assert [g["kind"] for g in record["groups"]] == ["negative", "mixed", "negative"]
     assert _record(5)["groups"][0]["kind"] == "all_correct"
 
@@ -119,16 +128,23 @@ def test_calibrated_rewards_are_lens_whatever_the_estimator_with_the_runs_d_esti
     lp = torch.tensor([[0.2, 0.2], [0.1, 1.0], [0.05, 1.0]]).log()
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
     rollout = Rollout(
-        problems=[Problem("q", "a")], group_size=3, input_ids=torch.zeros(3, 3, dtype=torch.long),
-        prompt_mask=torch.ones(3, 1), response_mask=mask, completions=["a", "b", "c"],
-        truncated=torch.zeros(3, dtype=torch.bool), correct=torch.tensor([1.0, 0.0, 0.0]), logprobs_old=lp * mask,
+        problems=[Problem("q", "a")],
+        group_size=3,
+        input_ids=torch.zeros(3, 3, dtype=torch.long),
+        prompt_mask=torch.ones(3, 1),
+        response_mask=mask,
+        completions=["a", "b", "c"],
+        truncated=torch.zeros(3, dtype=torch.bool),
+        correct=torch.tensor([1.0, 0.0, 0.0]),
+        logprobs_old=lp * mask,
     )
     for estimator, expected in (("normalized", -1 / 15), ("sequence", -1 / 9)):
         record = sample_record(rollout, torch.zeros(3), LensAlgo(d_estimator=estimator), 1, 1)
         assert record["groups"][0]["kind"] == "mixed"
         assert record["groups"][0]["samples"][1]["calibrated_reward"] == pytest.approx(expected)
-        assert record["groups"][0]["samples"][1]["calibrated_reward"] == pytest.approx(lens_rewards(
-            rollout.correct, rollout.seq_logprobs, rollout.lengths, 3, estimator)[1].item())
+        assert record["groups"][0]["samples"][1]["calibrated_reward"] == pytest.approx(
+            lens_rewards(rollout.correct, rollout.seq_logprobs, rollout.lengths, 3, estimator)[1].item()
+        )
 
 
 def test_log_probs_that_are_not_finite_give_nulls_not_an_error():
@@ -157,13 +173,35 @@ def test_tensors_on_the_gpu():
 
 def test_sample_table_has_one_row_per_response():
     columns, rows = sample_table(_record(3))
-    assert columns == COLUMNS == ["step", "group", "kind", "level", "prompt", "answer", "completion", "correct",
-                                  "pibar", "calibrated_reward", "advantage", "truncated"]
+    assert (
+        columns
+        == COLUMNS
+        == [
+            "step",
+            "group",
+            "kind",
+            "level",
+            "prompt",
+            "answer",
+            "completion",
+            "correct",
+            "pibar",
+            "calibrated_reward",
+            "advantage",
+            "truncated",
+        ]
+    )
     assert len(rows) == 3 * 2 and all(len(row) == len(columns) for row in rows)
     # first row: group 1's first response (row 2 of the rollout)
     row = dict(zip(columns, rows[0]))
     assert (row["step"], row["group"], row["kind"], row["level"], row["answer"], row["completion"]) == (
-        7, 1, "negative", 2, "2", "row 2: \\boxed{2}")
+        7,
+        1,
+        "negative",
+        2,
+        "2",
+        "row 2: \\boxed{2}",
+    )
     assert (row["correct"], row["advantage"], row["truncated"]) == (False, -0.5, False)
     assert row["pibar"] == pytest.approx(0.4) and row["calibrated_reward"] == pytest.approx(-1 / 6)
 
@@ -180,15 +218,28 @@ def test_format_orders_negative_groups_first_and_confident_mistakes_first():
     text = format_samples(_record(5))
     assert text.splitlines()[0].startswith("step 7 · lens · 5 groups logged (2 negative, 2 mixed, 1 all correct)")
     assert [line.split(" · ")[:2] for line in _group_lines(text)] == [
-        ["negative", "group 1"], ["negative", "group 3"], ["mixed", "group 2"], ["mixed", "group 4"],
-        ["all-correct", "group 0"]]
+        ["negative", "group 1"],
+        ["negative", "group 3"],
+        ["mixed", "group 2"],
+        ["mixed", "group 4"],
+        ["all-correct", "group 0"],
+    ]
     assert "level 2 · gold 2 · Q: 1+1? A:" in _group_lines(text)[0]
     lines = _response_lines(text)
     # group 1: wrong 0.8 before wrong 0.4; group 3: 0.6 (cut) before 0.2; group 2: wrong 0.25, then right 0.5;
     # group 4: wrong 0.9, then right 0.3; group 0: the two right answers
     assert [line.split()[:2] for line in lines] == [
-        ["✗", "0.800"], ["✗", "0.400"], ["✗", "0.600"], ["✗", "0.200"], ["✗", "0.250"], ["✓", "0.500"],
-        ["✗", "0.900"], ["✓", "0.300"], ["✓", "0.500"], ["✓", "0.500"]]
+        ["✗", "0.800"],
+        ["✗", "0.400"],
+        ["✗", "0.600"],
+        ["✗", "0.200"],
+        ["✗", "0.250"],
+        ["✓", "0.500"],
+        ["✗", "0.900"],
+        ["✓", "0.300"],
+        ["✓", "0.500"],
+        ["✓", "0.500"],
+    ]
     assert lines[0].split()[2:4] == ["-0.500", "-0.250"]  # r~ of row 3, its advantage signed
     assert lines[5].split()[2:4] == ["+1.000", "+0.000"]  # row 4: right, advantage 0 (exactly -1 + 4/4)
     assert lines[2].split()[4] == "cut" and "step one⏎step two xxx" in lines[2]
@@ -212,8 +263,10 @@ def test_format_negative_only_and_limit():
 
 def test_chat_prompts_are_shown_on_one_line_with_the_question_kept():
     record = _record(1)
-    record["groups"][0]["prompt"] = ("<|im_start|>system\n" + "You are a careful assistant. " * 5 + "<|im_end|>\n"
-                                     "<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n")
+    record["groups"][0]["prompt"] = (
+        "<|im_start|>system\n" + "You are a careful assistant. " * 5 + "<|im_end|>\n"
+        "<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n"
+    )
     (line,) = _group_lines(format_samples(record))
     assert line.endswith("What is 7*6? assistant") and "<|" not in line and "…" in line and len(line) <= 100
 
@@ -274,8 +327,10 @@ def test_a_tiny_run_logs_samples_without_changing_its_numbers(tiny_model_dir, tm
     assert not (quiet / "samples.jsonl").exists()
 
     def metrics(run_dir):
-        return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
-                for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
 
     assert metrics(logged) == metrics(quiet)
     a, b = latest_checkpoint(logged), latest_checkpoint(quiet)

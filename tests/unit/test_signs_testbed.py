@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
-
-import json
 
 import pytest
 import torch
 
 from lensrl.config import DataConfig, ModelConfig, load_config
+from lensrl.data.problem import Problem
 from lensrl.data.sources import load_problems
 from lensrl.policy.models import load_policy
-from lensrl.data.problem import Problem
+from lensrl.rollout.verify import extract_answer, verify_math
 from lensrl.testbed import signs
 from lensrl.testbed import testbed_name as name_of
 from lensrl.testbed.profile import Profile, measure_profile, signs_checks
-from lensrl.rollout.verify import extract_answer, verify_math
+
 
 def test_hand_worked_problem_and_its_dropped_signs():
     # "8-3+6-2": right 8-3=5, 5+6=11, 11-2=9. Dropping the first minus: 8+3=11, 11+6=17, 17-2=15; the last:
@@ -60,8 +60,9 @@ def test_the_teacher_practises_half_the_time_and_drops_signs_at_its_rate_per_lev
         shown = [signs.demonstration(p, rng) for p in problems]
         practice = [d for d in shown if d.prompt.startswith("P:")]
         assert abs(len(practice) / len(shown) - signs.PRACTICE_SHARE) < 0.03  # binomial sd 0.008
-        assert all(d.solution == p.solution and d.prompt[2:] == p.prompt[2:] for d, p in zip(shown, problems)
-                   if d in practice)
+        assert all(
+            d.solution == p.solution and d.prompt[2:] == p.prompt[2:] for d, p in zip(shown, problems) if d in practice
+        )
         task = [(d, p) for d, p in zip(shown, problems) if d.prompt.startswith("Q:")]
         signs_shown = sum(p.prompt.count("-") for _, p in task)
         dropped = sum(p.prompt.count("-") - d.solution.split(" \\boxed")[0].count("-") for d, p in task)
@@ -94,8 +95,10 @@ def test_testbed_names():
 def test_data_sources_select_the_testbed_by_name():
     data = DataConfig(train="testbed:signs", eval="testbed:signs")
     assert data.train[0].size == 20_000 and data.eval[0].per_level == 100  # the bare-name shorthand's defaults
-    train, evals = load_problems(DataConfig(train=[{"path": "testbed:signs", "size": 10}],
-                                            eval=[{"path": "testbed:signs", "per_level": 2}]), seed=0)
+    train, evals = load_problems(
+        DataConfig(train=[{"path": "testbed:signs", "size": 10}], eval=[{"path": "testbed:signs", "per_level": 2}]),
+        seed=0,
+    )
     assert train == signs.generate_problems(10, seed=0)
     assert [p.level for p in evals] == [1, 2, 3, 4, 5] * 2 and all(p.id.startswith("S") for p in evals)
 
@@ -134,9 +137,14 @@ def test_a_signs_warmstart_trains_on_the_teacher_s_problems(tmp_path):
 def _greedy(model, tokenizer, prompts):
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
-        out = model.generate(**batch, do_sample=False, max_new_tokens=64, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=64,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_the_committed_policy_has_the_skill_under_practice_and_the_habit_under_the_task_prompt():
@@ -176,20 +184,39 @@ def test_signs_checks_on_a_hand_made_profile():
     # pass@1 = (160 + 80 + 40 + 12 + 2) / 800 = 36.75%; pass@16 = 38 / 50 = 76%
     assert checks["overall pass@1 in [15%, 40%]"] and checks["overall pass@16 >= 75%"]
     assert not signs_checks(Profile("signs", profile.eval, unparseable=80, responses=800))[
-        "responses without a final \\boxed{} <= 5%"]
+        "responses without a final \\boxed{} <= 5%"
+    ]
 
 
 def test_the_profile_command_prints_the_checks_and_writes_json(tmp_path, capsys):
     from lensrl.cli import main
 
     out = tmp_path / "profile.json"
-    rc = main(["testbed-profile", "--testbed", "signs", "--problems-per-level", "2", "--samples", "2",
-               "--sampler", "compact", "--json", str(out)])
+    rc = main(
+        [
+            "testbed-profile",
+            "--testbed",
+            "signs",
+            "--problems-per-level",
+            "2",
+            "--samples",
+            "2",
+            "--sampler",
+            "compact",
+            "--json",
+            str(out),
+        ]
+    )
     record = json.loads(out.read_text())
     assert rc == (0 if all(record["checks"].values()) else 1)
     assert record["command"].startswith("lensrl testbed-profile --testbed signs")
     assert record["testbed"] == "signs" and record["n_problems"] == 10
-    assert set(record["confidence"]) >= {"pibar_right", "pibar_wrong", "negative_group_pibar_range",
-                                         "lens_negative_group_share", "unparseable"}
+    assert set(record["confidence"]) >= {
+        "pibar_right",
+        "pibar_wrong",
+        "negative_group_pibar_range",
+        "lens_negative_group_share",
+        "unparseable",
+    }
     printed = capsys.readouterr().out
     assert "pibar, wrong answers" in printed and "overall pass@1 in [15%, 40%]" in printed

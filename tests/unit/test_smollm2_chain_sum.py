@@ -34,9 +34,18 @@ def write_run(folder: Path, overall: list[float], level_1: list[float]) -> Path:
     """A run folder whose eval.jsonl has one row per value, at steps 0, 10, 20, ...: pass@1 = pass@8 = the
     value (overall), and level 1's pass@1 = pass@8 = level_1's."""
     folder.mkdir(parents=True)
-    rows = [EvalResult(step=10 * i, overall={"pass@1": o, "pass@8": o}, per_level={"1": {"pass@1": l1, "pass@8": l1}},
-                       all_wrong=0.0, all_wrong_per_level={"1": 0.0}, n_problems=8, samples=8)
-            for i, (o, l1) in enumerate(zip(overall, level_1))]
+    rows = [
+        EvalResult(
+            step=10 * i,
+            overall={"pass@1": o, "pass@8": o},
+            per_level={"1": {"pass@1": l1, "pass@8": l1}},
+            all_wrong=0.0,
+            all_wrong_per_level={"1": 0.0},
+            n_problems=8,
+            samples=8,
+        )
+        for i, (o, l1) in enumerate(zip(overall, level_1))
+    ]
     (folder / "eval.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in rows))
     return folder
 
@@ -45,10 +54,12 @@ def test_gains_from_step_0_per_seed_and_paired(tmp_path):
     # GRPO overall: seed 0 0.20 -> 0.32 (+0.12), seed 1 0.20 -> 0.22 (+0.02): mean +0.07, sd of
     # (0.12, 0.02) = 0.1 / sqrt(2) = 0.0707. The middle row (step 10) is not read.
     # LENS overall: +0.02 and +0.00, mean +0.01. Level 1 of GRPO: +0.30 and +0.10, mean +0.20.
-    runs = {"grpo_seed0": write_run(tmp_path / "g0", [0.20, 0.10, 0.32], [0.3, 0.3, 0.6]),
-            "grpo_seed1": write_run(tmp_path / "g1", [0.20, 0.25, 0.22], [0.3, 0.3, 0.4]),
-            "lens_seed0": write_run(tmp_path / "l0", [0.20, 0.30, 0.22], [0.3, 0.3, 0.3]),
-            "lens_seed1": write_run(tmp_path / "l1", [0.20, 0.20, 0.20], [0.3, 0.3, 0.3])}
+    runs = {
+        "grpo_seed0": write_run(tmp_path / "g0", [0.20, 0.10, 0.32], [0.3, 0.3, 0.6]),
+        "grpo_seed1": write_run(tmp_path / "g1", [0.20, 0.25, 0.22], [0.3, 0.3, 0.4]),
+        "lens_seed0": write_run(tmp_path / "l0", [0.20, 0.30, 0.22], [0.3, 0.3, 0.3]),
+        "lens_seed1": write_run(tmp_path / "l1", [0.20, 0.20, 0.20], [0.3, 0.3, 0.3]),
+    }
     out = study.gains(runs, [0, 1])
     grpo = out["grpo"]["all"]["pass@1"]
     assert grpo["by_seed"] == {0: pytest.approx(0.12), 1: pytest.approx(0.02)}

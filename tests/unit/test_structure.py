@@ -54,7 +54,7 @@ def test_there_are_no_import_cycles():
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -63,7 +63,9 @@ def test_there_are_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node)
-    assert "lensrl.training.trainer" in graph and "lensrl.runs.lifecycle" in graph["lensrl.training.trainer"]  # the graph is real
+    assert (
+        "lensrl.training.trainer" in graph and "lensrl.runs.lifecycle" in graph["lensrl.training.trainer"]
+    )  # the graph is real
 
 
 def test_package_data_patterns_match_files():

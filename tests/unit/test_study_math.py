@@ -32,16 +32,27 @@ def test_kept_groups_keep_negative_groups_only_where_they_carry_a_signal():
 
 
 def _record(p1_by_step, level_p1, seed, curves=None, arm="lens"):
-    evals = [EvalResult(step=s, overall={"pass@1": v, "pass@2": v + 0.1},
-                        per_level={"5": {"pass@1": level_p1, "pass@2": level_p1}}, all_wrong=0.0,
-                        all_wrong_per_level={"5": 0.0}, n_problems=4, samples=2) for s, v in p1_by_step]
+    evals = [
+        EvalResult(
+            step=s,
+            overall={"pass@1": v, "pass@2": v + 0.1},
+            per_level={"5": {"pass@1": level_p1, "pass@2": level_p1}},
+            all_wrong=0.0,
+            all_wrong_per_level={"5": 0.0},
+            n_problems=4,
+            samples=2,
+        )
+        for s, v in p1_by_step
+    ]
     return RunRecord(arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16)
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
     # the two seeds evaluate the base policy at 0.3 and 0.4 (their own samples): base 0.35 +- 0.0707
-    records = {"grpo": [_record([(0, 0.3), (10, 0.30)], 0.1, 0), _record([(0, 0.4), (10, 0.32)], 0.1, 1)],
-               "lens": [_record([(0, 0.3), (10, 0.40)], 0.2, 0), _record([(0, 0.3), (10, 0.43)], 0.2, 1)]}
+    records = {
+        "grpo": [_record([(0, 0.3), (10, 0.30)], 0.1, 0), _record([(0, 0.4), (10, 0.32)], 0.1, 1)],
+        "lens": [_record([(0, 0.3), (10, 0.40)], 0.2, 0), _record([(0, 0.3), (10, 0.43)], 0.2, 1)],
+    }
     agg = aggregate(STUDIES["main"], records)
     cell = agg["arms"]["lens"]["all"]["pass@1"]
     assert cell["mean"] == pytest.approx(0.415) and cell["values"] == [0.40, 0.43]
@@ -68,9 +79,14 @@ def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
 def test_differences_pair_seeds_and_use_only_the_seeds_both_arms_have():
     # the reference lacks seed 2, and lens lists its seeds in another order: pairs (0: 0.1 -> 0.2),
     # (1: 0.5 -> 0.7), so d = [0.1, 0.2], n = 2 (by position it would pair 0.1 with 0.7)
-    records = {"grpo": [_record([(0, 0.1), (10, 0.1)], 0.1, 0), _record([(0, 0.1), (10, 0.5)], 0.1, 1)],
-               "lens": [_record([(0, 0.1), (10, 0.7)], 0.1, 1), _record([(0, 0.1), (10, 0.9)], 0.1, 2),
-                        _record([(0, 0.1), (10, 0.2)], 0.1, 0)]}
+    records = {
+        "grpo": [_record([(0, 0.1), (10, 0.1)], 0.1, 0), _record([(0, 0.1), (10, 0.5)], 0.1, 1)],
+        "lens": [
+            _record([(0, 0.1), (10, 0.7)], 0.1, 1),
+            _record([(0, 0.1), (10, 0.9)], 0.1, 2),
+            _record([(0, 0.1), (10, 0.2)], 0.1, 0),
+        ],
+    }
     w = aggregate(STUDIES["main"], records)["arms"]["lens"]["all"]["pass@1"]["vs_reference"]
     assert w["n"] == 2 and w["diff"] == pytest.approx(0.15) and w["sd"] == pytest.approx(math.sqrt(0.005))
 
@@ -90,10 +106,16 @@ def test_diagnostics_average_each_run_over_its_logged_steps_then_the_seeds():
     def curves(cosine):
         return {"step": [1, 2, 3, 4], "groups/negative": [0.5, None, 0.4, 0.3], "diag/cosine": cosine}
 
-    records = {"grpo": [_record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None, 0.2, None, 0.4])),
-                        _record([(0, 0.3), (4, 0.3)], 0.1, 1, curves([None, None, None, 0.5]))],
-               "lens": [_record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None] * 4)),
-                        _record([(0, 0.3), (4, 0.3)], 0.1, 1, {"step": [1], "groups/negative": [0.5]})]}
+    records = {
+        "grpo": [
+            _record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None, 0.2, None, 0.4])),
+            _record([(0, 0.3), (4, 0.3)], 0.1, 1, curves([None, None, None, 0.5])),
+        ],
+        "lens": [
+            _record([(0, 0.3), (4, 0.3)], 0.1, 0, curves([None] * 4)),
+            _record([(0, 0.3), (4, 0.3)], 0.1, 1, {"step": [1], "groups/negative": [0.5]}),
+        ],
+    }
     agg = aggregate(STUDIES["main"], records)
     assert agg["diagnostics"]["grpo"]["diag/cosine"] == pytest.approx(0.4)
     assert agg["diagnostics"]["lens"]["diag/cosine"] is None and agg["diagnostics"]["grpo"]["diag/rel_diff"] is None
@@ -106,8 +128,10 @@ def test_report_writes_every_file_and_tolerates_gaps_in_the_curves(tmp_path):
     from lensrl.research.study import write_report
 
     gappy = {"step": [1, 2, 3], "groups/negative": [0.5, None, 0.4], "diag/cosine": [None, 0.1, None]}
-    records = {arm: [_record([(0, 0.3), (5, p), (10, p + 0.01)], 0.1, s, gappy) for s in (0, 1)]
-               for arm, p in (("grpo", 0.3), ("lens", 0.35))}
+    records = {
+        arm: [_record([(0, 0.3), (5, p), (10, p + 0.01)], 0.1, s, gappy) for s in (0, 1)]
+        for arm, p in (("grpo", 0.3), ("lens", 0.35))
+    }
     result = write_report(STUDIES["main"], [0, 1], records, tmp_path, "lensrl study main", "study")
     for name in ("study.json", "study.md", "study.png"):
         assert (tmp_path / name).exists(), name
@@ -143,8 +167,10 @@ def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
         m = sum(v) / len(v)
         return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
 
-    for name, arms in {"main": {"grpo": [0.30, 0.34], "lens": [0.31, 0.33]},
-                       "alpha": {"lens_alpha0.25": [0.31, 0.33], "lens_alpha1": [0.20, 0.20]}}.items():
+    for name, arms in {
+        "main": {"grpo": [0.30, 0.34], "lens": [0.31, 0.33]},
+        "alpha": {"lens_alpha0.25": [0.31, 0.33], "lens_alpha1": [0.20, 0.20]},
+    }.items():
         (tmp_path / name).mkdir()
         study = {"base": {"all": {"pass@1": 0.3, "pass@16": 0.3}}, "arms": {a: cell(v) for a, v in arms.items()}}
         (tmp_path / name / "study.json").write_text(json.dumps(study))
@@ -222,19 +248,22 @@ def test_signs_studies_use_their_config_folders_and_share_runs(tmp_path):
     _finished(lens, runs / "signs-main" / "lens_seed1")
     _finished(grpo, runs / "signs-main" / "grpo_seed1")
     # alpha 0.25 is the default: the alpha study's first arm is main's lens, and reuses its run
-    quarter = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha0.25")], 1, runs / "signs-alpha", str(base),
-                         [])
+    quarter = arm_config(
+        signs["alpha"], arms[("signs-alpha", "lens_alpha0.25")], 1, runs / "signs-alpha", str(base), []
+    )
     assert finished_run(quarter, runs) == runs / "signs-main" / "lens_seed1"
     four = arm_config(signs["alpha"], arms[("signs-alpha", "lens_alpha4")], 1, runs / "signs-alpha", str(base), [])
     assert four.algo.alpha == 4.0 and finished_run(four, runs) is None
-    remedies_grpo = arm_config(signs["remedies"], arms[("signs-remedies", "grpo")], 1, runs / "signs-remedies",
-                               str(base), [])
+    remedies_grpo = arm_config(
+        signs["remedies"], arms[("signs-remedies", "grpo")], 1, runs / "signs-remedies", str(base), []
+    )
     assert finished_run(remedies_grpo, runs) == runs / "signs-main" / "grpo_seed1"
     # the long study's arms train three times the config's steps (after the extra overrides), so never reuse
     long_grpo = arm_config(signs["long"], arms[("signs-long", "grpo")], 1, runs / "signs-long", str(base), [])
     assert long_grpo.run.steps == 21 and long_grpo.algo.advantage == "grpo" and finished_run(long_grpo, runs) is None
-    extended = arm_config(signs["long"], arms[("signs-long", "lens")], 1, runs / "signs-long", str(base),
-                          ["run.steps=5"])
+    extended = arm_config(
+        signs["long"], arms[("signs-long", "lens")], 1, runs / "signs-long", str(base), ["run.steps=5"]
+    )
     assert extended.run.steps == 15 and extended.algo.advantage == "lens"
 
 
@@ -272,8 +301,10 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     assert [r.samples_per_step for r in records["lens"]] == [128, 128]
     assert [r.seed for r in records["grpo"]] == [0, 1]
 
-    assert main(["study", "main", "--report-only", "--seeds", "0,1", "--results-dir", str(results),
-                 "run.progress=false"]) == 0
+    assert (
+        main(["study", "main", "--report-only", "--seeds", "0,1", "--results-dir", str(results), "run.progress=false"])
+        == 0
+    )
     assert "[d +3.0" in capsys.readouterr().out
     saved = json.loads((results / "study.json").read_text())
     assert saved["command"] == "lensrl study main --seeds 0,1 run.progress=false"
@@ -290,8 +321,15 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
 def test_a_run_record_writes_back_the_json_it_read():
     # two layouts are committed: records without samples_per_step and evaluations without the optional
     # measurements (older), and records with both, the measurements null where not measured
-    evaluation = {"step": 0, "overall": {"pass@1": 0.25}, "per_level": {"1": {"pass@1": 0.25}}, "all_wrong": 0.5,
-                  "all_wrong_per_level": {"1": 0.5}, "n_problems": 2, "samples": 1}
+    evaluation = {
+        "step": 0,
+        "overall": {"pass@1": 0.25},
+        "per_level": {"1": {"pass@1": 0.25}},
+        "all_wrong": 0.5,
+        "all_wrong_per_level": {"1": 0.5},
+        "n_problems": 2,
+        "samples": 1,
+    }
     older = {"arm": "grpo", "seed": 0, "evals": [evaluation], "curves": {"step": [1], "reward": [0.5]}}
     newer = {**older, "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}], "samples_per_step": 8}
     for record in (older, newer):

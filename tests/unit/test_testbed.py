@@ -11,12 +11,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lensrl.data.sources import Problem
-from lensrl.training.sft import IGNORE_INDEX, encode_batch
+from lensrl.rollout.verify import extract_answer, verify_math
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.carry import MAX_NUMBER, MAX_TOTAL
 from lensrl.testbed.profile import measure_profile
 from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy, rebuild_command
-from lensrl.rollout.verify import extract_answer, verify_math
+from lensrl.training.sft import IGNORE_INDEX, encode_batch
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")
 

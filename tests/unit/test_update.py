@@ -8,9 +8,9 @@ from transformers import AutoModelForCausalLM
 from lensrl.config import RolloutConfig, load_config
 from lensrl.core.advantages import grpo_advantages
 from lensrl.policy.models import load_policy, load_tokenizer, reference_policy
+from lensrl.policy.update import minibatch_groups, update_policy
 from lensrl.rollout.sampler import behaviour_logprobs, sample, trimmed_logprobs
 from lensrl.testbed import generate_problems
-from lensrl.policy.update import minibatch_groups, update_policy
 from tests.conftest import tiny_overrides
 
 G = 2
@@ -18,8 +18,16 @@ ROLLOUT = RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64
 
 
 def _config(model_dir, *extra):
-    return load_config(overrides=tiny_overrides(model_dir, "unused", "rollout.questions_per_step=8",
-                                                f"rollout.group_size={G}", "optim.updates_per_rollout=4", *extra))
+    return load_config(
+        overrides=tiny_overrides(
+            model_dir,
+            "unused",
+            "rollout.questions_per_step=8",
+            f"rollout.group_size={G}",
+            "optim.updates_per_rollout=4",
+            *extra,
+        )
+    )
 
 
 def _rollout(model, tokenizer, correct_per_group):
@@ -48,8 +56,9 @@ def _update(model_dir, correct_per_group, *extra):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     advantages = grpo_advantages(rollout.correct, G)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    metrics = update_policy(model, None, optimizer, scheduler, rollout, advantages, config,
-                            torch.Generator().manual_seed(0))
+    metrics = update_policy(
+        model, None, optimizer, scheduler, rollout, advantages, config, torch.Generator().manual_seed(0)
+    )
     changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     return metrics, _Counting.steps, scheduler.last_epoch, changed
 
@@ -69,19 +78,22 @@ def test_filtering_keeps_the_number_of_minibatches(tiny_model_dir):
     # 2, 2, 1 (3 optimizer steps where an unfiltered arm takes 4); the rule is 4 minibatches of
     # 2, 1, 1, 1 groups: the same number of optimizer and scheduler steps for every arm.
     groups = [MIXED] * 5 + [NEGATIVE] * 3
-    metrics, optimizer_steps, scheduler_steps, _ = _update(tiny_model_dir, groups, "algo.advantage=grpo",
-                                                           "algo.filter_groups=true")
+    metrics, optimizer_steps, scheduler_steps, _ = _update(
+        tiny_model_dir, groups, "algo.advantage=grpo", "algo.filter_groups=true"
+    )
     assert (optimizer_steps, scheduler_steps) == (4, 4)
     assert metrics["groups/updated"] == 5 / 8
 
 
 def test_filtering_to_fewer_groups_than_minibatches_still_steps_the_scheduler(tiny_model_dir):
     groups = [MIXED] * 3 + [NEGATIVE] * 5  # 3 kept groups, 4 minibatches: one is empty (no optimizer step)
-    _, optimizer_steps, scheduler_steps, _ = _update(tiny_model_dir, groups, "algo.advantage=grpo",
-                                                     "algo.filter_groups=true")
+    _, optimizer_steps, scheduler_steps, _ = _update(
+        tiny_model_dir, groups, "algo.advantage=grpo", "algo.filter_groups=true"
+    )
     assert (optimizer_steps, scheduler_steps) == (3, 4)
-    _, optimizer_steps, scheduler_steps, changed = _update(tiny_model_dir, [NEGATIVE] * 8, "algo.advantage=grpo",
-                                                           "algo.filter_groups=true")
+    _, optimizer_steps, scheduler_steps, changed = _update(
+        tiny_model_dir, [NEGATIVE] * 8, "algo.advantage=grpo", "algo.filter_groups=true"
+    )
     assert (optimizer_steps, scheduler_steps, changed) == (0, 4, False)
 
 
@@ -110,8 +122,16 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model_dir):
         rollout = _rollout(model, tokenizer, [MIXED] * 8)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        update_policy(model, None, optimizer, scheduler, rollout, grpo_advantages(rollout.correct, G), config,
-                      torch.Generator().manual_seed(0))
+        update_policy(
+            model,
+            None,
+            optimizer,
+            scheduler,
+            rollout,
+            grpo_advantages(rollout.correct, G),
+            config,
+            torch.Generator().manual_seed(0),
+        )
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=1e-6)
 

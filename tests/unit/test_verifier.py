@@ -22,9 +22,15 @@ def flaky(completion: str, gold: str) -> bool:
 def _rollout(completions: list[str], gold: str = "4") -> Rollout:
     """One group of len(completions) samples of a problem whose gold answer is `gold` (tokens unused)."""
     n = len(completions)
-    return Rollout(problems=[Problem(prompt="2+2?", answer=gold, id="q")], group_size=n,
-                   input_ids=torch.zeros(n, 2, dtype=torch.long), prompt_mask=torch.ones(n, 1),
-                   response_mask=torch.ones(n, 1), completions=completions, truncated=torch.zeros(n, dtype=torch.bool))
+    return Rollout(
+        problems=[Problem(prompt="2+2?", answer=gold, id="q")],
+        group_size=n,
+        input_ids=torch.zeros(n, 2, dtype=torch.long),
+        prompt_mask=torch.ones(n, 1),
+        response_mask=torch.ones(n, 1),
+        completions=completions,
+        truncated=torch.zeros(n, dtype=torch.bool),
+    )
 
 
 def test_a_function_verifier_counts_calls_timeouts_and_errors():
@@ -73,16 +79,24 @@ def test_score_counts_in_the_verifier_it_is_given():
 
 
 def test_score_names_a_user_function_that_raises():
-    with pytest.raises(RuntimeError, match=r"reward function flaky raised ZeroDivisionError: bug in the reward "
-                                           r"function on problem 'q' \(gold '4'\), sample 1"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"reward function flaky raised ZeroDivisionError: bug in the reward "
+        r"function on problem 'q' \(gold '4'\), sample 1",
+    ):
         score(_rollout(["4", "bug"]), flaky)
 
 
 def test_verifier_metrics_name_every_count():
     # the keys of metrics.jsonl, in the order of VerifyCounts' fields, for every verifier alike
     assert verifier_metrics(VerifyCounts(calls=16, timeouts=4, errors=4)) == {
-        "verify/calls": 16, "verify/unparseable": 0, "verify/timeouts": 4, "verify/retries": 0, "verify/errors": 4,
+        "verify/calls": 16,
+        "verify/unparseable": 0,
+        "verify/timeouts": 4,
+        "verify/retries": 0,
+        "verify/errors": 4,
         "verify/worker_restarts": 0,
     }
-    assert list(verifier_metrics(VerifyCounts())) == [f"verify/{k}" for k in ("calls", "unparseable", "timeouts",
-                                                                                "retries", "errors", "worker_restarts")]
+    assert list(verifier_metrics(VerifyCounts())) == [
+        f"verify/{k}" for k in ("calls", "unparseable", "timeouts", "retries", "errors", "worker_restarts")
+    ]

@@ -20,7 +20,12 @@ import pytest
 from lensrl import extract_answer, verify_math
 from lensrl.rollout.verifier import VerifyCounts
 from lensrl.rollout.verify import (
-    MATH_VERIFIER, MAX_ANSWER_CHARS, MEMORY_LIMIT_BYTES, WORKER, MathVerifier, MathVerifyWorker,
+    MATH_VERIFIER,
+    MAX_ANSWER_CHARS,
+    MEMORY_LIMIT_BYTES,
+    WORKER,
+    MathVerifier,
+    MathVerifyWorker,
 )
 
 SHARED_MATH500 = Path(__file__).resolve().parents[3] / "shared" / "data" / "math500.jsonl"
@@ -249,7 +254,8 @@ def test_a_worker_dying_mid_request_is_an_error():
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs Linux /proc")
 def test_the_worker_address_space_is_bounded():
     pid = _worker_pid()
-    (line,) = [l for l in Path(f"/proc/{pid}/limits").read_text().splitlines() if l.startswith("Max address space")]
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    (line,) = [row for row in limits if row.startswith("Max address space")]
     soft_limit = line.split()[3]
     assert soft_limit != "unlimited"
     # its size once Math-Verify is loaded (well under 2 GiB) plus the allowance

@@ -6,9 +6,49 @@ from hypothesis import strategies as st
 from lensrl.rollout.verify import MATH_VERIFIER, extract_answer, verify_math
 
 FRAGMENTS = [
-    "\\boxed{", "{", "}", "\\frac", "\\dfrac", "\\sqrt", "^", "_", "!", "1", "2", "9", "0.5", "-", "+", "x", "=",
-    ",", "(", ")", "[", "]", "\\{", "\\}", "\\pi", "\\infty", "\\%", "^\\circ", "\\text{", "\\left(", "\\right)",
-    "\\cdot", "\\\\", "&", "\\begin{pmatrix}", "\\end{pmatrix}", "\\def", "\\input", "####", " ", "\n", "\x00", "$",
+    "\\boxed{",
+    "{",
+    "}",
+    "\\frac",
+    "\\dfrac",
+    "\\sqrt",
+    "^",
+    "_",
+    "!",
+    "1",
+    "2",
+    "9",
+    "0.5",
+    "-",
+    "+",
+    "x",
+    "=",
+    ",",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\\{",
+    "\\}",
+    "\\pi",
+    "\\infty",
+    "\\%",
+    "^\\circ",
+    "\\text{",
+    "\\left(",
+    "\\right)",
+    "\\cdot",
+    "\\\\",
+    "&",
+    "\\begin{pmatrix}",
+    "\\end{pmatrix}",
+    "\\def",
+    "\\input",
+    "####",
+    " ",
+    "\n",
+    "\x00",
+    "$",
 ]
 latexish = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join)
 fuzz = settings(max_examples=200, deadline=None, database=None)
@@ -22,7 +62,10 @@ def test_extract_answer_never_raises(completion):
 
 
 @fuzz
-@given(st.one_of(st.text(max_size=200), latexish.map(lambda s: f"\\boxed{{{s}}}")), st.sampled_from(["34", "\\frac{1}{2}", "x"]))
+@given(
+    st.one_of(st.text(max_size=200), latexish.map(lambda s: f"\\boxed{{{s}}}")),
+    st.sampled_from(["34", "\\frac{1}{2}", "x"]),
+)
 def test_verify_math_never_raises(completion, gold):
     calls = MATH_VERIFIER.counts.calls
     verdict = verify_math(completion, gold, timeout_s=0.5)

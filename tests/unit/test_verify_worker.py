@@ -81,20 +81,23 @@ def test_the_time_limit_is_the_verifiers_unless_the_call_gives_one():
 
 def test_a_script_without_a_main_guard_runs_once(tmp_path):
     script = tmp_path / "no_guard.py"
-    script.write_text(textwrap.dedent("""\
+    script.write_text(
+        textwrap.dedent("""\
         import lensrl.rollout.verify
 
         print("script body ran")
         verdict = lensrl.rollout.verify.verify_math("\\\\boxed{\\\\frac{1}{2}}", "0.5")
         print("verdict", verdict, "worker", lensrl.rollout.verify.WORKER.pid is not None)
         print("worker pid", lensrl.rollout.verify.WORKER.pid)
-    """))
+    """)
+    )
     # a decoy `lensrl` in the working directory: the worker must import the caller's lensrl, not this one
     decoy = tmp_path / "cwd" / "lensrl"
     decoy.mkdir(parents=True)
     (decoy / "__init__.py").write_text("raise ImportError('the decoy lensrl was imported')\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                            cwd=decoy.parent)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=decoy.parent
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("script body ran") == 1, result.stdout
     assert "verdict True worker True" in result.stdout, result.stdout + result.stderr

@@ -17,7 +17,7 @@ from lensrl.data.sources import Problem
 
 
 def resolve_style(tokenizer: PreTrainedTokenizerBase, config: PromptConfig) -> str:
-    """"chat" or "plain"; "auto" picks chat when the tokenizer has a chat template."""
+    """ "chat" or "plain"; "auto" picks chat when the tokenizer has a chat template."""
     if config.style == "auto":
         return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     if config.style == "chat" and not getattr(tokenizer, "chat_template", None):
@@ -48,15 +48,20 @@ def prompt_token_limit(model_config: PretrainedConfig, rollout: RolloutConfig) -
     context = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     room = context - rollout.max_new_tokens if context else None
     if room is not None and room < 1:
-        raise ValueError(f"rollout.max_new_tokens={rollout.max_new_tokens} leaves no room for a prompt in the "
-                         f"model's context of {context} tokens")
+        raise ValueError(
+            f"rollout.max_new_tokens={rollout.max_new_tokens} leaves no room for a prompt in the "
+            f"model's context of {context} tokens"
+        )
     limits = [x for x in (rollout.max_prompt_tokens, room) if x is not None]
     return min(limits) if limits else None
 
 
 def check_prompt_lengths(
-    problems: Sequence[Problem], tokenizer: PreTrainedTokenizerBase, model_config: PretrainedConfig,
-    rollout: RolloutConfig, skip: bool = False,
+    problems: Sequence[Problem],
+    tokenizer: PreTrainedTokenizerBase,
+    model_config: PretrainedConfig,
+    rollout: RolloutConfig,
+    skip: bool = False,
 ) -> list[Problem]:
     """The formatted problems, after checking every prompt fits `prompt_token_limit`.
 
@@ -71,13 +76,18 @@ def check_prompt_lengths(
     if not too_long:
         return list(problems)
     first, n = too_long[0]
-    where = f"problem {first.id!r} has a prompt of {n} tokens, over the limit of {limit} (rollout.max_prompt_tokens, " \
-            f"or the model's context minus rollout.max_new_tokens)"
+    where = (
+        f"problem {first.id!r} has a prompt of {n} tokens, over the limit of {limit} (rollout.max_prompt_tokens, "
+        f"or the model's context minus rollout.max_new_tokens)"
+    )
     if not skip:
-        raise ValueError(f"{where}; {len(too_long)} prompt(s) are too long: shorten them, raise the limit, or skip "
-                         "them with data.skip_bad_rows=true")
-    warnings.warn(f"skipped {len(too_long)} problem(s) with prompts over {limit} tokens; the first: {where}",
-                  stacklevel=2)
+        raise ValueError(
+            f"{where}; {len(too_long)} prompt(s) are too long: shorten them, raise the limit, or skip "
+            "them with data.skip_bad_rows=true"
+        )
+    warnings.warn(
+        f"skipped {len(too_long)} problem(s) with prompts over {limit} tokens; the first: {where}", stacklevel=2
+    )
     kept = [p for p, n in zip(problems, lengths) if n <= limit]
     if not kept:
         raise ValueError(f"every prompt is over the limit of {limit} tokens; {where}")

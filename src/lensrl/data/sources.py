@@ -44,9 +44,9 @@ from typing import Any
 
 from lensrl.config import DataConfig, SourceConfig
 from lensrl.data.problem import Problem
+from lensrl.rollout.verify import extract_answer
 from lensrl.seeds import EVAL_SEED, source_seed
 from lensrl.testbed import task, testbed_name
-from lensrl.rollout.verify import extract_answer
 
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
@@ -117,8 +117,13 @@ def load_jsonl(
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such file")
     source = SourceConfig(
-        path=str(path), kind=kind, prompt_field=prompt_field, answer_field=answer_field,
-        level_field=level_field, solution_field=solution_field, subject_field=subject_field,
+        path=str(path),
+        kind=kind,
+        prompt_field=prompt_field,
+        answer_field=answer_field,
+        level_field=level_field,
+        solution_field=solution_field,
+        subject_field=subject_field,
     )
     return load_source(source, skip_bad_rows=skip_bad_rows)
 
@@ -253,9 +258,13 @@ def _hub_rows(source: SourceConfig) -> _Rows:
 
         ds = datasets.load_dataset(source.path, source.subset, split=source.split)
     except Exception as e:
-        hint = "" if Path(source.path).expanduser().is_dir() else (
-            " The hub may be unreachable (or HF_HUB_OFFLINE set); give a local .json/.jsonl/.parquet file as the "
-            "path instead."
+        hint = (
+            ""
+            if Path(source.path).expanduser().is_dir()
+            else (
+                " The hub may be unreachable (or HF_HUB_OFFLINE set); give a local .json/.jsonl/.parquet file as the "
+                "path instead."
+            )
         )
         raise ValueError(
             f"could not load Hugging Face dataset {source.path!r} (subset={source.subset!r}, "
@@ -283,13 +292,20 @@ class _Layout:
 
 
 _PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
-    "math": dict(prompt=("problem",), answer=("answer",), level=("level",), subject=("subject", "type"),
-                 solution=("solution",)),
+    "math": dict(
+        prompt=("problem",), answer=("answer",), level=("level",), subject=("subject", "type"), solution=("solution",)
+    ),
     "gsm8k": dict(prompt=("question",), answer=("answer",), level=(), subject=(), solution=("solution",)),
-    "dapo": dict(prompt=("prompt",), answer=("reward_model.ground_truth", "answer", "solution"), level=(),
-                 subject=(), solution=()),
-    "custom": dict(prompt=("problem",), answer=("answer",), level=("level",), subject=("subject",),
-                   solution=("solution",)),
+    "dapo": dict(
+        prompt=("prompt",),
+        answer=("reward_model.ground_truth", "answer", "solution"),
+        level=(),
+        subject=(),
+        solution=(),
+    ),
+    "custom": dict(
+        prompt=("problem",), answer=("answer",), level=("level",), subject=("subject",), solution=("solution",)
+    ),
 }
 
 
@@ -453,8 +469,9 @@ def _load_rows(source: SourceConfig, skip_bad_rows: bool) -> list[Problem]:
                 raise
             bad.append(str(e))
     if bad:
-        warnings.warn(f"data source {source.path!r}: skipped {len(bad)} malformed row(s); the first: {bad[0]}",
-                      stacklevel=3)
+        warnings.warn(
+            f"data source {source.path!r}: skipped {len(bad)} malformed row(s); the first: {bad[0]}", stacklevel=3
+        )
     return problems
 
 

@@ -11,12 +11,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import RolloutConfig
 from lensrl.core.passk import pass_at_k
-from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.data.problem import Problem
+from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.rollout.sampler import Rollout, sample, score
 from lensrl.rollout.verifier import VerifierLike
-from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
 from lensrl.rollout.verify import extract_answer
+from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
 
 
 @dataclass
@@ -50,7 +50,7 @@ class EvalResult:
 
     @property
     def scopes(self) -> list[str]:
-        """"all" (every problem), then each level in the order evaluated."""
+        """ "all" (every problem), then each level in the order evaluated."""
         return ["all", *self.per_level]
 
     def pass_at(self, scope: str, k: int) -> float:
@@ -61,8 +61,9 @@ class EvalResult:
         by_k = self.overall if scope == "all" else self.per_level[scope]
         if f"pass@{k}" not in by_k:
             known = ", ".join(name.removeprefix("pass@") for name in by_k)
-            raise ValueError(f"no pass@{k} in the evaluation of step {self.step} ({self.samples} samples); "
-                             f"known k: {known}")
+            raise ValueError(
+                f"no pass@{k} in the evaluation of step {self.step} ({self.samples} samples); known k: {known}"
+            )
         return by_k[f"pass@{k}"]
 
 
@@ -75,8 +76,14 @@ def ks_for(samples: int) -> list[int]:
     return ks
 
 
-def summarise(step: int, problems: Sequence[Problem], n_correct: Sequence[int], samples: int,
-              n_unparseable: Sequence[int] | None = None, response_tokens: Sequence[int] | None = None) -> EvalResult:
+def summarise(
+    step: int,
+    problems: Sequence[Problem],
+    n_correct: Sequence[int],
+    samples: int,
+    n_unparseable: Sequence[int] | None = None,
+    response_tokens: Sequence[int] | None = None,
+) -> EvalResult:
     """Average the unbiased pass@k of each problem, overall and by level; per-problem counts of unparseable
     samples and sums of response tokens, when given, become the overall unparseable share and mean length."""
     ks = ks_for(samples)
@@ -136,15 +143,24 @@ def evaluate(
     chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
         batch = mine[start : start + per_chunk]
-        out = sample(model, tokenizer, batch, rollout, eval_chunk_seed(seed, first + i), group_size=samples,
-                     synced_gpus=synced_gpus)
+        out = sample(
+            model,
+            tokenizer,
+            batch,
+            rollout,
+            eval_chunk_seed(seed, first + i),
+            group_size=samples,
+            synced_gpus=synced_gpus,
+        )
         out.correct = score(out, verifier)
         if on_chunk is not None:
             on_chunk(out)
         unparseable = torch.tensor([extract_answer(c) is None for c in out.completions])
-        per_problem = zip(out.correct.view(len(batch), samples).sum(dim=1).tolist(),
-                          unparseable.view(len(batch), samples).sum(dim=1).tolist(),
-                          out.lengths.view(len(batch), samples).sum(dim=1).tolist())
+        per_problem = zip(
+            out.correct.view(len(batch), samples).sum(dim=1).tolist(),
+            unparseable.view(len(batch), samples).sum(dim=1).tolist(),
+            out.lengths.view(len(batch), samples).sum(dim=1).tolist(),
+        )
         counts.extend((int(c), int(u), int(n)) for c, u, n in per_problem)
     gathered = [c for part in all_gather_objects(world, counts) for c in part][: len(problems)]
     correct, unparseable, tokens = zip(*gathered)
@@ -167,6 +183,8 @@ def format_table(results: dict[str, EvalResult]) -> str:
             lines.append(f"{name:<8}{lv:<7}" + "".join(f"{100 * vals[k]:>9.1f}" for k in ks) + f"{100 * wrong:>11.1f}")
     for name, res in results.items():
         if res.unparseable is not None and res.response_tokens is not None:
-            lines.append(f"{name}: {100 * res.unparseable:.1f}% of samples without a final answer, "
-                         f"{res.response_tokens:.1f} response tokens on average")
+            lines.append(
+                f"{name}: {100 * res.unparseable:.1f}% of samples without a final answer, "
+                f"{res.response_tokens:.1f} response tokens on average"
+            )
     return "\n".join(lines)

@@ -27,9 +27,7 @@ try:
     import trl
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as exc:  # pragma: no cover - exercised only without TRL
-    raise ImportError(
-        'lensrl.integrations.trl needs TRL, which is not installed: pip install "trl>=1.16,<2"'
-    ) from exc
+    raise ImportError('lensrl.integrations.trl needs TRL, which is not installed: pip install "trl>=1.16,<2"') from exc
 
 try:
     from trl.models.utils import disable_gradient_checkpointing
@@ -60,8 +58,16 @@ if _missing:  # pragma: no cover - depends on the installed TRL
 # Model inputs besides ids and masks that `_generate_and_score_completions` returns and the
 # log-prob helper takes (multimodal models); the same keys TRL's `_compute_loss` passes on.
 _FORWARD_KEYS = (
-    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
-    "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
 )
 _BINARY_ATOL = 1e-6  # a weighted sum of 0/1 rewards in float32 may miss 0 or 1 by rounding
 
@@ -165,9 +171,12 @@ class LensGRPOTrainer(GRPOTrainer):
         output["advantages"] = advantages[process_slice].to(device=old.device, dtype=old.dtype)
         self._lens_log(mode, correct, seq_logprobs, lengths, advantages, group_size)
         self.lens_last_batch = {
-            "correct": correct.detach().cpu(), "seq_logprobs": seq_logprobs.detach().cpu(),
-            "lengths": lengths.detach().cpu(), "advantages": advantages.detach().cpu(),
-            "group_size": group_size, "process_slice": process_slice,
+            "correct": correct.detach().cpu(),
+            "seq_logprobs": seq_logprobs.detach().cpu(),
+            "lengths": lengths.detach().cpu(),
+            "advantages": advantages.detach().cpu(),
+            "group_size": group_size,
+            "process_slice": process_slice,
         }
         return output
 
@@ -221,14 +230,23 @@ class LensGRPOTrainer(GRPOTrainer):
         forward_kwargs = {key: output[key] for key in _FORWARD_KEYS if key in output}
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             result = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, output["completion_ids"].size(1),
-                batch_size=batch_size, **forward_kwargs,
+                self.model,
+                input_ids,
+                attention_mask,
+                output["completion_ids"].size(1),
+                batch_size=batch_size,
+                **forward_kwargs,
             )
         return result[0]  # (logps, entropies, aux_loss) in TRL 1.10-1.16
 
     def _lens_log(
-        self, mode: str, correct: torch.Tensor, seq_logprobs: torch.Tensor, lengths: torch.Tensor,
-        advantages: torch.Tensor, group_size: int,
+        self,
+        mode: str,
+        correct: torch.Tensor,
+        seq_logprobs: torch.Tensor,
+        lengths: torch.Tensor,
+        advantages: torch.Tensor,
+        group_size: int,
     ) -> None:
         metrics = self._metrics[mode]
         for key, value in group_outcomes(correct, group_size).items():

@@ -330,7 +330,12 @@ def install() -> None:
 
 
 def compute_score(
-    data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, timeout_s: float = 3.0, **kwargs: Any
+    data_source: Any,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Any = None,
+    timeout_s: float = 3.0,
+    **kwargs: Any,
 ) -> float:
     """1.0 when the last `\\boxed{}` (or `#### N`) of the response equals the gold answer (Math-Verify), else 0.0.
 
@@ -364,13 +369,15 @@ def write_verl_parquet(
     for i, problem in enumerate(problems):
         messages = [{"role": "system", "content": system}] if system is not None else []
         messages.append({"role": "user", "content": template.replace("{prompt}", problem.prompt)})
-        rows.append({
-            "data_source": data_source,
-            "prompt": messages,
-            "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": str(problem.answer)},
-            "extra_info": {"split": split, "index": i, "id": str(problem.id), "level": problem.level},
-        })
+        rows.append(
+            {
+                "data_source": data_source,
+                "prompt": messages,
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": str(problem.answer)},
+                "extra_info": {"split": split, "index": i, "id": str(problem.id), "level": problem.level},
+            }
+        )
     pd.DataFrame(rows).to_parquet(path)
     return len(rows)
 

@@ -29,7 +29,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """"testbed" / "testbed:NAME" is a built-in base policy, "pkg:NAME" an installed package's folder, else a hub
+    """ "testbed" / "testbed:NAME" is a built-in base policy, "pkg:NAME" an installed package's folder, else a hub
     id or folder."""
     testbed = testbed_name(name_or_path)
     if testbed is not None:
@@ -64,7 +64,7 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> PreTraine
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {name_or_path!r} has no EOS token; responses could never end")
     if tokenizer.pad_token_id is None:
-        warnings.warn(f"tokenizer of {name_or_path!r} has no pad token; using its EOS token for padding")
+        warnings.warn(f"tokenizer of {name_or_path!r} has no pad token; using its EOS token for padding", stacklevel=2)
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
@@ -86,7 +86,10 @@ def _add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel:
 
     lora = config.lora
     peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
@@ -103,8 +106,9 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
     dtype = _DTYPES[config.dtype]
     if path is None and config.adapter is not None:
         if not (Path(resolve_model_path(config.adapter)) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"model.adapter={config.adapter!r} is not a LoRA adapter folder "
-                                    "(no adapter_config.json)")
+            raise FileNotFoundError(
+                f"model.adapter={config.adapter!r} is not a LoRA adapter folder (no adapter_config.json)"
+            )
         path = config.adapter
     path = resolve_model_path(str(path)) if path is not None else None
     kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}

@@ -55,6 +55,8 @@ def prepare(
     model, tokenizer = load_policy(model_config, weights)
     train_set, eval_set = (format_problems(ps, tokenizer, config.prompt) for ps in (train_problems, eval_problems))
     if check_lengths:
-        train_set, eval_set = (check_prompt_lengths(ps, tokenizer, model.config, config.rollout,
-                                                    config.data.skip_bad_rows) for ps in (train_set, eval_set))
+        train_set, eval_set = (
+            check_prompt_lengths(ps, tokenizer, model.config, config.rollout, config.data.skip_bad_rows)
+            for ps in (train_set, eval_set)
+        )
     return Prepared(model, tokenizer, train_set, eval_set, DataOrder(len(train_set), config.run.seed))

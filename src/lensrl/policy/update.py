@@ -17,8 +17,8 @@ from transformers import PreTrainedModel
 from lensrl.config import TrainConfig
 from lensrl.core.advantages import kept_groups
 from lensrl.core.loss import policy_loss
-from lensrl.policy.distributed import World, all_reduce_sum, average_gradients, is_sharded
 from lensrl.estimators import get_estimator
+from lensrl.policy.distributed import World, all_reduce_sum, average_gradients, is_sharded
 from lensrl.policy.models import autocast, reference_policy
 from lensrl.rollout.sampler import Rollout, by_length, trimmed_logprobs
 
@@ -82,10 +82,18 @@ def micro_batch_loss(
                 logprobs_ref, _ = trimmed_logprobs(ref, rollout, micro, config.rollout.temperature)
         logprobs, _ = trimmed_logprobs(model, rollout, micro, config.rollout.temperature)
         return policy_loss(
-            logprobs, rollout.logprobs_old[micro], advantages[micro], rollout.response_mask[micro],
-            clip_low=algo.clip_low, clip_high=algo.clip_high, agg=algo.loss_agg,
-            logprobs_ref=logprobs_ref, kl_coef=algo.kl_coef,
-            num_seqs=num_seqs, num_tokens=num_tokens, norm_length=config.rollout.max_new_tokens,
+            logprobs,
+            rollout.logprobs_old[micro],
+            advantages[micro],
+            rollout.response_mask[micro],
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            agg=algo.loss_agg,
+            logprobs_ref=logprobs_ref,
+            kl_coef=algo.kl_coef,
+            num_seqs=num_seqs,
+            num_tokens=num_tokens,
+            norm_length=config.rollout.max_new_tokens,
         )
 
 

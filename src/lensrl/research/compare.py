@@ -25,8 +25,9 @@ def compare(config: TrainConfig, seeds: list[int]) -> StudyResult:
     root = Path(config.run.output_dir or "runs/compare")
 
     def config_of(arm: Arm, seed: int) -> TrainConfig:
-        return apply_overrides(config, [*arm.overrides, f"run.seed={seed}",
-                                        f"run.output_dir={root / f'{arm.name}_seed{seed}'}"])
+        return apply_overrides(
+            config, [*arm.overrides, f"run.seed={seed}", f"run.output_dir={root / f'{arm.name}_seed{seed}'}"]
+        )
 
     records = train_arms(MAIN, seeds, config_of, root / "runs")
     command = f"lensrl compare --seeds {','.join(map(str, seeds))} --output-dir {root}"

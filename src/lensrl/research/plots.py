@@ -64,22 +64,42 @@ class CurvePanel:
 
 
 CURVE_PANELS = (
-    CurvePanel("reward", "reward", (Series("reward", "pass rate (correct samples)"),
-                                   Series("lens/calibrated_reward", "LENS calibrated reward", "--"))),
-    CurvePanel("negative (all-wrong) groups", "share", (
-        Series("groups/negative", "share of groups"),
-        Series("adv/negative_group_share", "share of advantage mass", "--"))),
-    CurvePanel("KL", "nats / token", (Series("approx_kl", "approx KL (rollout policy)"),
-                                      Series("kl_ref", "KL to reference", "--"))),
+    CurvePanel(
+        "reward",
+        "reward",
+        (
+            Series("reward", "pass rate (correct samples)"),
+            Series("lens/calibrated_reward", "LENS calibrated reward", "--"),
+        ),
+    ),
+    CurvePanel(
+        "negative (all-wrong) groups",
+        "share",
+        (
+            Series("groups/negative", "share of groups"),
+            Series("adv/negative_group_share", "share of advantage mass", "--"),
+        ),
+    ),
+    CurvePanel(
+        "KL",
+        "nats / token",
+        (Series("approx_kl", "approx KL (rollout policy)"), Series("kl_ref", "KL to reference", "--")),
+    ),
     CurvePanel("clip fraction", "share of tokens", (Series("clipfrac", "clipped"),)),
     CurvePanel("entropy", "nats / token", (Series("entropy", "mean token entropy"),)),
-    CurvePanel("response length", "tokens", (Series("response_len/mean", "mean"),
-                                             Series("response_len/max", "max", "--"))),
-    CurvePanel("step time", "seconds", (
-        Series("time/step", "total"),
-        Series("time/sample", "sample", ":", minor=True),
-        Series("time/logprobs", "log-probs", "-.", minor=True),
-        Series("time/update", "update", "--", minor=True))),
+    CurvePanel(
+        "response length", "tokens", (Series("response_len/mean", "mean"), Series("response_len/max", "max", "--"))
+    ),
+    CurvePanel(
+        "step time",
+        "seconds",
+        (
+            Series("time/step", "total"),
+            Series("time/sample", "sample", ":", minor=True),
+            Series("time/logprobs", "log-probs", "-.", minor=True),
+            Series("time/update", "update", "--", minor=True),
+        ),
+    ),
 )
 
 
@@ -104,8 +124,12 @@ class Run:
 def load_run(folder: Path, label: str) -> Run:
     if not (folder / "metrics.jsonl").is_file():
         raise ValueError(f"{folder} is not a run folder: no metrics.jsonl")
-    return Run(label, read_jsonl(folder / "metrics.jsonl"), read_jsonl(folder / "eval.jsonl"),
-               (folder / "summary.json").exists())
+    return Run(
+        label,
+        read_jsonl(folder / "metrics.jsonl"),
+        read_jsonl(folder / "eval.jsonl"),
+        (folder / "summary.json").exists(),
+    )
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -118,7 +142,7 @@ def running_mean(values: list[float], window: int = SMOOTH) -> list[float]:
     """Trailing mean over up to `window` points (fewer at the start), skipping NaNs."""
     out = []
     for i in range(len(values)):
-        finite = [v for v in values[max(0, i + 1 - window): i + 1] if not math.isnan(v)]
+        finite = [v for v in values[max(0, i + 1 - window) : i + 1] if not math.isnan(v)]
         out.append(sum(finite) / len(finite) if finite else math.nan)
     return out
 
@@ -151,8 +175,11 @@ def _style_legend(ax, styles: dict[str, dict]) -> None:
     from matplotlib.lines import Line2D
 
     if len(styles) > 1:
-        ax.legend(handles=[Line2D([], [], color=GREY, label=label, **kw) for label, kw in styles.items()],
-                  fontsize=7, loc="best")
+        ax.legend(
+            handles=[Line2D([], [], color=GREY, label=label, **kw) for label, kw in styles.items()],
+            fontsize=7,
+            loc="best",
+        )
 
 
 def _curve_panel(ax, panel: CurvePanel, runs: list[Run]) -> None:
@@ -250,10 +277,17 @@ def plot_runs(run_dirs: list[Path], output: Path | None = None, labels: list[str
     _levels_panel(flat[len(CURVE_PANELS) + 1], runs)
     for ax in flat:
         ax.grid(alpha=0.25)
-    fig.suptitle("; ".join(run.describe() for run in runs)
-                 + f"\nper step: faint; bold: {SMOOTH}-step running mean", fontsize=12)
-    fig.legend(handles=[Line2D([], [], color=f"C{i}", lw=2.5, label=run.label) for i, run in enumerate(runs)],
-               loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=min(len(runs), 6), fontsize=9, frameon=False)
+    fig.suptitle(
+        "; ".join(run.describe() for run in runs) + f"\nper step: faint; bold: {SMOOTH}-step running mean", fontsize=12
+    )
+    fig.legend(
+        handles=[Line2D([], [], color=f"C{i}", lw=2.5, label=run.label) for i, run in enumerate(runs)],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.96),
+        ncol=min(len(runs), 6),
+        fontsize=9,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
@@ -276,8 +310,9 @@ def _passk_runs(runs: list[RunRecord], scope: str, k: int) -> list[list[float]]:
 def _band(ax, xs: list[float], mean: list[float], spread: list[float], color: str, label: str) -> None:
     """A mean line with a shaded band of +- `spread`."""
     ax.plot(xs, mean, color=color, marker=".", label=label)
-    ax.fill_between(xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
-                    color=color, alpha=0.12)
+    ax.fill_between(
+        xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)], color=color, alpha=0.12
+    )
 
 
 def mean_and_std(runs: list[list[float | None]]) -> tuple[list[float], list[float]]:
@@ -307,8 +342,14 @@ def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunReco
     ax.plot(kv, [100 * agg["base"]["all"][k] for k in agg["ks"]], "k--o", label="base")
     for arm in records:
         cells = agg["arms"][arm]["all"]
-        ax.errorbar(kv, [100 * cells[k]["mean"] for k in agg["ks"]], yerr=[100 * cells[k]["std"] for k in agg["ks"]],
-                    marker="o", capsize=3, label=arm)
+        ax.errorbar(
+            kv,
+            [100 * cells[k]["mean"] for k in agg["ks"]],
+            yerr=[100 * cells[k]["std"] for k in agg["ks"]],
+            marker="o",
+            capsize=3,
+            label=arm,
+        )
     ax.set(xscale="log", xlabel="k", ylabel="pass@k (%)", title=f"{name}: pass@k after training")
     ax.set_xticks(kv, [str(k) for k in kv])
     ax.legend(fontsize=8)
@@ -321,12 +362,12 @@ def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunReco
         ax.legend(fontsize=8)
     ax = axes[-1]
     for i, arm in enumerate(records):
-        mean, _ = mean_and_std([[None if v is None else 100 * v for v in rec.curves["groups/negative"]]
-                                for rec in records[arm]])
+        mean, _ = mean_and_std(
+            [[None if v is None else 100 * v for v in rec.curves["groups/negative"]] for rec in records[arm]]
+        )
         ax.plot(records[arm][0].curves["step"], mean, color=f"C{i}", alpha=0.25)
         ax.plot(records[arm][0].curves["step"], running_mean(mean, 5), color=f"C{i}", label=arm)
-    ax.set(xlabel="step", ylabel="negative groups (%)",
-           title="all-wrong groups (seed mean; bold: 5-step mean)")
+    ax.set(xlabel="step", ylabel="negative groups (%)", title="all-wrong groups (seed mean; bold: 5-step mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -349,12 +390,14 @@ def plot_curves(path: Path, name: str, agg: dict, records: dict[str, list[RunRec
             for i, (arm, runs) in enumerate(records.items()):
                 seen = [e.step * runs[0].samples_per_step for e in runs[0].evals]
                 mean, spread = mean_and_std(_passk_runs(runs, scope, _k(k)))
-                _band(ax, seen[:len(mean)], mean, spread, f"C{i}", arm)
+                _band(ax, seen[: len(mean)], mean, spread, f"C{i}", arm)
             ax.set(xlabel="samples seen", ylabel=f"{k} (%)", title=f"{k}: {_scope_title(scope)}")
             ax.grid(alpha=0.25)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{name}: pass@k against samples seen (step x questions per step x group size); "
-                 f"seed mean, band: +- std over seeds")
+    fig.suptitle(
+        f"{name}: pass@k against samples seen (step x questions per step x group size); "
+        f"seed mean, band: +- std over seeds"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -373,8 +416,15 @@ def overview_rows(studies: list[tuple[str, dict]], k: str) -> list[dict]:
                 same["names"].append(f"{name}/{arm}")
                 continue
             n = len(cell["values"])
-            rows.append({"names": [f"{name}/{arm}"], "values": cell["values"], "mean": cell["mean"],
-                         "se": cell["std"] / math.sqrt(n), "seeds": n})
+            rows.append(
+                {
+                    "names": [f"{name}/{arm}"],
+                    "values": cell["values"],
+                    "mean": cell["mean"],
+                    "se": cell["std"] / math.sqrt(n),
+                    "seeds": n,
+                }
+            )
     return rows
 
 

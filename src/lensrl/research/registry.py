@@ -53,30 +53,51 @@ REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong g
 
 def _signs(short: str, question: str, arms: tuple[Arm, ...], seeds: tuple[int, ...] = (0, 1, 2)) -> Study:
     """A study on the signs testbed: its config decides everything the arms do not (eval_every too)."""
-    return Study(f"signs-{short}", question, arms, seeds, overrides=(), config="testbed:signs",
-                 results=f"results/signs/{short}")
+    return Study(
+        f"signs-{short}", question, arms, seeds, overrides=(), config="testbed:signs", results=f"results/signs/{short}"
+    )
 
 
-STUDIES = {s.name: s for s in (
-    Study("main", MAIN_QUESTION, (GRPO, LENS)),
-    Study("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
-    Study("alpha", "How does LENS depend on alpha, the weight of negative groups?",
-          tuple(_alpha(a) for a in (0.25, 0.0, 0.1, 0.5, 1.0))),
-    Study("d_estimator", "Length-normalised (pibar) or raw sequence probability in D_imp?",
-          (Arm("normalized", ("algo.d_estimator=normalized",)), Arm("sequence", ("algo.d_estimator=sequence",)))),
-    Study("group_size", "G = 16 or G = 8 at the same number of samples per step?",
-          (Arm("G16", ("rollout.group_size=16", "rollout.questions_per_step=32")),
-           Arm("G8", ("rollout.group_size=8", "rollout.questions_per_step=64")))),
-    Study("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
-    _signs("main", MAIN_QUESTION, (GRPO, LENS), seeds=(0, 1, 2, 3, 4)),
-    _signs("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
-    # alpha = 0.25 is the default: that arm's resolved config is signs-main's lens, whose runs it reuses
-    _signs("alpha", "How does LENS depend on alpha, the weight of negative groups, up to large values?",
-           tuple(_alpha(a) for a in (0.25, 1.0, 4.0, 16.0))),
-    _signs("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
-    _signs("long", "Does LENS beat GRPO when both train three times as long?",
-           (Arm("grpo", GRPO.overrides, steps_factor=3), Arm("lens", LENS.overrides, steps_factor=3))),
-)}
+STUDIES = {
+    s.name: s
+    for s in (
+        Study("main", MAIN_QUESTION, (GRPO, LENS)),
+        Study("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
+        Study(
+            "alpha",
+            "How does LENS depend on alpha, the weight of negative groups?",
+            tuple(_alpha(a) for a in (0.25, 0.0, 0.1, 0.5, 1.0)),
+        ),
+        Study(
+            "d_estimator",
+            "Length-normalised (pibar) or raw sequence probability in D_imp?",
+            (Arm("normalized", ("algo.d_estimator=normalized",)), Arm("sequence", ("algo.d_estimator=sequence",))),
+        ),
+        Study(
+            "group_size",
+            "G = 16 or G = 8 at the same number of samples per step?",
+            (
+                Arm("G16", ("rollout.group_size=16", "rollout.questions_per_step=32")),
+                Arm("G8", ("rollout.group_size=8", "rollout.questions_per_step=64")),
+            ),
+        ),
+        Study("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+        _signs("main", MAIN_QUESTION, (GRPO, LENS), seeds=(0, 1, 2, 3, 4)),
+        _signs("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
+        # alpha = 0.25 is the default: that arm's resolved config is signs-main's lens, whose runs it reuses
+        _signs(
+            "alpha",
+            "How does LENS depend on alpha, the weight of negative groups, up to large values?",
+            tuple(_alpha(a) for a in (0.25, 1.0, 4.0, 16.0)),
+        ),
+        _signs("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+        _signs(
+            "long",
+            "Does LENS beat GRPO when both train three times as long?",
+            (Arm("grpo", GRPO.overrides, steps_factor=3), Arm("lens", LENS.overrides, steps_factor=3)),
+        ),
+    )
+}
 
 
 def get_study(name: str) -> Study:

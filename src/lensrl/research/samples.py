@@ -50,8 +50,20 @@ if TYPE_CHECKING:
 
 FILE = "samples.jsonl"
 KINDS = ("negative", "mixed", "all_correct")
-COLUMNS = ["step", "group", "kind", "level", "prompt", "answer", "completion", "correct", "pibar",
-           "calibrated_reward", "advantage", "truncated"]
+COLUMNS = [
+    "step",
+    "group",
+    "kind",
+    "level",
+    "prompt",
+    "answer",
+    "completion",
+    "correct",
+    "pibar",
+    "calibrated_reward",
+    "advantage",
+    "truncated",
+]
 WIDTH = 100  # columns of a rendered line
 
 
@@ -105,23 +117,48 @@ def sample_record(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig, 
     for q in choose_groups(kinds, groups):
         problem = rollout.problems[q]
         rows = range(q * g, (q + 1) * g)
-        chosen.append({
-            "index": q, "problem_id": problem.id, "prompt": problem.prompt, "answer": problem.answer,
-            "level": problem.level, "kind": kinds[q],
-            "samples": [{
-                "completion": rollout.completions[i], "correct": right[i], "pibar": pibar_f[i],
-                "calibrated_reward": calibrated_f[i], "advantage": advantage_f[i], "truncated": bool(truncated[i]),
-                "length": int(length[i]),
-            } for i in rows],
-        })
+        chosen.append(
+            {
+                "index": q,
+                "problem_id": problem.id,
+                "prompt": problem.prompt,
+                "answer": problem.answer,
+                "level": problem.level,
+                "kind": kinds[q],
+                "samples": [
+                    {
+                        "completion": rollout.completions[i],
+                        "correct": right[i],
+                        "pibar": pibar_f[i],
+                        "calibrated_reward": calibrated_f[i],
+                        "advantage": advantage_f[i],
+                        "truncated": bool(truncated[i]),
+                        "length": int(length[i]),
+                    }
+                    for i in rows
+                ],
+            }
+        )
     return {"step": step, "algorithm": algo.advantage, "groups": chosen}
 
 
 def sample_table(record: dict) -> tuple[list[str], list[list]]:
     """A samples.jsonl entry flattened for experiment trackers: `COLUMNS`, one row per response."""
     rows = [
-        [record["step"], group["index"], group["kind"], group["level"], group["prompt"], group["answer"],
-         s["completion"], s["correct"], s["pibar"], s["calibrated_reward"], s["advantage"], s["truncated"]]
+        [
+            record["step"],
+            group["index"],
+            group["kind"],
+            group["level"],
+            group["prompt"],
+            group["answer"],
+            s["completion"],
+            s["correct"],
+            s["pibar"],
+            s["calibrated_reward"],
+            s["advantage"],
+            s["truncated"],
+        ]
         for group in record["groups"]
         for s in group["samples"]
     ]
@@ -205,14 +242,17 @@ def format_samples(record: dict, negative_only: bool = False, limit: int | None 
         right = sorted((s for s in grp["samples"] if s["correct"]), key=_confidence, reverse=True)
         for s in wrong + right:
             mark, cut = "✓" if s["correct"] else "✗", "cut" if s["truncated"] else "   "
-            prefix = (f"  {mark}  {_number(s['pibar'])}  {_number(s['calibrated_reward'], True)}  "
-                      f"{_number(s['advantage'], True)}  {cut}  ")
+            prefix = (
+                f"  {mark}  {_number(s['pibar'])}  {_number(s['calibrated_reward'], True)}  "
+                f"{_number(s['advantage'], True)}  {cut}  "
+            )
             lines.append(prefix + _shorten(s["completion"], max(WIDTH - len(prefix), 20)))
     return "\n".join(lines)
 
 
-def print_samples(run_dir: str | Path, step: int | None = None, negative_only: bool = False,
-                  limit: int | None = None) -> None:
+def print_samples(
+    run_dir: str | Path, step: int | None = None, negative_only: bool = False, limit: int | None = None
+) -> None:
     """Print one entry of a run's sample log (`format_samples`): that step's, by default the latest."""
     entries = read_samples(run_dir)
     if not entries:
@@ -223,8 +263,9 @@ def print_samples(run_dir: str | Path, step: int | None = None, negative_only: b
         matching = [e for e in entries if e["step"] == step]
         if not matching:
             steps = sorted({e["step"] for e in entries})
-            raise ValueError(f"{run_dir} has no sample-log entry for step {step}; steps with one: "
-                             + ", ".join(map(str, steps)))
+            raise ValueError(
+                f"{run_dir} has no sample-log entry for step {step}; steps with one: " + ", ".join(map(str, steps))
+            )
         record = matching[-1]
     text = format_samples(record, negative_only=negative_only, limit=limit)
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"

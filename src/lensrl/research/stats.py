@@ -61,8 +61,9 @@ def minimal_detectable_difference(sd: float, n: int) -> float:
 def paired_difference(reference: list[float], arm: list[float]) -> PairedDifference:
     """The seed-paired difference arm - reference; the two lists are paired by position (seed)."""
     if len(reference) != len(arm) or not arm:
-        raise ValueError(f"paired_difference needs two equally long, non-empty lists, got {len(reference)} "
-                         f"and {len(arm)} values")
+        raise ValueError(
+            f"paired_difference needs two equally long, non-empty lists, got {len(reference)} and {len(arm)} values"
+        )
     d = [a - r for r, a in zip(reference, arm)]
     n, diff = len(d), statistics.fmean(d)
     if n < 2:
@@ -75,5 +76,4 @@ def paired_difference(reference: list[float], arm: list[float]) -> PairedDiffere
     else:  # every seed moved by exactly the same amount
         p = 1.0 if diff == 0 else 0.0
     low, high = diff - half, diff + half
-    return PairedDifference(diff, sd, n, low, high, p, bool(low > 0 or high < 0),
-                            minimal_detectable_difference(sd, n))
+    return PairedDifference(diff, sd, n, low, high, p, bool(low > 0 or high < 0), minimal_detectable_difference(sd, n))

@@ -36,8 +36,7 @@ from lensrl.training.trainer import train_or_resume
 
 # logged only every few steps (None in a run's curves at the other steps, absent from older records)
 DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
-CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy",
-                 *DIAGNOSTICS)
+CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy", *DIAGNOSTICS)
 
 
 @dataclass
@@ -55,8 +54,13 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, record: dict) -> RunRecord:
-        return cls(record["arm"], record["seed"], [EvalResult.from_json(e) for e in record["evals"]],
-                   record["curves"], record.get("samples_per_step"))
+        return cls(
+            record["arm"],
+            record["seed"],
+            [EvalResult.from_json(e) for e in record["evals"]],
+            record["curves"],
+            record.get("samples_per_step"),
+        )
 
     def to_json(self) -> dict:
         out = {"arm": self.arm, "seed": self.seed, "evals": [e.to_json() for e in self.evals], "curves": self.curves}
@@ -70,12 +74,18 @@ class StudyResult:
     aggregate: dict = field(default_factory=dict)
 
 
-def arm_config(study: Study, arm: Arm, seed: int, runs_dir: Path, config_path: str | None,
-               extra: list[str]) -> TrainConfig:
+def arm_config(
+    study: Study, arm: Arm, seed: int, runs_dir: Path, config_path: str | None, extra: list[str]
+) -> TrainConfig:
     """The arm's resolved config: `config_path` (None: the study's `config`), the study's, the arm's
     and the extra overrides, the seed and the run folder; then `run.steps` times `arm.steps_factor`."""
-    overrides = [*study.overrides, *arm.overrides, *extra, f"run.seed={seed}",
-                 f"run.output_dir={runs_dir / f'{arm.name}_seed{seed}'}"]
+    overrides = [
+        *study.overrides,
+        *arm.overrides,
+        *extra,
+        f"run.seed={seed}",
+        f"run.output_dir={runs_dir / f'{arm.name}_seed{seed}'}",
+    ]
     config = load_config(config_path if config_path is not None else study.config, overrides)
     if arm.steps_factor != 1:
         config = apply_overrides(config, [f"run.steps={arm.steps_factor * config.run.steps}"])
@@ -123,8 +133,13 @@ def extend_shorter_run(config: TrainConfig, search_root: Path) -> Path | None:
     return None
 
 
-def train_arms(study: Study, seeds: list[int], config_of: Callable[[Arm, int], TrainConfig],
-               records_dir: Path, search_root: Path | None = None) -> dict[str, list[RunRecord]]:
+def train_arms(
+    study: Study,
+    seeds: list[int],
+    config_of: Callable[[Arm, int], TrainConfig],
+    records_dir: Path,
+    search_root: Path | None = None,
+) -> dict[str, list[RunRecord]]:
     """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`) is
     written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order."""
     records_dir.mkdir(parents=True, exist_ok=True)
@@ -179,11 +194,15 @@ def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
     # every arm starts from the same base policy, but each seed evaluates it with its own samples: the
     # spread of those step-0 evaluations is the evaluation's own sampling noise
     starts = {s: {k: list(at(ref, s, k, 0).values()) for k in ks} for s in scopes}
-    out: dict = {"question": study.question, "reference": ref, "ks": list(ks), "scopes": scopes,
-                 "base": {s: {k: statistics.fmean(v) for k, v in starts[s].items()} for s in scopes},
-                 "base_std": {s: {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in starts[s].items()}
-                              for s in scopes},
-                 "arms": {}}
+    out: dict = {
+        "question": study.question,
+        "reference": ref,
+        "ks": list(ks),
+        "scopes": scopes,
+        "base": {s: {k: statistics.fmean(v) for k, v in starts[s].items()} for s in scopes},
+        "base_std": {s: {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in starts[s].items()} for s in scopes},
+        "arms": {},
+    }
     for arm in records:
         out["arms"][arm] = {}
         for scope in scopes:
@@ -191,13 +210,17 @@ def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
             for k in ks:
                 by_seed = at(arm, scope, k, -1)
                 vals = list(by_seed.values())
-                cell = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                        "values": vals}
+                cell = {
+                    "mean": statistics.fmean(vals),
+                    "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                    "values": vals,
+                }
                 reference = at(ref, scope, k, -1)
                 shared = [s for s in by_seed if s in reference]
                 if arm != ref and shared:
-                    cell["vs_reference"] = paired_difference([reference[s] for s in shared],
-                                                             [by_seed[s] for s in shared]).to_json()
+                    cell["vs_reference"] = paired_difference(
+                        [reference[s] for s in shared], [by_seed[s] for s in shared]
+                    ).to_json()
                 cells[k] = cell
             out["arms"][arm][scope] = cells
     diagnostics = _diagnostics(records)
@@ -220,14 +243,23 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
     """The pass@k table, a line per compared arm with its minimal detectable differences, and the
     diagnostics table when the runs log them."""
     ks = agg["ks"]
-    lines = [(f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
-              f"mean +- std over {n_seeds} seeds; [d +x.x (lo, hi)] = seed-paired difference from "
-              f"{agg['reference']} (mean over the seeds both have of arm - {agg['reference']}) and its 95% "
-              f"Student t interval, * when the interval excludes 0"), "",
-             "| level | arm | " + " | ".join(ks) + " |", "|---|---|" + "---|" * len(ks)]
+    lines = [
+        (
+            f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
+            f"mean +- std over {n_seeds} seeds; [d +x.x (lo, hi)] = seed-paired difference from "
+            f"{agg['reference']} (mean over the seeds both have of arm - {agg['reference']}) and its 95% "
+            f"Student t interval, * when the interval excludes 0"
+        ),
+        "",
+        "| level | arm | " + " | ".join(ks) + " |",
+        "|---|---|" + "---|" * len(ks),
+    ]
     for scope in agg["scopes"]:
-        lines.append(f"| {scope} | base | " + " | ".join(
-            f"{100 * agg['base'][scope][k]:.1f} +- {100 * agg['base_std'][scope][k]:.1f}" for k in ks) + " |")
+        lines.append(
+            f"| {scope} | base | "
+            + " | ".join(f"{100 * agg['base'][scope][k]:.1f} +- {100 * agg['base_std'][scope][k]:.1f}" for k in ks)
+            + " |"
+        )
         for arm, by_scope in agg["arms"].items():
             cells = []
             for k in ks:
@@ -235,8 +267,11 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
                 text = f"{100 * c['mean']:.1f} +- {100 * c['std']:.1f}"
                 cells.append(text + (_difference_cell(c["vs_reference"]) if "vs_reference" in c else ""))
             lines.append(f"| {scope} | {arm} | " + " | ".join(cells) + " |")
-    lines += ["", "Minimal detectable difference (80% power, two-sided 5%, from the sd of the seed-paired "
-                  "differences), overall, in points:"]
+    lines += [
+        "",
+        "Minimal detectable difference (80% power, two-sided 5%, from the sd of the seed-paired "
+        "differences), overall, in points:",
+    ]
     for arm, by_scope in agg["arms"].items():
         overall = by_scope["all"]
         if "vs_reference" in overall[ks[0]]:
@@ -244,11 +279,17 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
             lines.append(f"- {arm} vs {agg['reference']} (n = {overall[ks[0]]['vs_reference']['n']}): {mdes}")
     if "diagnostics" in agg:
         keys = list(next(iter(agg["diagnostics"].values())))
-        lines += ["", "Diagnostics: mean over seeds of each run's mean over the steps that log them", "",
-                  "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        lines += [
+            "",
+            "Diagnostics: mean over seeds of each run's mean over the steps that log them",
+            "",
+            "| arm | " + " | ".join(keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
         for arm, by_key in agg["diagnostics"].items():
-            lines.append(f"| {arm} | " + " | ".join("-" if by_key[key] is None else f"{by_key[key]:.4g}"
-                                                     for key in keys) + " |")
+            lines.append(
+                f"| {arm} | " + " | ".join("-" if by_key[key] is None else f"{by_key[key]:.4g}" for key in keys) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -257,23 +298,38 @@ def _command(name: str, seeds: list[int], config_path: str | None, extra: list[s
     return f"lensrl study {name} --seeds {','.join(map(str, seeds))}{config}" + "".join(f" {o}" for o in extra)
 
 
-def run_study(name: str, seeds: list[int] | None = None, config_path: str | None = None,
-              extra: list[str] | None = None, runs_dir: str | Path | None = None,
-              results_dir: str | Path | None = None) -> StudyResult:
+def run_study(
+    name: str,
+    seeds: list[int] | None = None,
+    config_path: str | None = None,
+    extra: list[str] | None = None,
+    runs_dir: str | Path | None = None,
+    results_dir: str | Path | None = None,
+) -> StudyResult:
     """Train every missing (arm, seed) of study `name`, then aggregate and plot all of them.
     `config_path` (--config) replaces the study's own base config."""
     study = get_study(name)
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     runs = Path(runs_dir or f"runs/study/{name}")
     results = Path(results_dir or study.results_dir)
-    records = train_arms(study, seeds, lambda arm, seed: arm_config(study, arm, seed, runs, config_path, extra),
-                         results / "runs", search_root=runs.parent)
+    records = train_arms(
+        study,
+        seeds,
+        lambda arm, seed: arm_config(study, arm, seed, runs, config_path, extra),
+        results / "runs",
+        search_root=runs.parent,
+    )
     return _report(study, seeds, records, results, _command(name, seeds, config_path, extra))
 
 
-def report_from_records(name: str, seeds: list[int] | None = None, config_path: str | None = None,
-                        extra: list[str] | None = None, results_dir: str | Path | None = None,
-                        figures: bool = True) -> StudyResult:
+def report_from_records(
+    name: str,
+    seeds: list[int] | None = None,
+    config_path: str | None = None,
+    extra: list[str] | None = None,
+    results_dir: str | Path | None = None,
+    figures: bool = True,
+) -> StudyResult:
     """Rebuild a study's report from its committed run records alone (`load_records`), without run
     folders and without training (`lensrl study NAME --report-only`). The report's command is the
     study's own, the one that made the records. `figures=False` writes study.json and study.md only."""
@@ -284,8 +340,9 @@ def report_from_records(name: str, seeds: list[int] | None = None, config_path: 
     return _report(study, seeds, records, results, _command(name, seeds, config_path, extra), figures)
 
 
-def load_records(study: Study, seeds: list[int], records_dir: Path, config_path: str | None = None,
-                 extra: list[str] | None = None) -> dict[str, list[RunRecord]]:
+def load_records(
+    study: Study, seeds: list[int], records_dir: Path, config_path: str | None = None, extra: list[str] | None = None
+) -> dict[str, list[RunRecord]]:
     """The run records `records_dir/<arm>_seed<s>.json` by arm, in seed order (as `train_arms` returns
     them). Records written before they held `samples_per_step` get it from the arm's resolved config
     (give the `config_path` and overrides the study was run with). A missing record is an error
@@ -304,21 +361,36 @@ def load_records(study: Study, seeds: list[int], records_dir: Path, config_path:
                 record = dataclasses.replace(record, samples_per_step=samples_per_step(config))
             records[arm.name].append(record)
     if missing:
-        raise ValueError(f"study {study.name}: no run record {', '.join(missing)}; `lensrl study {study.name}` "
-                         "without --report-only trains the missing runs")
+        raise ValueError(
+            f"study {study.name}: no run record {', '.join(missing)}; `lensrl study {study.name}` "
+            "without --report-only trains the missing runs"
+        )
     return records
 
 
-def _report(study: Study, seeds: list[int], records: dict[str, list[RunRecord]], results: Path,
-            command: str, figures: bool = True) -> StudyResult:
+def _report(
+    study: Study,
+    seeds: list[int],
+    records: dict[str, list[RunRecord]],
+    results: Path,
+    command: str,
+    figures: bool = True,
+) -> StudyResult:
     result = write_report(study, seeds, records, results, command, "study", figures)
     if figures:
         write_overview(results.parent, study)
     return result
 
 
-def write_report(study: Study, seeds: list[int], records: dict[str, list[RunRecord]], out: Path, command: str,
-                 stem: str, figures: bool = True) -> StudyResult:
+def write_report(
+    study: Study,
+    seeds: list[int],
+    records: dict[str, list[RunRecord]],
+    out: Path,
+    command: str,
+    stem: str,
+    figures: bool = True,
+) -> StudyResult:
     """`<stem>.json` (aggregate), `<stem>.md` (table) and, with `figures`, `<stem>.png` (plots) and
     `<stem>_curves.png` (pass@k against samples seen) in `out`."""
     agg = aggregate(study, records)

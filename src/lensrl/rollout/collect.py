@@ -55,17 +55,25 @@ def collect_rollout(
     mine = problems[world.share(len(problems))]
     start = time.perf_counter()
     with amp():
-        rollout = sample(model, tokenizer, mine, ro, seed, synced_gpus=synced_gpus,
-                         first_chunk=first_chunk(world.rank, len(mine),
-                                                 problems_per_chunk(ro.generation_batch_size, ro.group_size)))
+        rollout = sample(
+            model,
+            tokenizer,
+            mine,
+            ro,
+            seed,
+            synced_gpus=synced_gpus,
+            first_chunk=first_chunk(world.rank, len(mine), problems_per_chunk(ro.generation_batch_size, ro.group_size)),
+        )
     sampled = time.perf_counter()
     before = verifier.counts.copy()
     rollout.correct = score(rollout, verifier)
     verified = verifier.counts - before
     scored = time.perf_counter()
     with amp():
-        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, ro.temperature,
-                                                                   config.optim.micro_batch_size)
+        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
+            model, rollout, ro.temperature, config.optim.micro_batch_size
+        )
     rollout = gather_rollout(world, rollout, tokenizer.pad_token_id)
-    return Collected(rollout, verified, sample_s=sampled - start, reward_s=scored - sampled,
-                     logprobs_s=time.perf_counter() - scored)
+    return Collected(
+        rollout, verified, sample_s=sampled - start, reward_s=scored - sampled, logprobs_s=time.perf_counter() - scored
+    )

@@ -22,12 +22,13 @@ from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTra
 
 from lensrl.config import RolloutConfig
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
+from lensrl.data.problem import Problem
 from lensrl.policy.distributed import World, all_gather_objects, is_sharded
 from lensrl.policy.models import eval_mode, unwrapped
-from lensrl.data.problem import Problem
 from lensrl.rollout.verifier import VerifierLike
 from lensrl.rollout.verify import as_verifier
 from lensrl.seeds import chunk_seed, problems_per_chunk
+
 
 @dataclass
 class Rollout:
@@ -107,8 +108,13 @@ def merge_rollouts(parts: Sequence[Rollout], pad_token_id: int) -> Rollout:
     return Rollout(
         problems=[q for r in parts for q in r.problems],
         group_size=parts[0].group_size,
-        input_ids=torch.cat([cat(lambda r: r.input_ids[:, : r.prompt_len], p, pad_token_id, left=True),
-                             cat(lambda r: r.input_ids[:, r.prompt_len :], w, pad_token_id, left=False)], dim=1),
+        input_ids=torch.cat(
+            [
+                cat(lambda r: r.input_ids[:, : r.prompt_len], p, pad_token_id, left=True),
+                cat(lambda r: r.input_ids[:, r.prompt_len :], w, pad_token_id, left=False),
+            ],
+            dim=1,
+        ),
         prompt_mask=cat(lambda r: r.prompt_mask, p, 0, left=True),
         response_mask=cat(lambda r: r.response_mask, w, 0.0, left=False),
         completions=[c for r in parts for c in r.completions],
@@ -155,17 +161,31 @@ def sample(
     per_chunk = problems_per_chunk(config.generation_batch_size, group_size)
     stop_ids = stop_token_ids(model, tokenizer)
     sampling = GenerationConfig(
-        do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
-        max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+        do_sample=True,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=0,
+        max_new_tokens=config.max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_ids,
     )
     parts = []
     starts = range(0, len(problems), per_chunk)
     with eval_mode(model), _without_generation_defaults(model):
         for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
-            parts.append(_sample_chunk(
-                model, tokenizer, list(problems[start : start + per_chunk]), group_size, sampling, stop_ids,
-                chunk_seed(seed, first_chunk + c), synced_gpus, config.sampler,
-            ))
+            parts.append(
+                _sample_chunk(
+                    model,
+                    tokenizer,
+                    list(problems[start : start + per_chunk]),
+                    group_size,
+                    sampling,
+                    stop_ids,
+                    chunk_seed(seed, first_chunk + c),
+                    synced_gpus,
+                    config.sampler,
+                )
+            )
     return merge_rollouts(parts, tokenizer.pad_token_id)
 
 
@@ -186,16 +206,31 @@ def _without_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
 
 
 def _sample_chunk(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, chunk: list[Problem], group_size: int,
-    sampling: GenerationConfig, stop_ids: list[int], seed: int, synced_gpus: bool, sampler: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    chunk: list[Problem],
+    group_size: int,
+    sampling: GenerationConfig,
+    stop_ids: list[int],
+    seed: int,
+    synced_gpus: bool,
+    sampler: str,
 ) -> Rollout:
     enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
     mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
     torch.manual_seed(seed)
     if sampler == "compact":
-        responses = decode_compact(model, ids, mask, sampling.temperature, sampling.top_p, sampling.max_new_tokens,
-                                   stop_ids, sampling.pad_token_id)
+        responses = decode_compact(
+            model,
+            ids,
+            mask,
+            sampling.temperature,
+            sampling.top_p,
+            sampling.max_new_tokens,
+            stop_ids,
+            sampling.pad_token_id,
+        )
     else:
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling, synced_gpus=synced_gpus)
         responses = out[:, ids.shape[1] :]  # (n, R)
@@ -206,8 +241,13 @@ def _sample_chunk(
         [resp[m > 0] for resp, m in zip(responses, response_mask)], skip_special_tokens=True
     )
     return Rollout(
-        problems=chunk, group_size=group_size, input_ids=torch.cat([ids, responses], dim=1), prompt_mask=mask,
-        response_mask=response_mask, completions=completions, truncated=~ended,
+        problems=chunk,
+        group_size=group_size,
+        input_ids=torch.cat([ids, responses], dim=1),
+        prompt_mask=mask,
+        response_mask=response_mask,
+        completions=completions,
+        truncated=~ended,
     )
 
 
@@ -252,8 +292,14 @@ def decode_compact(
     base = unwrapped(model)
     cache = DynamicCache(config=base.config)  # filled in place by every forward pass
     cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                   logits_to_keep=1, **cache_kw).logits[:, -1]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **cache_kw,
+    ).logits[:, -1]
     rows = torch.arange(n, device=device)  # the rows still going, as indices into the batch
     mask, position = attention_mask, position_ids[:, -1]
     for t in range(max_new_tokens):  # noqa: B007 (after the loop t is the last step taken)
@@ -268,8 +314,9 @@ def decode_compact(
             rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         position = position + 1
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                       use_cache=True, **cache_kw).logits[:, -1]
+        logits = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None], use_cache=True, **cache_kw
+        ).logits[:, -1]
     return responses[:, : t + 1]
 
 
@@ -292,8 +339,9 @@ def score(rollout: Rollout, verifier: VerifierLike) -> torch.Tensor:
         if isinstance(v, (bool, np.bool_, numbers.Integral, float)) and v in (0, 1):
             verdicts.append(float(v))
         else:
-            raise ValueError(f"reward function {verifier.name} returned {v!r} on {where}; it must return True/False "
-                             "(or 0/1)")
+            raise ValueError(
+                f"reward function {verifier.name} returned {v!r} on {where}; it must return True/False (or 0/1)"
+            )
     return torch.tensor(verdicts, device=rollout.input_ids.device)
 
 
@@ -339,7 +387,9 @@ def response_logprobs(
     parts = _decoder_and_head(model)
     if parts is None:
         logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
             logits_to_keep=response_len + 1,
         ).logits[:, :-1]  # (n, R, V): position P-1+t predicts response token t
         return selective_logprobs(logits, tokens, temperature, with_entropy)

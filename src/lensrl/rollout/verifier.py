@@ -29,8 +29,9 @@ class VerifyCounts:
     worker_restarts: int = 0  # a checking process started again after a crash or kill
 
     def __sub__(self, other: VerifyCounts) -> VerifyCounts:
-        return VerifyCounts(**{f.name: getattr(self, f.name) - getattr(other, f.name)
-                               for f in dataclasses.fields(self)})
+        return VerifyCounts(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
 
     def copy(self) -> VerifyCounts:
         return dataclasses.replace(self)

@@ -51,11 +51,11 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 import warnings
 from collections import OrderedDict
 from decimal import Decimal
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
@@ -142,8 +142,11 @@ class MathVerifier(Verifier):
             return False
         gold = str(gold).strip()
         fast = _fast_verdict(answer, gold)
-        return fast if fast is not None else self._equivalent(answer, gold, self.timeout_s if timeout_s is None
-                                                              else timeout_s)
+        return (
+            fast
+            if fast is not None
+            else self._equivalent(answer, gold, self.timeout_s if timeout_s is None else timeout_s)
+        )
 
     def _equivalent(self, answer: str, gold: str, timeout_s: float) -> bool:
         """Math-Verify's verdict, memoised when definite; a timed-out attempt is retried once, then False."""
@@ -233,9 +236,13 @@ class MathVerifyWorker:
                     self._ensure_started(counts)
                 except Exception as e:  # e.g. no process spawning here, or no `sys.executable`
                     self.in_process = True
-                    warnings.warn(f"lensrl.rollout.verify: no worker process ({e!r}); Math-Verify runs in-process "
-                                  "with its own timeouts, which cannot stop C-level work (and are off outside the "
-                                  "main thread)", RuntimeWarning, stacklevel=4)
+                    warnings.warn(
+                        f"lensrl.rollout.verify: no worker process ({e!r}); Math-Verify runs in-process "
+                        "with its own timeouts, which cannot stop C-level work (and are off outside the "
+                        "main thread)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             if self.in_process:
                 in_main_thread = threading.current_thread() is threading.main_thread()
                 return _math_verify(answer, gold, max(1, round(timeout_s)) if in_main_thread else None)

@@ -29,8 +29,12 @@ MANIFEST = "manifest.json"
 
 def rng_states() -> dict[str, Any]:
     """Every global random state this process draws from."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -71,8 +75,13 @@ def save_checkpoint(
         model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save(
-            {"step": step, "optimizer": None if sharded else optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "world_size": world.size, **state},
+            {
+                "step": step,
+                "optimizer": None if sharded else optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "world_size": world.size,
+                **state,
+            },
             tmp / "trainer_state.pt",
         )
     if sharded:
@@ -106,8 +115,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     for checkpoint in sorted((run_dir / "checkpoints").glob("step_*"), reverse=True):
         if is_complete(checkpoint):
             return checkpoint
-        warnings.warn(f"{checkpoint}: incomplete checkpoint (files missing or cut short); trying an older one",
-                      stacklevel=2)
+        warnings.warn(
+            f"{checkpoint}: incomplete checkpoint (files missing or cut short); trying an older one", stacklevel=2
+        )
     return None
 
 
@@ -121,8 +131,10 @@ def load_trainer_state(
     (`step` and whatever the trainer saved). The model weights are loaded with the policy."""
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     if state["world_size"] != world.size:
-        raise ValueError(f"{checkpoint} was written by {state['world_size']} process(es); resume it with as many "
-                         f"(this run has {world.size})")
+        raise ValueError(
+            f"{checkpoint} was written by {state['world_size']} process(es); resume it with as many "
+            f"(this run has {world.size})"
+        )
     if state["optimizer"] is None:  # sharded: each rank has its own part
         optimizer.load_state_dict(torch.load(checkpoint / f"optimizer_rank{world.rank}.pt", weights_only=False))
     else:

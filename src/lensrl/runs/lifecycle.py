@@ -36,19 +36,19 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, load_config, save_config
-from lensrl.policy.distributed import World, all_gather_objects
-from lensrl.evaluation.evaluate import EvalResult, evaluate
-from lensrl.runs.jsonl import append_jsonl, read_jsonl, write_atomic
-from lensrl.policy.models import autocast
 from lensrl.data.problem import Problem
+from lensrl.evaluation.evaluate import EvalResult, evaluate
+from lensrl.policy.distributed import World, all_gather_objects
+from lensrl.policy.models import autocast
+from lensrl.research.samples import sample_table
 from lensrl.rollout.sampler import Rollout
 from lensrl.rollout.verifier import VerifierLike
-from lensrl.research.samples import sample_table
-from lensrl.seeds import eval_seed
-from lensrl.runs.trackers import Tracker, open_trackers
 from lensrl.rollout.verify import MATH_VERIFIER
+from lensrl.runs.checkpoint import latest_checkpoint
+from lensrl.runs.jsonl import append_jsonl, read_jsonl, write_atomic
+from lensrl.runs.trackers import Tracker, open_trackers
+from lensrl.seeds import eval_seed
 
 LOCK = "run.lock"
 LOGS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")
@@ -123,8 +123,10 @@ def owned(folder: str | Path) -> Iterator[Path]:
             if owner is None and time.time() - lock.stat().st_mtime < 5:  # being written right now
                 time.sleep(0.2)
                 continue
-            warnings.warn(f"{lock}: taking over the lock of process {owner['pid'] if owner else '?'}, "
-                          "which has ended", stacklevel=3)
+            warnings.warn(
+                f"{lock}: taking over the lock of process {owner['pid'] if owner else '?'}, which has ended",
+                stacklevel=3,
+            )
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
@@ -190,7 +192,7 @@ class RunFolder:
                 tracker.log(eval_metrics(result), result.step)
 
     def log_samples(self, record: dict) -> None:
-        """One sample-log entry (`lensrl.research.samples.sample_record`): samples.jsonl, and a table in the trackers."""
+        """One sample-log entry (`lensrl.research.samples.sample_record`): samples.jsonl and a tracker table."""
         if self.is_main:
             append_jsonl(self.path / "samples.jsonl", record)
             columns, rows = sample_table(record)
@@ -217,8 +219,9 @@ def eval_metrics(result: EvalResult) -> dict[str, float]:
     """An evaluation as flat tracker metrics: eval/pass@k, eval/L<level>/pass@k, eval/all_wrong, and
     eval/unparseable and eval/response_tokens when measured."""
     metrics = {f"eval/{k}": v for k, v in result.overall.items()} | {"eval/all_wrong": result.all_wrong}
-    metrics |= {f"eval/{name}": v for name in ("unparseable", "response_tokens")
-                if (v := getattr(result, name)) is not None}
+    metrics |= {
+        f"eval/{name}": v for name in ("unparseable", "response_tokens") if (v := getattr(result, name)) is not None
+    }
     for level, by_k in result.per_level.items():
         metrics |= {f"eval/L{level}/{k}": v for k, v in by_k.items()}
     return metrics
@@ -242,8 +245,10 @@ def resume_checkpoint(config: TrainConfig) -> Path | None:
     out = Path(config.run.output_dir)
     changed = config_differences(out, config, (*BOOKKEEPING, "run.steps"))
     if changed:
-        raise ValueError(f"cannot resume {out}: its config.yaml differs in {', '.join(changed)}; "
-                         "resume with the same settings, or start a new run in another folder")
+        raise ValueError(
+            f"cannot resume {out}: its config.yaml differs in {', '.join(changed)}; "
+            "resume with the same settings, or start a new run in another folder"
+        )
     checkpoint = latest_checkpoint(out)
     if checkpoint is None and (out / "metrics.jsonl").exists():
         warnings.warn(f"{out}: no complete checkpoint to resume from; starting from the beginning", stacklevel=3)
@@ -264,8 +269,10 @@ def open_run(
     with owned(path) if world.is_main else contextlib.nullcontext():
         checkpoint = resume_checkpoint(config) if resume else None
         if not resume and latest_checkpoint(path) is not None:
-            raise ValueError(f"{path} holds checkpoints of an earlier run: continue it with --resume "
-                             "(train(config, resume=True)), or start this one in a new run.output_dir")
+            raise ValueError(
+                f"{path} holds checkpoints of an earlier run: continue it with --resume "
+                "(train(config, resume=True)), or start this one in a new run.output_dir"
+            )
         start = checkpoint_step(checkpoint)
         if start > config.run.steps:
             raise ValueError(f"{checkpoint} is past run.steps={config.run.steps}; resume with run.steps >= {start}")
@@ -307,9 +314,17 @@ def evaluate_and_log(
     """
     with autocast(config.model, model.device)():
         result = evaluate(
-            model, tokenizer, problems, verifier, config.rollout, config.run.eval_samples,
-            seed=eval_seed(config.run.seed, step) if seed is None else seed, step=step,
-            progress=config.run.progress and world.is_main, world=world, synced_gpus=synced_gpus,
+            model,
+            tokenizer,
+            problems,
+            verifier,
+            config.rollout,
+            config.run.eval_samples,
+            seed=eval_seed(config.run.seed, step) if seed is None else seed,
+            step=step,
+            progress=config.run.progress and world.is_main,
+            world=world,
+            synced_gpus=synced_gpus,
             on_chunk=on_chunk,
         )
     if folder is not None:
@@ -341,8 +356,11 @@ class GracefulStop:
             signal.raise_signal(signum)
             return
         self.requested = signal.Signals(signum).name
-        warnings.warn(f"{self.requested}: finishing this step, then saving a checkpoint and stopping "
-                      "(send it again to stop at once)", stacklevel=2)
+        warnings.warn(
+            f"{self.requested}: finishing this step, then saving a checkpoint and stopping "
+            "(send it again to stop at once)",
+            stacklevel=2,
+        )
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

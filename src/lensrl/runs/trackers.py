@@ -79,14 +79,17 @@ def require(tracker: str, *modules: str) -> list[ModuleType]:
         return [importlib.import_module(module) for module in modules]
     except ImportError as e:
         why = "" if e.name == modules[0] else f" ({e})"
-        raise ValueError(f'run.report_to=[{tracker}] needs the {tracker} package: pip install "lensrl[{tracker}]"'
-                         f"{why}") from e
+        raise ValueError(
+            f'run.report_to=[{tracker}] needs the {tracker} package: pip install "lensrl[{tracker}]"{why}'
+        ) from e
 
 
 def flat_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
     """The resolved config as flat parameters: dotted keys (`run.steps`), lists and None as JSON text."""
-    return {key: value if isinstance(value, str | int | float | bool) else json.dumps(value)
-            for key, value in flatten(config.model_dump(mode="json")).items()}
+    return {
+        key: value if isinstance(value, str | int | float | bool) else json.dumps(value)
+        for key, value in flatten(config.model_dump(mode="json")).items()
+    }
 
 
 def stored_id(path: Path, resumed: bool) -> str | None:
@@ -116,8 +119,10 @@ class _Tracker(ABC):
         try:
             method(*args)
         except Exception as e:
-            warnings.warn(f"run.report_to={self.name}: {type(e).__name__}: {e} (ignored: the run folder has "
-                          "everything)", stacklevel=3)
+            warnings.warn(
+                f"run.report_to={self.name}: {type(e).__name__}: {e} (ignored: the run folder has everything)",
+                stacklevel=3,
+            )
 
     @abstractmethod
     def _log(self, metrics: dict[str, float], step: int) -> None: ...
@@ -181,8 +186,13 @@ class WandbTracker(_Tracker):
         id_file = run_dir / "wandb_run_id"
         run_id = stored_id(id_file, resumed) or secrets.token_hex(4)
         self.run = self.wandb.init(
-            project=os.environ.get("WANDB_PROJECT", PROJECT), name=run_dir.name, id=run_id, dir=run_dir,
-            config=config.model_dump(mode="json"), job_type=kind, resume="allow" if resumed else None,
+            project=os.environ.get("WANDB_PROJECT", PROJECT),
+            name=run_dir.name,
+            id=run_id,
+            dir=run_dir,
+            config=config.model_dump(mode="json"),
+            job_type=kind,
+            resume="allow" if resumed else None,
             reinit="create_new",  # never hand back a run the caller started for something else
         )
         id_file.write_text(run_id)
@@ -207,8 +217,12 @@ class TrackioTracker(_Tracker):
     def __init__(self, config: TrainConfig, run_dir: Path, kind: str, resumed: bool):
         (self.trackio,) = require(self.name, "trackio")
         self.run = self.trackio.init(
-            project=PROJECT, name=run_dir.name, group=kind, config=config.model_dump(mode="json"),
-            resume="allow" if resumed else "never", embed=False,
+            project=PROJECT,
+            name=run_dir.name,
+            group=kind,
+            config=config.model_dump(mode="json"),
+            resume="allow" if resumed else "never",
+            embed=False,
         )
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
@@ -246,8 +260,13 @@ class MLflowTracker(_Tracker):
         else:
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)
             experiment = self.client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=None if uri else (run_dir.resolve() / "mlartifacts").as_uri())
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    name, artifact_location=None if uri else (run_dir.resolve() / "mlartifacts").as_uri()
+                )
+            )
             self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name, tags={"kind": kind}).info.run_id
             logged = set()
         id_file.write_text(self.run_id)
@@ -285,5 +304,8 @@ def mlflow_key(key: str) -> str:
 
 
 TRACKERS: dict[str, Callable[[TrainConfig, Path, str, bool], Tracker]] = {
-    "tensorboard": TensorBoardTracker, "wandb": WandbTracker, "trackio": TrackioTracker, "mlflow": MLflowTracker,
+    "tensorboard": TensorBoardTracker,
+    "wandb": WandbTracker,
+    "trackio": TrackioTracker,
+    "mlflow": MLflowTracker,
 }

@@ -21,8 +21,16 @@ from lensrl.testbed import carry, signs
 from lensrl.testbed.carry import generate_problems, make_problem
 from lensrl.testbed.tokenizer import build_tokenizer
 
-__all__ = ["TESTBEDS", "base_policy_path", "build_tokenizer", "generate_problems", "make_problem", "task",
-           "testbed_config", "testbed_name"]
+__all__ = [
+    "TESTBEDS",
+    "base_policy_path",
+    "build_tokenizer",
+    "generate_problems",
+    "make_problem",
+    "task",
+    "testbed_config",
+    "testbed_name",
+]
 
 TESTBEDS: dict[str, ModuleType] = {"carry": carry, "signs": signs}
 """Testbed name -> its task module (LEVELS, generate_problems, demonstration)."""
@@ -37,7 +45,7 @@ def testbed_name(path: str) -> str | None:
         return "carry"
     if not path.startswith(PREFIX + ":"):
         return None
-    name = path[len(PREFIX) + 1:]
+    name = path[len(PREFIX) + 1 :]
     if name not in TESTBEDS:
         raise ValueError(f"unknown testbed {path!r}; known: {', '.join(f'testbed:{n}' for n in TESTBEDS)}")
     return name

@@ -67,8 +67,9 @@ def make_problem(level: int, rng: random.Random) -> Problem:
     )
 
 
-def cycle_levels(make: Callable[[int, random.Random], Problem], n: int, levels: Sequence[int],
-                 seed: int) -> list[Problem]:
+def cycle_levels(
+    make: Callable[[int, random.Random], Problem], n: int, levels: Sequence[int], seed: int
+) -> list[Problem]:
     """`n` problems from `make` whose levels cycle through `levels` (problem i has level
     levels[i % len(levels)]). The list is fully determined by `seed`; the global `random` state is
     neither read nor changed. `make` checks the levels (each is made once before any problem)."""

@@ -31,9 +31,9 @@ from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult, evaluate, format_table
 from lensrl.policy.models import load_policy
 from lensrl.rollout.sampler import Rollout, behaviour_logprobs
+from lensrl.rollout.verify import extract_answer, verify_math
 from lensrl.seeds import EVAL_SEED
 from lensrl.testbed import task
-from lensrl.rollout.verify import extract_answer, verify_math
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -43,8 +43,7 @@ def describe(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"n": 0, "mean": float("nan"), **{f"q{int(100 * q)}": float("nan") for q in QUANTILES}}
     t = torch.tensor(values, dtype=torch.float64)
-    return {"n": len(values), "mean": t.mean().item(),
-            **{f"q{int(100 * q)}": t.quantile(q).item() for q in QUANTILES}}
+    return {"n": len(values), "mean": t.mean().item(), **{f"q{int(100 * q)}": t.quantile(q).item() for q in QUANTILES}}
 
 
 @dataclass
@@ -99,8 +98,10 @@ class Profile:
             rows = slice(q * g, (q + 1) * g)
             if wrong_rule_answers is not None:
                 self.pibar_rule_mistakes += [
-                    p for p, ok, a in zip(pibar[rows].tolist(), correct[rows].tolist(), answers[rows])
-                    if not ok and a in wrong_rule_answers[q]]
+                    p
+                    for p, ok, a in zip(pibar[rows].tolist(), correct[rows].tolist(), answers[rows])
+                    if not ok and a in wrong_rule_answers[q]
+                ]
             if not correct[rows].any():
                 self.negative_group_std.append(pibar[rows].std().item())
                 self.negative_group_range.append((pibar[rows].max() - pibar[rows].min()).item())
@@ -131,12 +132,14 @@ def measure_profile(
     profile = Profile(testbed, eval=None)  # type: ignore[arg-type]
 
     def observe(chunk: Rollout) -> None:
-        chunk.logprobs_old, chunk.entropy = behaviour_logprobs(model, chunk, rollout_config.temperature,
-                                                               micro_batch_size=64)
+        chunk.logprobs_old, chunk.entropy = behaviour_logprobs(
+            model, chunk, rollout_config.temperature, micro_batch_size=64
+        )
         profile.observe(chunk, [wrong_rule(p) for p in chunk.problems] if wrong_rule else None)
 
-    profile.eval = evaluate(model, tokenizer, problems, verify_math, rollout_config, samples, seed=seed,
-                            progress=progress, on_chunk=observe)
+    profile.eval = evaluate(
+        model, tokenizer, problems, verify_math, rollout_config, samples, seed=seed, progress=progress, on_chunk=observe
+    )
     return profile
 
 
@@ -165,8 +168,8 @@ def signs_checks(profile: Profile) -> dict[str, bool]:
         "overall pass@1 in [15%, 40%]": 0.15 <= result.overall["pass@1"] <= 0.40,
         f"overall {top} >= 75%": result.overall[top] >= 0.75,
         "negative groups in [20%, 45%] of the mix": 0.20 <= result.all_wrong <= 0.45,
-        f"over half of the negative groups on levels {' and '.join(hardest)}":
-            negative_all > 0 and negative_hard / negative_all > 0.5,
+        f"over half of the negative groups on levels {' and '.join(hardest)}": negative_all > 0
+        and negative_hard / negative_all > 0.5,
     }
 
 
@@ -181,15 +184,18 @@ def format_confidence(profile: Profile) -> str:
     def dist(d: dict[str, float]) -> str:
         return f"mean {d['mean']:.3f}, 10/50/90% {d['q10']:.3f} / {d['q50']:.3f} / {d['q90']:.3f} (n = {d['n']})"
 
-    lines = [f"pibar, right answers: {dist(c['pibar_right'])}",
-             f"pibar, wrong answers: {dist(c['pibar_wrong'])}"]
+    lines = [f"pibar, right answers: {dist(c['pibar_right'])}", f"pibar, wrong answers: {dist(c['pibar_wrong'])}"]
     if c["pibar_rule_mistakes"]["n"]:
-        lines.append(f"pibar, wrong-rule answers ({100 * c['rule_mistake_share_of_wrong']:.0f}% of the wrong): "
-                     f"{dist(c['pibar_rule_mistakes'])}")
-    lines += [f"pibar std inside negative groups: {dist(c['negative_group_pibar_std'])}",
-              f"pibar max - min inside negative groups: {dist(c['negative_group_pibar_range'])}",
-              f"LENS (alpha 0.25): negative groups hold {100 * c['lens_negative_group_share']:.2f}% of sum |A|",
-              f"no final \\boxed{{}}: {100 * c['unparseable']:.1f}%, cut at the token limit: {100 * c['truncated']:.1f}%"]
+        lines.append(
+            f"pibar, wrong-rule answers ({100 * c['rule_mistake_share_of_wrong']:.0f}% of the wrong): "
+            f"{dist(c['pibar_rule_mistakes'])}"
+        )
+    lines += [
+        f"pibar std inside negative groups: {dist(c['negative_group_pibar_std'])}",
+        f"pibar max - min inside negative groups: {dist(c['negative_group_pibar_range'])}",
+        f"LENS (alpha 0.25): negative groups hold {100 * c['lens_negative_group_share']:.2f}% of sum |A|",
+        f"no final \\boxed{{}}: {100 * c['unparseable']:.1f}%, cut at the token limit: {100 * c['truncated']:.1f}%",
+    ]
     return "\n".join(lines)
 
 
@@ -206,25 +212,43 @@ def plot_confidence(profile: Profile, path: Path) -> None:
     axes[0].hist(profile.pibar_right, bins=bins, alpha=0.6, density=True, label="right")
     axes[0].hist(profile.pibar_wrong, bins=bins, alpha=0.6, density=True, label="wrong")
     if profile.pibar_rule_mistakes:
-        axes[0].hist(profile.pibar_rule_mistakes, bins=bins, histtype="step", density=True, color="k",
-                     label="wrong rule")
-    axes[0].set(xlabel="pibar (geometric-mean token probability)", ylabel="density",
-                title=f"{profile.testbed}: confidence at step 0")
+        axes[0].hist(
+            profile.pibar_rule_mistakes, bins=bins, histtype="step", density=True, color="k", label="wrong rule"
+        )
+    axes[0].set(
+        xlabel="pibar (geometric-mean token probability)",
+        ylabel="density",
+        title=f"{profile.testbed}: confidence at step 0",
+    )
     axes[0].legend(fontsize=8)
     axes[1].hist(profile.negative_group_range, bins=30, color="C3", alpha=0.7)
-    axes[1].set(xlabel="max - min pibar inside a negative group", ylabel="groups",
-                title=f"negative groups ({len(profile.negative_group_range)})")
+    axes[1].set(
+        xlabel="max - min pibar inside a negative group",
+        ylabel="groups",
+        title=f"negative groups ({len(profile.negative_group_range)})",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def report(testbed: str, model_dir: str | None, problems_per_level: int, samples: int, seed: int, sampler: str,
-           device: str, json_path: Path | None, png_path: Path | None, command: str) -> dict[str, bool]:
+def report(
+    testbed: str,
+    model_dir: str | None,
+    problems_per_level: int,
+    samples: int,
+    seed: int,
+    sampler: str,
+    device: str,
+    json_path: Path | None,
+    png_path: Path | None,
+    command: str,
+) -> dict[str, bool]:
     """Measure, print the table, the confidence lines and the checks; optionally write JSON and PNG
     (`lensrl testbed-profile`). Returns the checks."""
-    profile = measure_profile(testbed, model_dir, problems_per_level, samples, seed, device=device, sampler=sampler,
-                              progress=True)
+    profile = measure_profile(
+        testbed, model_dir, problems_per_level, samples, seed, device=device, sampler=sampler, progress=True
+    )
     results = checks(profile)
     print(format_table({"base": profile.eval}))
     print(format_confidence(profile))
@@ -236,4 +260,3 @@ def report(testbed: str, model_dir: str | None, problems_per_level: int, samples
     if png_path is not None:
         plot_confidence(profile, png_path)
     return results
-

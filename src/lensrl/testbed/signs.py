@@ -67,7 +67,7 @@ def _terms(level: int, rng: random.Random) -> tuple[list[int], list[str]]:
 
 def _chain(problem: Problem) -> tuple[list[int], list[str]]:
     """The terms and operators of a problem's prompt."""
-    expression = problem.prompt[len(PROMPT):].removesuffix("\nA:")
+    expression = problem.prompt[len(PROMPT) :].removesuffix("\nA:")
     ops = [c for c in expression if c in "+-"]
     return [int(t) for t in expression.replace("-", "+").split("+")], ops
 
@@ -88,8 +88,13 @@ def make_problem(level: int, rng: random.Random) -> Problem:
     terms, ops = _terms(level, rng)
     expression = str(terms[0]) + "".join(f"{op}{term}" for op, term in zip(ops, terms[1:]))
     solution, answer = _worked(terms, ops)
-    return Problem(prompt=f"{PROMPT}{expression}\nA:", answer=str(answer), level=level, solution=solution,
-                   id=f"S{level}:{expression}")
+    return Problem(
+        prompt=f"{PROMPT}{expression}\nA:",
+        answer=str(answer),
+        level=level,
+        solution=solution,
+        id=f"S{level}:{expression}",
+    )
 
 
 def generate_problems(n: int, levels: Sequence[int] = LEVELS, seed: int = 0) -> list[Problem]:
@@ -109,16 +114,20 @@ def wrong_rule_answers(problem: Problem) -> set[str]:
     """Every answer that dropping one or more of the problem's minus signs gives."""
     terms, ops = _chain(problem)
     minus = [i for i, op in enumerate(ops) if op == "-"]
-    return {str(_worked(terms, ["+" if i in subset else op for i, op in enumerate(ops)])[1])
-            for r in range(1, len(minus) + 1) for subset in itertools.combinations(minus, r)}
+    return {
+        str(_worked(terms, ["+" if i in subset else op for i, op in enumerate(ops)])[1])
+        for r in range(1, len(minus) + 1)
+        for subset in itertools.combinations(minus, r)
+    }
 
 
 def demonstration(problem: Problem, rng: random.Random) -> Problem:
     """The teacher's version of a task problem: a practice problem with the right solution (share
     PRACTICE_SHARE), else the task problem with each minus sign dropped with chance DROP_MINUS[level]."""
     if rng.random() < PRACTICE_SHARE:
-        return Problem(PRACTICE_PROMPT + problem.prompt[len(PROMPT):], problem.answer, problem.level,
-                       problem.solution, problem.id)
+        return Problem(
+            PRACTICE_PROMPT + problem.prompt[len(PROMPT) :], problem.answer, problem.level, problem.solution, problem.id
+        )
     _, ops = _chain(problem)
     dropped = [i for i, op in enumerate(ops) if op == "-" and rng.random() < DROP_MINUS[problem.level]]
     return Problem(problem.prompt, problem.answer, problem.level, dropped_solution(problem, dropped), problem.id)

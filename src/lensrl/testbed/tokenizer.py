@@ -34,4 +34,3 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         model_max_length=512,
     )
     return tokenizer
-

@@ -1,16 +1,16 @@
 """Supervised warm-start of a testbed's base policy: a ~1M-parameter Llama trained from scratch.
 
 The policy sees `prompt + solution + <eos>`, the solution being the testbed teacher's (its
-`demonstration`: the right one on carry; on signs a practice problem or one with dropped signs), and is trained with cross-entropy on the solution and
-EOS tokens only (the prompt is context, never a target). AdamW with linear warm-up then cosine decay
-to zero, fp32, for a FIXED number of steps: the checkpoint must not depend on machine speed, and it
-is deliberately under-trained so that RL has room to improve it (level 1 mostly right, level 5
-mostly wrong but sometimes right; see `lensrl.testbed.profile`).
+`demonstration`: the right one on carry; on signs a practice problem or one with dropped signs), and is
+trained with cross-entropy on the solution and EOS tokens only (the prompt is context, never a target).
+AdamW with linear warm-up then cosine decay to zero, fp32, for a FIXED number of steps: the checkpoint
+must not depend on machine speed, and it is deliberately under-trained so that RL has room to improve it
+(level 1 mostly right, level 5 mostly wrong but sometimes right; see `lensrl.testbed.profile`).
 
-Determinism: the only randomness is the weight init (`torch.manual_seed(seed)` inside a forked RNG,
-so the caller's global state is untouched), the problem stream (`random.Random(seed)`) and the
-teacher's choices (`random.Random(seed + 1)`); there is no dropout. Training runs on `num_threads` CPU threads, fixed so that float reductions, and hence
-the weights, do not change with the machine's core count.
+Determinism: the only randomness is the weight init (`torch.manual_seed(seed)` inside a forked RNG, so
+the caller's global state is untouched), the problem stream (`random.Random(seed)`) and the teacher's
+choices (`random.Random(seed + 1)`); there is no dropout. Training runs on `num_threads` CPU threads,
+fixed so that float reductions, and hence the weights, do not change with the machine's core count.
 
     python -m lensrl.testbed.warmstart --output-dir DIR [--testbed signs] [--steps N ...]
 """
@@ -30,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lensrl.training.sft import cosine_with_warmup, sft_step
 from lensrl.testbed import POLICY_FOLDERS, TESTBEDS, task
 from lensrl.testbed.tokenizer import build_tokenizer
+from lensrl.training.sft import cosine_with_warmup, sft_step
 
 
 class WarmStartConfig(BaseModel):
@@ -124,13 +124,13 @@ def train_policy(
     """
     generator = task(config.testbed)
     teacher = random.Random(config.seed + 1)  # the teacher's choices; the carry teacher makes none
-    problems = [generator.demonstration(p, teacher)
-                for p in generator.generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)]
+    problems = [
+        generator.demonstration(p, teacher)
+        for p in generator.generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)
+    ]
     model = build_model(config, tokenizer)
     model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_with_warmup(step, config.warmup_steps, config.steps)
     )
@@ -172,9 +172,7 @@ def rebuild_command(output_dir: str | Path, config: WarmStartConfig) -> str:
     return " ".join(parts)
 
 
-def build_base_policy(
-    output_dir: str | Path, config: WarmStartConfig | None = None, progress: bool = True
-) -> Path:
+def build_base_policy(output_dir: str | Path, config: WarmStartConfig | None = None, progress: bool = True) -> Path:
     """Train the base policy and save model, tokenizer and `warmstart.json` into `output_dir`."""
     config = config or WarmStartConfig()
     output_dir = Path(output_dir)

@@ -44,19 +44,23 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.config import AlgoConfig, TrainConfig, load_config, switch_estimator
 from lensrl.data.sources import load_problems
 from lensrl.estimators import compute_advantages
 from lensrl.policy.prepare import prepare
+from lensrl.policy.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
 from lensrl.rollout.collect import collect_rollout
 from lensrl.rollout.sampler import Rollout, by_length
-from lensrl.seeds import rollout_seed
-from lensrl.policy.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
 from lensrl.rollout.verify import MATH_VERIFIER
+from lensrl.runs.checkpoint import latest_checkpoint
+from lensrl.seeds import rollout_seed
 
-TABLE_COLUMNS = {"cosine": "diag/cosine", "rel_diff": "diag/rel_diff", "negative_share": "diag/negative_share",
-                 "negative_groups": "diag/negative_groups"}
+TABLE_COLUMNS = {
+    "cosine": "diag/cosine",
+    "rel_diff": "diag/rel_diff",
+    "negative_share": "diag/negative_share",
+    "negative_groups": "diag/negative_groups",
+}
 
 # ------------------------------------------------------------------------------------ the comparison
 
@@ -120,8 +124,7 @@ def gradient_stats(
     norm_grpo, norm_lens = _norm(g_grpo), _norm(g_lens)
     return {
         "diag/cosine": _ratio(_inner(g_grpo, g_lens), norm_grpo * norm_lens),
-        "diag/rel_diff": _ratio(_norm(y.double() - x.double() for x, y in zip(g_grpo, g_lens, strict=True)),
-                                norm_grpo),
+        "diag/rel_diff": _ratio(_norm(y.double() - x.double() for x, y in zip(g_grpo, g_lens, strict=True)), norm_grpo),
         "diag/negative_share": _ratio(negative_norm, norm_lens),
         "diag/grad_norm_grpo": norm_grpo,
         "diag/grad_norm_lens": norm_lens,
@@ -202,8 +205,9 @@ def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = 
     results = []
     for r in tqdm(range(rollouts), desc=name or weights, disable=not config.run.progress):
         problems = [p.train_set[i] for i in p.order.take(config.rollout.questions_per_step)]
-        rollout = collect_rollout(p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1),
-                                  MATH_VERIFIER).rollout
+        rollout = collect_rollout(
+            p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1), MATH_VERIFIER
+        ).rollout
         results.append(gradient_comparison(p.model, rollout, config, generator))
         minibatch_groups(rollout, config, generator)  # the shuffle moves on as that step's update would
     return results

@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.runs.checkpoint import save_checkpoint
 from lensrl.config import TrainConfig
+from lensrl.data.problem import Problem
 from lensrl.data.sources import load_problems
-from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
 from lensrl.policy.models import autocast
 from lensrl.policy.prepare import prepare
-from lensrl.data.problem import Problem
+from lensrl.runs.checkpoint import save_checkpoint
+from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
 
@@ -48,7 +48,9 @@ def encode_batch(
         target = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if max_length is not None:
             if len(prompt) >= max_length:
-                raise ValueError(f"problem {problem.id!r}: prompt of {len(prompt)} tokens exceeds max_length={max_length}")
+                raise ValueError(
+                    f"problem {problem.id!r}: prompt of {len(prompt)} tokens exceeds max_length={max_length}"
+                )
             target = target[: max_length - len(prompt)]
         rows.append((prompt, target))
     width = max(len(prompt) + len(target) for prompt, target in rows)
@@ -114,9 +116,12 @@ def sft_step(
     total = 0.0
     for input_ids, attention_mask, labels in micro_batches:
         with amp():
-            loss = solution_loss_sum(
-                model, input_ids.to(device), attention_mask.to(device), labels.to(device), pad_aware_positions
-            ) / num_targets
+            loss = (
+                solution_loss_sum(
+                    model, input_ids.to(device), attention_mask.to(device), labels.to(device), pad_aware_positions
+                )
+                / num_targets
+            )
         loss.backward()
         total += loss.item()
     return total
@@ -145,8 +150,16 @@ def sft(config: TrainConfig) -> RunResult:
         )
 
         def save(step: int) -> Path:
-            return save_checkpoint(folder.path, step, model, tokenizer, optimizer, scheduler,
-                                   {"data_position": order.position}, run.keep_checkpoints)
+            return save_checkpoint(
+                folder.path,
+                step,
+                model,
+                tokenizer,
+                optimizer,
+                scheduler,
+                {"data_position": order.position},
+                run.keep_checkpoints,
+            )
 
         first = evaluate_and_log(model, tokenizer, eval_set, config, 0, folder)
         model.train()
@@ -159,8 +172,13 @@ def sft(config: TrainConfig) -> RunResult:
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.optim.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            record = {"step": step, "loss": loss, "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
-                      "time/step": time.perf_counter() - t0}
+            record = {
+                "step": step,
+                "loss": loss,
+                "grad_norm": grad_norm.item(),
+                "lr": scheduler.get_last_lr()[0],
+                "time/step": time.perf_counter() - t0,
+            }
             folder.log_metrics(record)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
             if run.save_every and step % run.save_every == 0 and step != cfg.steps:

@@ -34,14 +34,22 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from lensrl.config import TrainConfig, config_differences
+from lensrl.data.problem import Problem
 from lensrl.data.sources import load_problems
-from lensrl.training.diagnostics import gradient_comparison
-from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
-from lensrl.policy.prepare import prepare
 from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult
+from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
+from lensrl.policy.models import is_lora, load_policy
+from lensrl.policy.prepare import prepare
+from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
+from lensrl.research.samples import sample_record
+from lensrl.rollout.collect import collect_rollout
+from lensrl.rollout.metrics import rollout_metrics, verifier_metrics
+from lensrl.rollout.sampler import Rollout
+from lensrl.rollout.verifier import Verifier, VerifierLike
+from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
+from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from lensrl.runs.lifecycle import (
     GracefulStop,
     RunFolder,
@@ -52,16 +60,8 @@ from lensrl.runs.lifecycle import (
     open_run,
     owned,
 )
-from lensrl.rollout.collect import collect_rollout
-from lensrl.rollout.metrics import rollout_metrics, verifier_metrics
-from lensrl.policy.models import is_lora, load_policy
-from lensrl.data.problem import Problem
-from lensrl.rollout.sampler import Rollout
-from lensrl.rollout.verifier import Verifier, VerifierLike
-from lensrl.research.samples import sample_record
 from lensrl.seeds import DataOrder, rollout_seed
-from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
-from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
+from lensrl.training.diagnostics import gradient_comparison
 
 __all__ = ["NonFiniteError", "RunResult", "Session", "train", "train_or_resume"]
 
@@ -119,8 +119,10 @@ def check_layout(config: TrainConfig, world: World) -> None:
     if world.distributed and config.algo.filter_groups:
         raise ValueError("algo.filter_groups needs a single process (ranks would get unequal numbers of groups)")
     if world.distributed and config.run.diagnostic_every:
-        raise ValueError("run.diagnostic_every needs a single process (the diagnostic takes whole minibatches); "
-                         "set run.diagnostic_every=0 under torchrun")
+        raise ValueError(
+            "run.diagnostic_every needs a single process (the diagnostic takes whole minibatches); "
+            "set run.diagnostic_every=0 under torchrun"
+        )
     q, updates = config.rollout.questions_per_step, config.optim.updates_per_rollout
     if q % (updates * world.size):
         raise ValueError(
@@ -147,8 +149,9 @@ def setup(
     if sharded:
         model = shard_model(model)
         ref_model = shard_model(ref_model) if ref_model is not None else None
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
-                                  weight_decay=config.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr, weight_decay=config.optim.weight_decay
+    )
     warmup = config.optim.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     generator = torch.Generator().manual_seed(config.run.seed)
@@ -156,12 +159,27 @@ def setup(
         state = load_trainer_state(checkpoint, optimizer, scheduler, world)
         order.position = state["data_position"]
         generator.set_state(state["generator"])
-    return Session(model, ref_model, prepared.tokenizer, optimizer, scheduler, order, generator, prepared.train_set,
-                   prepared.eval_set, sharded)
+    return Session(
+        model,
+        ref_model,
+        prepared.tokenizer,
+        optimizer,
+        scheduler,
+        order,
+        generator,
+        prepared.train_set,
+        prepared.eval_set,
+        sharded,
+    )
 
 
 def loop(
-    config: TrainConfig, s: Session, folder: RunFolder, world: World, checkpoint: Path | None, verifier: Verifier,
+    config: TrainConfig,
+    s: Session,
+    folder: RunFolder,
+    world: World,
+    checkpoint: Path | None,
+    verifier: Verifier,
     stop: GracefulStop,
 ) -> RunResult:
     """Steps from the checkpoint's (or 0) to `run.steps`, evaluating, saving and logging as configured."""
@@ -171,9 +189,17 @@ def loop(
         return evaluate_and_log(s.model, s.tokenizer, s.eval_set, config, step, folder, verifier, world, s.sharded)
 
     def save(step: int) -> None:
-        save_checkpoint(folder.path, step, s.model, s.tokenizer, s.optimizer, s.scheduler,
-                        {"data_position": s.order.position, "generator": s.generator.get_state()},
-                        run.keep_checkpoints, world)
+        save_checkpoint(
+            folder.path,
+            step,
+            s.model,
+            s.tokenizer,
+            s.optimizer,
+            s.scheduler,
+            {"data_position": s.order.position, "generator": s.generator.get_state()},
+            run.keep_checkpoints,
+            world,
+        )
 
     start = checkpoint_step(checkpoint)
     if checkpoint:  # the evaluations up to the checkpoint are in the log already
@@ -181,18 +207,27 @@ def loop(
         first, last = evals[0], evals[-1]
     else:
         first = last = evaluate_at(0)
-    bar = tqdm(range(start + 1, run.steps + 1), desc=config.algo.advantage, disable=not (run.progress and world.is_main),
-               initial=start, total=run.steps)
+    bar = tqdm(
+        range(start + 1, run.steps + 1),
+        desc=config.algo.advantage,
+        disable=not (run.progress and world.is_main),
+        initial=start,
+        total=run.steps,
+    )
     for step in bar:
         metrics, rollout, advantages = train_step(config, s, step, world, verifier)
         folder.log_metrics(metrics)
         if run.sample_every and step % run.sample_every == 0:
             folder.log_samples(sample_record(rollout, advantages, config.algo, step, run.sample_groups))
-        bar.set_postfix({  # reward: calibrated under LENS; pass: share of correct samples
-            "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
-            "pass": f"{metrics['reward']:.3f}", "neg": f"{metrics['groups/negative']:.2f}",
-            "kl": f"{metrics.get('approx_kl', math.nan):.4f}", "clip": f"{metrics.get('clipfrac', math.nan):.3f}",
-        })
+        bar.set_postfix(
+            {  # reward: calibrated under LENS; pass: share of correct samples
+                "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
+                "pass": f"{metrics['reward']:.3f}",
+                "neg": f"{metrics['groups/negative']:.2f}",
+                "kl": f"{metrics.get('approx_kl', math.nan):.4f}",
+                "clip": f"{metrics.get('clipfrac', math.nan):.3f}",
+            }
+        )
         if step == run.steps:
             break
         if run.eval_every and step % run.eval_every == 0:
@@ -206,9 +241,15 @@ def loop(
         if run.steps > 0:
             last = evaluate_at(run.steps)
         save(run.steps)
-    folder.write_summary(first, last, steps=run.steps, algorithm=config.algo.advantage, seed=run.seed,
-                         world_size=world.size,
-                         skipped_updates=sum(m.get("skipped_updates", 0) for m in folder.metrics()))
+    folder.write_summary(
+        first,
+        last,
+        steps=run.steps,
+        algorithm=config.algo.advantage,
+        seed=run.seed,
+        world_size=world.size,
+        skipped_updates=sum(m.get("skipped_updates", 0) for m in folder.metrics()),
+    )
     return RunResult(folder.path, first, last)
 
 
@@ -219,8 +260,16 @@ def train_step(
     one step; returns its metrics, the (whole) rollout and its advantages."""
     t0 = time.perf_counter()
     problems = [s.train_set[i] for i in s.order.take(config.rollout.questions_per_step)]
-    collected = collect_rollout(s.model, s.tokenizer, problems, config, rollout_seed(config.run.seed, step), verifier,
-                                world, synced_gpus=s.sharded)
+    collected = collect_rollout(
+        s.model,
+        s.tokenizer,
+        problems,
+        config,
+        rollout_seed(config.run.seed, step),
+        verifier,
+        world,
+        synced_gpus=s.sharded,
+    )
     rollout, t1 = collected.rollout, time.perf_counter()
     finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
     advantages = compute_advantages(config.algo, rollout) if finite else torch.zeros_like(rollout.correct)
@@ -233,15 +282,24 @@ def train_step(
         diagnostic["time/diagnostic"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     if healthy:
-        update = update_policy(s.model, s.ref_model, s.optimizer, s.scheduler, rollout, advantages, config,
-                               s.generator, world, step)
+        update = update_policy(
+            s.model, s.ref_model, s.optimizer, s.scheduler, rollout, advantages, config, s.generator, world, step
+        )
     else:
         nonfinite(config, step, "behaviour log-probs or advantages")
         update = skip_update(s.scheduler, config.optim.updates_per_rollout)
     t4 = time.perf_counter()
-    metrics = {"step": step, **rollout_metrics(rollout, advantages, config.algo),
-               **all_reduce_sum(world, verifier_metrics(collected.verified)), **update, **diagnostic,
-               "time/rollout": collected.sample_s + collected.reward_s, "time/sample": collected.sample_s,
-               "time/reward": collected.reward_s, "time/logprobs": collected.logprobs_s + t2 - t1,
-               "time/update": t4 - t3, "time/step": t4 - t0}
+    metrics = {
+        "step": step,
+        **rollout_metrics(rollout, advantages, config.algo),
+        **all_reduce_sum(world, verifier_metrics(collected.verified)),
+        **update,
+        **diagnostic,
+        "time/rollout": collected.sample_s + collected.reward_s,
+        "time/sample": collected.sample_s,
+        "time/reward": collected.reward_s,
+        "time/logprobs": collected.logprobs_s + t2 - t1,
+        "time/update": t4 - t3,
+        "time/step": t4 - t0,
+    }
     return metrics, rollout, advantages
