@@ -25,7 +25,7 @@ _EXPORTS = {
     "MathVerifier": "lensrl.rollout.verify",
     "Verifier": "lensrl.rollout.verifier",
     "FunctionVerifier": "lensrl.rollout.verifier",
-    "Problem": "lensrl.data.sources",
+    "Problem": "lensrl.data.problem",
     "load_jsonl": "lensrl.data.sources",
     "load_source": "lensrl.data.sources",
     "load_problems": "lensrl.data.sources",
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
+    from lensrl.data.problem import Problem
     from lensrl.data.prompts import format_prompt
-    from lensrl.data.sources import Problem, load_jsonl, load_problems, load_source
+    from lensrl.data.sources import load_jsonl, load_problems, load_source
     from lensrl.evaluation.evaluate import evaluate
     from lensrl.policy.models import load_policy
     from lensrl.research.stats import paired_difference

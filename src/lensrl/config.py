@@ -32,7 +32,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lensrl.core.advantages import AdvantageScale, DEstimator, LensScope, LensSettings
-from lensrl.lens_settings import SETTINGS as LENS_SETTINGS
 from lensrl.lens_settings import read_lens_settings
 from lensrl.testbed import testbed_config, testbed_name
 
@@ -232,7 +231,7 @@ class LensAlgo(AlgoBase):
     @property
     def lens(self) -> LensSettings:
         """These settings as the `LensSettings` that `lens_advantages` takes."""
-        return read_lens_settings({name: getattr(self, name) for name in LENS_SETTINGS}, "algo.")
+        return LensSettings(self.alpha, self.scope, self.d_estimator, self.eps)  # each validated on assignment
 
 
 class _GroupNormalised(AlgoBase):

@@ -15,8 +15,8 @@ from transformers import AutoConfig
 import lensrl.policy.prepare as prepare
 from lensrl.cli import main
 from lensrl.config import RolloutConfig, load_config
+from lensrl.data.problem import Problem
 from lensrl.data.prompts import check_prompt_lengths
-from lensrl.data.sources import Problem
 from lensrl.policy.models import load_tokenizer
 from lensrl.policy.update import NonFiniteError
 from lensrl.rollout.verifier import FunctionVerifier

@@ -6,8 +6,8 @@ import torch
 
 from lensrl.cli import main
 from lensrl.config import ModelConfig, PromptConfig
+from lensrl.data.problem import Problem
 from lensrl.data.prompts import format_problems
-from lensrl.data.sources import Problem
 from lensrl.policy.models import load_policy
 from lensrl.training.sft import IGNORE_INDEX, encode_batch
 

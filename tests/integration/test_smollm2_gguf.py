@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM
 from lensrl.config import ModelConfig, PromptConfig, RolloutConfig
 from lensrl.core.advantages import lens_advantages
 from lensrl.core.loss import policy_loss
+from lensrl.data.problem import Problem
 from lensrl.data.prompts import format_problems
-from lensrl.data.sources import Problem
 from lensrl.policy.models import load_policy
 from lensrl.rollout.sampler import behaviour_logprobs, response_logprobs, sample, score
 from lensrl.rollout.verify import verify_math

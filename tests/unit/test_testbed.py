@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lensrl.data.sources import Problem
+from lensrl.data.problem import Problem
 from lensrl.rollout.verify import extract_answer, verify_math
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.carry import MAX_NUMBER, MAX_TOTAL
