@@ -4,7 +4,8 @@
 
 Reads the signs-long study's per-run records (runs/<arm>_seed<S>.json, written by
 `lensrl study signs-long`) and, per seed, each arm's gain in overall pass@1 from the default length
-(step 60) to 3x (step 180). Reports, paired by seed with 95% t intervals:
+(step 60) to 3x (step 180). Reports, paired by seed with 95% t intervals and exact sign-flip p-values
+(`lensrl.research.stats.PairedDifference`):
 * GRPO's own gain (the plan reads "GRPO saturates" as this interval containing 0 or lying below it);
 * LENS's own gain;
 * LENS's gain minus GRPO's gain.
@@ -16,10 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from lensrl.research.stats import paired_difference
+from lensrl.research.stats import PairedDifference, paired_difference
 from lensrl.research.study import RunRecord
 
 DEFAULT_STEPS = 60
@@ -41,14 +41,27 @@ def gains(folder: Path, level: str = "all") -> dict:
         return [pass1_at(records[f"{arm}_seed{s}"], step, level) for s in seeds]
 
     out = {"seeds": seeds, "from_step": DEFAULT_STEPS, "to_step": final, "level": level}
-    for arm in ("grpo", "lens"):
-        out[f"{arm}_gain"] = asdict(paired_difference(series(arm, DEFAULT_STEPS), series(arm, final)))
+    grpo = paired_difference(series("grpo", DEFAULT_STEPS), series("grpo", final))
+    lens = paired_difference(series("lens", DEFAULT_STEPS), series("lens", final))
     grpo_gain = [b - a for a, b in zip(series("grpo", DEFAULT_STEPS), series("grpo", final))]
     lens_gain = [b - a for a, b in zip(series("lens", DEFAULT_STEPS), series("lens", final))]
-    out["lens_minus_grpo_gain"] = asdict(paired_difference(grpo_gain, lens_gain))
-    g = out["grpo_gain"]
-    out["grpo_saturates"] = g["ci_low"] <= 0  # the CI contains 0 or lies below it
+    out["grpo_gain"], out["lens_gain"] = grpo.to_json(), lens.to_json()
+    out["lens_minus_grpo_gain"] = paired_difference(grpo_gain, lens_gain).to_json()
+    # the CI contains 0 or lies below it (a gain constant over seeds: the gain itself); False with one seed
+    out["grpo_saturates"] = grpo.ci_low <= 0
     return out
+
+
+def describe(d: PairedDifference) -> str:
+    """One gain in points: its interval, or the same gain in every seed, with both p-values."""
+    if d.identical:
+        return f"identical in every seed, n = {d.n}"
+    if d.constant:
+        return f"{100 * d.diff:+.4g} points in every seed, n = {d.n}, exact p = {d.p_exact:.3g}"
+    return (
+        f"{100 * d.diff:+.2f} points, 95% CI ({100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}), n = {d.n}, "
+        f"p = {d.p:.3g}, exact p = {d.p_exact:.3g}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     (folder / "gains.json").write_text(json.dumps(report, indent=2))
     for level, r in report.items():
         for key in ("grpo_gain", "lens_gain", "lens_minus_grpo_gain"):
-            d = r[key]
-            print(
-                f"level {level:>3} {key:<22} {100 * d['diff']:+.2f} points, 95% CI "
-                f"({100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}), n = {d['n']}"
-            )
+            print(f"level {level:>3} {key:<22} {describe(PairedDifference.from_json(r[key]))}")
         print(f"level {level:>3} GRPO saturates (its gain's CI contains 0 or lies below it): {r['grpo_saturates']}")
     return 0
 

@@ -33,7 +33,6 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -75,7 +74,7 @@ def gains(run_dirs: dict[str, Path], seeds: list[int]) -> dict:
         before = [evals[f"{arm}_seed{s}"][0].pass_at(scope, k) for s in seeds]
         after = [evals[f"{arm}_seed{s}"][-1].pass_at(scope, k) for s in seeds]
         by_seed = {s: b - a for s, a, b in zip(seeds, before, after)}
-        return {"by_seed": by_seed, **asdict(paired_difference(before, after))}
+        return {"by_seed": by_seed, **paired_difference(before, after).to_json()}
 
     out: dict = {
         arm: {scope: {f"pass@{k}": change(arm, scope, k) for k in (1, 8)} for scope in scopes}

@@ -11,7 +11,13 @@ import math
 
 import pytest
 
-from lensrl.research.stats import minimal_detectable_difference, paired_difference
+from lensrl.research.stats import (
+    SPREAD_TOLERANCE,
+    PairedDifference,
+    minimal_detectable_difference,
+    paired_difference,
+    sign_flip_p,
+)
 
 
 def test_paired_difference_by_hand():
@@ -23,6 +29,8 @@ def test_paired_difference_by_hand():
     assert r.ci_low == pytest.approx(2 - 2.4841, abs=1e-4) and r.ci_high == pytest.approx(2 + 2.4841, abs=1e-4)
     assert r.p == pytest.approx(0.07418, abs=1e-5) and not r.significant
     assert r.mde == pytest.approx(3.0966, abs=1e-4)
+    # exact sign-flip test: of the 8 sign assignments of (1, 2, 3) only (+,+,+) and (-,-,-) reach |mean| 2
+    assert r.p_exact == pytest.approx(0.25) and not r.constant and not r.identical
 
 
 def test_pairing_removes_what_a_seed_does_to_both_arms():
@@ -37,16 +45,73 @@ def test_pairing_removes_what_a_seed_does_to_both_arms():
 
 def test_one_pair_has_no_interval_and_never_crashes():
     r = paired_difference([0.3], [0.5])
-    assert r.diff == pytest.approx(0.2) and r.n == 1 and not r.significant
-    assert all(math.isnan(v) for v in (r.sd, r.ci_low, r.ci_high, r.p, r.mde))
+    assert r.diff == pytest.approx(0.2) and r.n == 1 and not r.significant and not r.constant
+    assert all(math.isnan(v) for v in (r.sd, r.ci_low, r.ci_high, r.p, r.p_exact, r.mde))
     j = r.to_json()
-    assert j["ci_low"] is None and j["mde"] is None and j["p"] is None and j["n"] == 1
+    assert j["ci_low"] is None and j["mde"] is None and j["p"] is None and j["p_exact"] is None and j["n"] == 1
     json.dumps(j, allow_nan=False)  # valid JSON, no NaN
+    assert math.isnan(sign_flip_p([0.2])) and math.isnan(sign_flip_p([]))
 
 
-def test_identical_differences_and_bad_input():
-    same = paired_difference([1.0, 1.0], [1.0, 1.0])  # every seed equal: d = [0, 0]
-    assert same.p == 1.0 and not same.significant and same.ci_low == same.ci_high == 0.0 and same.mde == 0.0
+def test_identical_arms_are_constant_without_a_test():
+    same = paired_difference([0.5, 0.25, 1.0], [0.5, 0.25, 1.0])  # d = [0, 0, 0]
+    assert same.constant and same.identical and same.diff == 0.0 and same.sd == 0.0
+    assert same.ci_low == same.ci_high == 0.0 and not same.significant
+    assert math.isnan(same.p) and math.isnan(same.mde)  # no spread: no t test, no resolution to report
+    assert same.p_exact == 1.0  # every sign assignment of zeros has |mean| 0 >= 0
+    j = same.to_json()
+    assert j["constant"] is True and j["p"] is None and j["mde"] is None and j["p_exact"] == 1.0
+    json.dumps(j, allow_nan=False)
+    two = paired_difference([1.0, 1.0], [1.0, 1.0])  # was p = 1.0 and MDE 0.0 from the se == 0 branch
+    assert two.identical and math.isnan(two.p) and math.isnan(two.mde) and two.p_exact == 1.0
+
+
+def test_a_constant_difference_of_round_off_spread_is_no_significance():
+    # 0.7425 - 0.73 = 0.012500000000000067 but 0.755 - 0.7425 = 0.7675 - 0.755 = 0.012499999999999956:
+    # the same step in every seed, with an sd of 6.4e-17 from round-off alone. A t test would divide by
+    # it (t ~ 3e14, p ~ 1e-26, MDE ~ 2e-16); the difference is a constant instead.
+    reference, arm = [0.73, 0.7425, 0.755], [0.7425, 0.755, 0.7675]
+    d = [a - r for r, a in zip(reference, arm)]
+    assert 0 < max(d) - min(d) < 1e-15  # really float noise, not an exact 0
+    r = paired_difference(reference, arm)
+    assert r.constant and not r.identical and r.diff == pytest.approx(0.0125) and r.sd == 0.0
+    assert r.ci_low == r.ci_high == r.diff and not r.significant
+    assert math.isnan(r.p) and math.isnan(r.mde)
+    # all three d_s positive: only (+,+,+) and (-,-,-) reach the observed |mean|, p = 2 / 2^3
+    assert r.p_exact == pytest.approx(0.25)
+    # the committed case (results/signs/remedies, lens vs grpo, overall pass@1): +0.000125 in every seed
+    r = paired_difference([0.7395, 0.752375, 0.73275], [0.739625, 0.7525, 0.732875])
+    assert r.constant and r.diff == pytest.approx(0.000125) and r.p_exact == pytest.approx(0.25)
+    assert PairedDifference.from_json(r.to_json()).identical is False
+
+
+def test_a_spread_just_above_the_tolerance_is_tested():
+    r = paired_difference([0.0, 0.0, 0.0], [0.1, 0.1 + 2 * SPREAD_TOLERANCE, 0.1 - 2 * SPREAD_TOLERANCE])
+    assert not r.constant and r.sd > SPREAD_TOLERANCE and r.p < 1e-6 and r.significant
+
+
+def test_sign_flip_p_by_hand():
+    # d = [1, -1, 2, 3]: observed |sum| 5 (|mean| 1.25). The sign-flip set is that of the magnitudes
+    # (1, 1, 2, 3); its 16 sums +-1 +-1 +-2 +-3, grouped by the signs of 2 and 3:
+    #   (+2, +3):  5 + {2, 0, 0, -2} = 7, 5, 5, 3   -> 3 reach |sum| >= 5
+    #   (-2, +3):  1 + {2, 0, 0, -2} = 3, 1, 1, -1  -> 0
+    #   (+2, -3): -1 + {2, 0, 0, -2} = 1, -1, -1, -3 -> 0
+    #   (-2, -3): -5 + {2, 0, 0, -2} = -3, -5, -5, -7 -> 3
+    # p = 6 / 16 = 0.375
+    assert sign_flip_p([1.0, -1.0, 2.0, 3.0]) == pytest.approx(0.375)
+    assert paired_difference([0.0] * 4, [1.0, -1.0, 2.0, 3.0]).p_exact == pytest.approx(0.375)
+    # d = [1, 2, 3]: sums 6, 0, 2, -4, 4, -2, 0, -6: only +-6 reach |sum| 6, p = 2 / 8
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(0.25)
+    assert sign_flip_p([-1.0, -2.0, -3.0]) == pytest.approx(0.25)  # two-sided
+    # a 0 counts the same under either sign: [0, 1, 2, 3] doubles every assignment of [1, 2, 3]
+    assert sign_flip_p([0.0, 1.0, 2.0, 3.0]) == pytest.approx(0.25)
+    # the smallest p on 5 seeds is 2 / 32 = 0.0625: an exact test on 5 seeds never reaches 0.05
+    assert sign_flip_p([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx(0.0625)
+    # d = [1, -1]: sums 0, 2, -2, 0; observed |sum| 0: all 4 reach it, p = 1
+    assert sign_flip_p([1.0, -1.0]) == 1.0
+
+
+def test_bad_input():
     with pytest.raises(ValueError):
         paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError):

@@ -62,7 +62,9 @@ def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
     assert w["diff"] == pytest.approx(0.105) and w["sd"] == pytest.approx(0.0070711, abs=1e-6) and w["n"] == 2
     assert w["ci_low"] == pytest.approx(0.04147, abs=1e-5) and w["ci_high"] == pytest.approx(0.16853, abs=1e-5)
     assert w["significant"] and w["mde"] == pytest.approx(0.07041, abs=1e-5)
-    assert set(w) == {"diff", "sd", "n", "ci_low", "ci_high", "p", "significant", "mde"}
+    # exact sign-flip p: of the sums +-0.10 +-0.11 only (+,+) and (-,-) reach |0.21|: 2 / 4
+    assert not w["constant"] and w["p_exact"] == pytest.approx(0.5)
+    assert set(w) == {"diff", "sd", "n", "constant", "ci_low", "ci_high", "p", "p_exact", "significant", "mde"}
     assert "vs_reference" not in agg["arms"]["grpo"]["all"]["pass@1"]
     assert agg["base"]["all"]["pass@1"] == pytest.approx(0.35) and agg["scopes"] == ["all", "5"]
     assert agg["base_std"]["all"]["pass@1"] == pytest.approx(math.sqrt(0.005))
@@ -70,8 +72,9 @@ def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
     table = format_study_table(agg, 2)
     assert "| all | base | 35.0 +- 7.1 | 45.0 +- 7.1 |" in table
     assert "| all | lens | 41.5 +- 2.1 [d +10.5* (+4.1, +16.9)]" in table
-    # level 5: d = [0.1, 0.1], sd 0: the interval is the point itself
-    assert "| 5 | lens | 20.0 +- 0.0 [d +10.0* (+10.0, +10.0)]" in table
+    # level 5: d = [0.1, 0.1], sd 0: the same difference in every seed, no interval; exact p 2 / 4
+    assert "| 5 | lens | 20.0 +- 0.0 [d +10.0 in every seed, exact p 0.5]" in table
+    assert agg["arms"]["lens"]["5"]["pass@1"]["vs_reference"]["constant"]
     assert "- lens vs grpo (n = 2): pass@1 7.0, pass@2 7.0" in table
     assert "Diagnostics" not in table
 

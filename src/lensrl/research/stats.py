@@ -1,45 +1,77 @@
-"""Seed-paired differences between two arms of a study: mean, 95% t interval, p-value, and the
-smallest difference the study could have detected.
+"""Seed-paired differences between two arms of a study: mean, 95% t interval, p-value, an exact
+sign-flip p-value, and the smallest difference the study could have detected.
 
 Arms of a study share their seeds (the same data order and the same first samples), so seed s of
 one arm is compared with seed s of the other: d_s = arm_s - reference_s. Whatever a seed does to
 both arms alike (an easy data order, a lucky evaluation sample) cancels in d_s, and the test is a
-one-sample Student t test of the mean of d_s against 0, with n - 1 degrees of freedom.
+one-sample Student t test of the mean of d_s against 0, with n - 1 degrees of freedom. Beside it,
+the exact paired sign-flip permutation test (`sign_flip_p`) assumes nothing about the shape of the
+d_s. When the d_s do not vary (`SPREAD_TOLERANCE`) there is no t test: see `PairedDifference`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import product
 
 from scipy.stats import t as student_t
 
 LEVEL = 0.95  # two-sided confidence of the interval and of the test
 POWER = 0.80  # of the minimal detectable difference
+# Absolute. The compared values are rates in [0, 1] (or percentages): float round-off in a mean over
+# thousands of samples is ~1e-16, and a real difference between two such rates is ~1e-4 or more. A
+# spread of the d_s at or below this is round-off, every seed moved by the same amount; a |mean| at
+# or below it is no difference at all.
+SPREAD_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean and spread of d_s = arm_s - reference_s over n paired seeds.
 
-    `ci_low`, `ci_high`: the 95% interval diff +- t_{0.975, n-1} * sd / sqrt(n); `p`: the two-sided
+    `diff`: the mean of the d_s, as computed; `sd`: their sample standard deviation. `ci_low`,
+    `ci_high`: the 95% interval diff +- t_{0.975, n-1} * sd / sqrt(n); `p`: the two-sided t-test
     p-value of diff = 0; `significant`: the interval excludes 0 (the same as p < 0.05); `mde`: the
-    minimal detectable difference (`minimal_detectable_difference`). With one pair there is no spread:
-    sd, the interval, p and mde are nan (None in JSON) and `significant` is False.
+    minimal detectable difference (`minimal_detectable_difference`); `p_exact`: the two-sided exact
+    sign-flip p-value of diff = 0 (`sign_flip_p`; never below 2 / 2^n: 0.25 at n = 3, 0.0625 at
+    n = 5, so on 5 seeds or fewer it can never reach 0.05).
+
+    `constant`: the d_s do not vary (sd <= `SPREAD_TOLERANCE`, round-off at most): every seed moved
+    by the same amount, diff. There is no t test then (it would divide by a spread of round-off):
+    sd is 0.0, the interval is the point ci_low = ci_high = diff, p and mde are nan (None in JSON:
+    zero spread says nothing about the study's resolution), `significant` is False; `p_exact` still
+    applies (2 / 2^n for a nonzero constant, all of one sign). `identical`: constant and |diff| <=
+    `SPREAD_TOLERANCE`, the two arms scored the same in every seed (`p_exact` 1.0).
+
+    With one pair there is no spread: sd, the interval, p, p_exact and mde are nan (None in JSON),
+    `significant` and `constant` are False.
     """
 
     diff: float
     sd: float
     n: int
+    constant: bool
     ci_low: float
     ci_high: float
     p: float
+    p_exact: float
     significant: bool
     mde: float
 
+    @property
+    def identical(self) -> bool:
+        return self.constant and abs(self.diff) <= SPREAD_TOLERANCE
+
     def to_json(self) -> dict[str, float | int | bool | None]:
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, record: dict[str, float | int | bool | None]) -> PairedDifference:
+        """The inverse of `to_json` (None back to nan)."""
+        return cls(**{k: math.nan if v is None else v for k, v in record.items()})
 
 
 def minimal_detectable_difference(sd: float, n: int) -> float:
@@ -58,6 +90,28 @@ def minimal_detectable_difference(sd: float, n: int) -> float:
     return float(student_t.ppf(0.5 + LEVEL / 2, n - 1) + student_t.ppf(POWER, n - 1)) * sd / math.sqrt(n)
 
 
+def sign_flip_p(d: Sequence[float]) -> float:
+    """The exact two-sided paired sign-flip (permutation) p-value of mean d = 0.
+
+    If the two arms did not differ, each d_s would be as likely positive as negative: every one of the
+    2^n assignments of signs to the |d_s| is equally likely. p is the share of them whose |mean| is at
+    least the observed |mean| (less `SPREAD_TOLERANCE`, so that round-off does not drop the observed
+    assignment or its mirror). A d_s of 0 counts the same under either sign. The smallest p is 2 / 2^m
+    with m the number of nonzero d_s (all of one sign: only the observed signs and their mirror reach
+    the observed |mean|): 0.25 at 3 seeds, 0.0625 at 5, so 5 seeds or fewer can never reach 0.05.
+    nan for n < 2. Enumerates all 2^n assignments: fine for the few seeds of a study (n <= ~20).
+    """
+    n = len(d)
+    if n < 2:
+        return math.nan
+    observed = abs(math.fsum(d)) / n
+    hits = sum(
+        abs(math.fsum(s * x for s, x in zip(signs, d))) / n >= observed - SPREAD_TOLERANCE
+        for signs in product((1.0, -1.0), repeat=n)
+    )
+    return hits / 2**n
+
+
 def paired_difference(reference: list[float], arm: list[float]) -> PairedDifference:
     """The seed-paired difference arm - reference; the two lists are paired by position (seed)."""
     if len(reference) != len(arm) or not arm:
@@ -67,13 +121,14 @@ def paired_difference(reference: list[float], arm: list[float]) -> PairedDiffere
     d = [a - r for r, a in zip(reference, arm)]
     n, diff = len(d), statistics.fmean(d)
     if n < 2:
-        return PairedDifference(diff, math.nan, n, math.nan, math.nan, math.nan, False, math.nan)
-    sd = statistics.stdev(d)
+        return PairedDifference(diff, math.nan, n, False, math.nan, math.nan, math.nan, math.nan, False, math.nan)
+    sd, p_exact = statistics.stdev(d), sign_flip_p(d)
+    if sd <= SPREAD_TOLERANCE:  # every seed moved by the same amount: no spread to test against
+        return PairedDifference(diff, 0.0, n, True, diff, diff, math.nan, p_exact, False, math.nan)
     se = sd / math.sqrt(n)
     half = float(student_t.ppf(0.5 + LEVEL / 2, n - 1)) * se
-    if se > 0:
-        p = float(2 * student_t.sf(abs(diff) / se, n - 1))
-    else:  # every seed moved by exactly the same amount
-        p = 1.0 if diff == 0 else 0.0
+    p = float(2 * student_t.sf(abs(diff) / se, n - 1))
     low, high = diff - half, diff + half
-    return PairedDifference(diff, sd, n, low, high, p, bool(low > 0 or high < 0), minimal_detectable_difference(sd, n))
+    return PairedDifference(
+        diff, sd, n, False, low, high, p, p_exact, bool(low > 0 or high < 0), minimal_detectable_difference(sd, n)
+    )

@@ -29,14 +29,25 @@ from lensrl.config import TrainConfig, apply_overrides, config_differences, load
 from lensrl.evaluation.evaluate import EvalResult, ks_for
 from lensrl.research.plots import finite, plot_curves, plot_overview, plot_study
 from lensrl.research.registry import STUDIES, Arm, Study, get_study
-from lensrl.research.stats import paired_difference
+from lensrl.research.stats import PairedDifference, paired_difference
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.runs.lifecycle import LOCK, RunFolder, checkpoint_step
 from lensrl.training.trainer import train_or_resume
 
 # logged only every few steps (None in a run's curves at the other steps, absent from older records)
 DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
-CURVE_METRICS = ("reward", "groups/negative", "adv/negative_group_share", "response_len/mean", "entropy", *DIAGNOSTICS)
+CURVE_METRICS = (
+    "reward",
+    "groups/negative",
+    "adv/negative_group_share",
+    "response_len/mean",
+    "entropy",
+    "grad_norm",
+    "clipfrac",
+    "time/step",
+    "time/update",
+    *DIAGNOSTICS,
+)
 
 
 @dataclass
@@ -234,9 +245,26 @@ def _points(value: float | None, sign: bool = True) -> str:
     return "n/a" if value is None else f"{100 * value:{'+' if sign else ''}.1f}"
 
 
+def _constant_points(value: float) -> str:
+    """A difference the same in every seed, in points: no interval gives its scale, so 4 significant
+    digits (+0.0125), at least one decimal (+3.0)."""
+    text = f"{100 * value:+.4g}"
+    return text if "." in text or "e" in text else f"{text}.0"
+
+
 def _difference_cell(w: dict) -> str:
+    """A `vs_reference` cell: the difference and its interval, or, when every seed moved by the same
+    amount, that amount and the exact p."""
+    if PairedDifference.from_json(w).identical:
+        return " [identical in every seed]"
+    if w["constant"]:
+        return f" [d {_constant_points(w['diff'])} in every seed, exact p {w['p_exact']:.3g}]"
     ci = "" if w["ci_low"] is None else f" ({_points(w['ci_low'])}, {_points(w['ci_high'])})"
     return f" [d {_points(w['diff'])}{'*' if w['significant'] else ''}{ci}]"
+
+
+def _mde(w: dict) -> str:
+    return "n/a (no spread)" if w["constant"] else _points(w["mde"], sign=False)
 
 
 def format_study_table(agg: dict, n_seeds: int) -> str:
@@ -248,7 +276,9 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
             f"pass@k in % after training (base: before, each seed's evaluation of the base policy), "
             f"mean +- std over {n_seeds} seeds; [d +x.x (lo, hi)] = seed-paired difference from "
             f"{agg['reference']} (mean over the seeds both have of arm - {agg['reference']}) and its 95% "
-            f"Student t interval, * when the interval excludes 0"
+            f"Student t interval, * when the interval excludes 0; [d +x in every seed, exact p] = every seed "
+            "differs by the same x (no spread, so no interval), with the exact sign-flip p (at least 2 / 2^n); "
+            "[identical in every seed] = the same value in both arms in every seed"
         ),
         "",
         "| level | arm | " + " | ".join(ks) + " |",
@@ -275,7 +305,7 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
     for arm, by_scope in agg["arms"].items():
         overall = by_scope["all"]
         if "vs_reference" in overall[ks[0]]:
-            mdes = ", ".join(f"{k} {_points(overall[k]['vs_reference']['mde'], sign=False)}" for k in (ks[0], ks[-1]))
+            mdes = ", ".join(f"{k} {_mde(overall[k]['vs_reference'])}" for k in (ks[0], ks[-1]))
             lines.append(f"- {arm} vs {agg['reference']} (n = {overall[ks[0]]['vs_reference']['n']}): {mdes}")
     if "diagnostics" in agg:
         keys = list(next(iter(agg["diagnostics"].values())))
