@@ -5,8 +5,9 @@ Every field has a bound and a one-line docstring; invalid values and unknown key
 
 `algo` is a discriminated union on `algo.advantage`: the settings every estimator shares
 (`AlgoBase`: filter_groups, clip_low, clip_high, loss_agg, kl_coef) and those of the chosen
-estimator only (`LensAlgo`: alpha, scope, d_estimator, eps; `GRPOAlgo`: scale, eps;
-`UniformNegativeAlgo`: alpha, scale, eps). A setting the chosen estimator does not read is an
+estimator only (`LensAlgo`: alpha, scope, d_estimator, eps, normalize_negative; `GRPOAlgo`: scale,
+eps; `UniformNegativeAlgo`: alpha, scale, eps; `WReinforceAlgo`: positive_weight; `NSRAlgo`: none;
+`NGRPOAlgo`: r_max, eps). A setting the chosen estimator does not read is an
 error naming it ("algo.scope does not apply to algo.advantage=grpo (it reads: scale, eps)").
 A delta that changes `algo.advantage` (a config file over the defaults, or all the overrides of
 one call together) keeps the common settings and those the new estimator shares by name with the
@@ -126,6 +127,10 @@ class SourceConfig(_Section):
     """Testbed: problems generated; files: a seeded sample of this many rows (repeated only past the rows left)."""
     per_level: int | None = Field(None, ge=1)
     """At most this many problems per level, first in source order; testbed eval: problems generated per level."""
+    unseen: bool = False
+    """Testbed eval only: distinct problems that occur neither in the testbed's warm-start stream nor in the
+    run's training problems (so held out from every training stage), per_level of each level; a level
+    without enough of them is an error naming it (on signs, levels 1-2 are all in the warm-start stream)."""
 
     @field_validator("rows")
     @classmethod
@@ -221,8 +226,10 @@ class LensAlgo(AlgoBase):
     """D(q)'s importance estimate from length-normalised (pibar) or raw sequence probabilities."""
     eps: float = LensSettings.eps
     """Added to the std in mixed groups' advantage normalisation."""
+    normalize_negative: bool = LensSettings.normalize_negative
+    """Negative groups: alpha (r~ - mean) / (std + eps), normalised like mixed groups, not alpha (r~ - mean)."""
 
-    @field_validator("alpha", "scope", "d_estimator", "eps")
+    @field_validator("alpha", "scope", "d_estimator", "eps", "normalize_negative")
     @classmethod
     def _lens_setting(cls, value: Any, info: ValidationInfo) -> Any:
         read_lens_settings({info.field_name: value}, "algo.")
@@ -231,7 +238,7 @@ class LensAlgo(AlgoBase):
     @property
     def lens(self) -> LensSettings:
         """These settings as the `LensSettings` that `lens_advantages` takes."""
-        return LensSettings(self.alpha, self.scope, self.d_estimator, self.eps)  # each validated on assignment
+        return LensSettings(self.alpha, self.scope, self.d_estimator, self.eps, self.normalize_negative)
 
 
 class _GroupNormalised(AlgoBase):
@@ -259,7 +266,39 @@ class UniformNegativeAlgo(_GroupNormalised):
     """The flat penalty: every sample of a negative group gets the advantage -alpha."""
 
 
-AlgoConfig = Annotated[LensAlgo | GRPOAlgo | UniformNegativeAlgo, Field(discriminator="advantage")]
+class WReinforceAlgo(AlgoBase):
+    """W-REINFORCE (`algo.advantage=w_reinforce`; Zhu et al. 2025): +positive_weight for a right answer,
+    -1 for a wrong one, in every group, with no baseline and no normalisation."""
+
+    advantage: Literal["w_reinforce"] = "w_reinforce"
+    """"w_reinforce": REINFORCE on +1 / -1 rewards with the positive term down-weighted."""
+    positive_weight: float = Field(0.1, ge=0, allow_inf_nan=False)
+    """lambda, the weight of right answers (the paper's 0.1); 0 is NSR."""
+
+
+class NSRAlgo(AlgoBase):
+    """NSR, negative sample reinforcement (`algo.advantage=nsr`; Zhu et al. 2025): -1 on every wrong answer,
+    0 on every right one, in every group; W-REINFORCE with positive_weight 0."""
+
+    advantage: Literal["nsr"] = "nsr"
+    """"nsr": only wrong answers are trained on, each pushed down with advantage -1."""
+
+
+class NGRPOAlgo(AlgoBase):
+    """NGRPO's advantage calibration (`algo.advantage=ngrpo`; Nan et al. 2025): GRPO with a virtual
+    sample of reward r_max in each group's mean and std."""
+
+    advantage: Literal["ngrpo"] = "ngrpo"
+    """"ngrpo": group normalisation over the G rewards plus one virtual maximum reward."""
+    r_max: float = Field(1.0, allow_inf_nan=False)
+    """The virtual sample's reward (the maximum reward; 1 for 0/1 correctness)."""
+    eps: float = Field(1e-6, gt=0, allow_inf_nan=False)
+    """Added to the std in advantage normalisation."""
+
+
+AlgoConfig = Annotated[
+    LensAlgo | GRPOAlgo | UniformNegativeAlgo | WReinforceAlgo | NSRAlgo | NGRPOAlgo, Field(discriminator="advantage")
+]
 """`algo`: one model per registered estimator, chosen by `algo.advantage` (module docstring)."""
 
 ALGOS: dict[str, type[AlgoBase]] = {m.model_fields["advantage"].default: m for m in get_args(get_args(AlgoConfig)[0])}
@@ -352,8 +391,9 @@ class RunConfig(_Section):
     sample_groups: int = Field(4, ge=1)
     """Groups per sample-log entry: negative and mixed ones where present."""
     diagnostic_every: int = Field(0, ge=0)
-    """Every this many steps, compare the first minibatch's gradient under GRPO and under LENS advantages
-    on the step's rollout (`lensrl.training.diagnostics`; 0: never); logged as diag/* in metrics.jsonl."""
+    """Every this many steps, compare the first minibatch's gradient under GRPO's advantages and under the
+    run's estimator's (LENS's in a GRPO run) on the step's rollout (`lensrl.training.diagnostics`; 0:
+    never); logged as diag/* in metrics.jsonl."""
 
 
 class SFTConfig(_Section):

@@ -22,8 +22,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from lensrl.config import AlgoBase, AlgoConfig, GRPOAlgo, LensAlgo, UniformNegativeAlgo
-from lensrl.core.advantages import grpo_advantages, lens_advantages, lens_rewards, uniform_negative_advantages
+from lensrl.config import (
+    AlgoBase,
+    AlgoConfig,
+    GRPOAlgo,
+    LensAlgo,
+    NGRPOAlgo,
+    NSRAlgo,
+    UniformNegativeAlgo,
+    WReinforceAlgo,
+)
+from lensrl.core.advantages import (
+    grpo_advantages,
+    lens_advantages,
+    lens_rewards,
+    ngrpo_advantages,
+    uniform_negative_advantages,
+    w_reinforce_advantages,
+)
 
 if TYPE_CHECKING:  # types only: the rollout imports nothing from here
     from lensrl.rollout.sampler import Rollout
@@ -101,3 +117,22 @@ def lens(rollout: Rollout, algo: LensAlgo) -> torch.Tensor:
 def uniform_negative(rollout: Rollout, algo: UniformNegativeAlgo) -> torch.Tensor:
     """GRPO plus a flat -alpha on every response of an all-wrong group (the remedies study's baseline)."""
     return uniform_negative_advantages(rollout.correct, rollout.group_size, algo.alpha, algo.scale, algo.eps)
+
+
+@register("w_reinforce", settings=WReinforceAlgo, negative_groups_signal=True)
+def w_reinforce(rollout: Rollout, algo: WReinforceAlgo) -> torch.Tensor:
+    """W-REINFORCE (Zhu et al. 2025): +lambda for right answers, -1 for wrong ones (docs/algorithm.md Sec. 9)."""
+    return w_reinforce_advantages(rollout.correct, algo.positive_weight)
+
+
+@register("nsr", settings=NSRAlgo, negative_groups_signal=True)
+def nsr(rollout: Rollout, algo: NSRAlgo) -> torch.Tensor:
+    """NSR (Zhu et al. 2025): -1 for wrong answers, 0 for right ones (docs/algorithm.md Sec. 9)."""
+    return w_reinforce_advantages(rollout.correct, positive_weight=0.0)
+
+
+@register("ngrpo", settings=NGRPOAlgo, negative_groups_signal=True)
+def ngrpo(rollout: Rollout, algo: NGRPOAlgo) -> torch.Tensor:
+    """NGRPO's advantage calibration (Nan et al. 2025): a virtual maximum reward in every group's
+    statistics (docs/algorithm.md Sec. 9)."""
+    return ngrpo_advantages(rollout.correct, rollout.group_size, algo.r_max, algo.eps)

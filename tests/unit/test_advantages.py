@@ -1,4 +1,4 @@
-"""GRPO and LENS advantages against hand-worked cases (docs/algorithm.md Secs. 3-4).
+"""GRPO, LENS and the negative-group remedies against hand-worked cases (docs/algorithm.md Secs. 3-4, 9).
 
 Convention in the cases: lengths = 1 unless stated, so seq_logprobs = log(pibar).
 """
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lensrl import grpo_advantages, lens_advantages, lens_rewards
+from lensrl.core.advantages import ngrpo_advantages, w_reinforce_advantages
 
 
 def _t(xs):
@@ -189,7 +190,69 @@ def test_scope_ablations():
     torch.testing.assert_close(negative_only[4:], full[4:])
 
 
-def _lens_loop(correct, pibar, g, alpha=0.25, eps=1e-6):
+def test_normalized_negative_groups_by_hand():
+    # The negative group of test_negative_group_defining_case: r~ = -(1/4) pibar / (1.6 - pibar) =
+    # [-0.1136364, -0.25, -0.0833333, -0.0357143], mean -0.1206710, unbiased std 0.0919913:
+    # (r~ - mean) / (std + 1e-6) = [0.0764698, -1.4058671, 0.4058779, 0.9235194], times alpha 0.25
+    c, lp, n = _inputs([0, 0, 0, 0], [0.5, 0.8, 0.4, 0.2])
+    adv = lens_advantages(c, lp, n, 4, normalize_negative=True)
+    torch.testing.assert_close(adv, _t([0.0191174, -0.3514668, 0.1014695, 0.2308798]), atol=1e-6, rtol=0)
+    # the same ranking as without normalising, scaled up by 1 / std = 10.87
+    plain = lens_advantages(c, lp, n, 4)
+    torch.testing.assert_close(adv, plain / (0.0919913 + 1e-6), atol=1e-6, rtol=0)
+    # mixed and all-correct groups are untouched
+    c2, lp2, n2 = _inputs([1, 0, 0, 0] + [1, 1, 1, 1], [0.5, 0.8, 0.4, 0.2] * 2)
+    assert torch.equal(lens_advantages(c2, lp2, n2, 4, normalize_negative=True), lens_advantages(c2, lp2, n2, 4))
+    # equally confident wrong answers: std 0, so the advantages stay 0 (no division blows up)
+    c3, lp3, n3 = _inputs([0, 0, 0, 0], [0.5] * 4)
+    assert torch.equal(lens_advantages(c3, lp3, n3, 4, normalize_negative=True), torch.zeros(4, dtype=torch.float64))
+
+
+def test_w_reinforce_and_nsr_by_hand():
+    # Zhu et al. 2025: +lambda for a right answer, -1 for a wrong one, in every group, no baseline
+    c = _t([1, 0, 1, 0] + [0, 0, 0, 0] + [1, 1, 1, 1])
+    torch.testing.assert_close(w_reinforce_advantages(c, 0.1), _t([0.1, -1, 0.1, -1] + [-1] * 4 + [0.1] * 4))
+    torch.testing.assert_close(w_reinforce_advantages(c, 0.0), _t([0, -1, 0, -1] + [-1] * 4 + [0] * 4))  # NSR
+    assert w_reinforce_advantages(torch.tensor([True, False]), 0.5).tolist() == [0.5, -1.0]
+    with pytest.raises(ValueError, match="binary"):
+        w_reinforce_advantages(_t([0.5, 1.0]))
+    with pytest.raises(ValueError, match="positive_weight"):
+        w_reinforce_advantages(_t([0, 1]), -0.1)
+
+
+def test_ngrpo_by_hand():
+    # G = 8, one right answer; the virtual sample makes 9 rewards with 2 ones: mean' = 2/9,
+    # unbiased std' = sqrt((2 (7/9)^2 + 7 (2/9)^2) / 8) = sqrt(126/648) = 0.4409586, so
+    # A = (7/9) / std' = 1.7638342 for the right answer, -(2/9) / std' = -0.5039526 for the wrong ones
+    # (GRPO: 2.4749, -0.3536)
+    adv = ngrpo_advantages(_t([1, 0, 0, 0, 0, 0, 0, 0]), 8)
+    torch.testing.assert_close(adv, _t([1.7638342] + [-0.5039526] * 7), atol=1e-5, rtol=0)  # eps moves the 6th digit
+    # an all-wrong group of 16: mean' = 1/17, std' = sqrt(((16/17)^2 + 16 (1/17)^2) / 16) = 1/sqrt(17),
+    # so every sample gets -1/sqrt(17) = -0.2425356; an all-correct group gets 0
+    adv = ngrpo_advantages(_t([0] * 16 + [1] * 16), 16)
+    torch.testing.assert_close(adv[:16], _t([-1 / math.sqrt(17)] * 16), atol=1e-6, rtol=0)
+    assert torch.equal(adv[16:], torch.zeros(16, dtype=torch.float64))
+
+
+def _ngrpo_loop(rewards, g, r_max=1.0, eps=1e-6):
+    out = []
+    for q in range(len(rewards) // g):
+        xs = rewards[q * g : (q + 1) * g] + [r_max]
+        m = sum(xs) / len(xs)
+        sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+        out += [(x - m) / (sd + eps) for x in xs[:-1]]
+    return out
+
+
+def test_ngrpo_vectorised_matches_loop():
+    gen = torch.Generator().manual_seed(1)
+    rewards = (torch.rand(30 * 6, generator=gen) < 0.4).double()
+    torch.testing.assert_close(ngrpo_advantages(rewards, 6), _t(_ngrpo_loop(rewards.tolist(), 6)))
+    graded = torch.rand(30 * 6, generator=gen).double()  # non-binary rewards, another r_max
+    torch.testing.assert_close(ngrpo_advantages(graded, 6, r_max=2.0), _t(_ngrpo_loop(graded.tolist(), 6, 2.0)))
+
+
+def _lens_loop(correct, pibar, g, alpha=0.25, eps=1e-6, normalize_negative=False):
     """Reference: one group at a time, plain Python floats, straight from docs/algorithm.md Sec. 3."""
     out = []
     for q in range(len(correct) // g):
@@ -204,7 +267,8 @@ def _lens_loop(correct, pibar, g, alpha=0.25, eps=1e-6):
             out += [0.0] * g
         elif sum(r) == 0:
             m = sum(rt) / g
-            out += [alpha * (x - m) for x in rt]
+            sd = math.sqrt(sum((x - m) ** 2 for x in rt) / (g - 1)) + eps if normalize_negative else 1.0
+            out += [alpha * (x - m) / sd for x in rt]
         else:
             out += _grpo_ref(rt)
     return out
@@ -219,6 +283,8 @@ def test_vectorised_matches_loop():
     pibar = (seq / lengths).exp().tolist()
     expected = _t(_lens_loop(correct.tolist(), pibar, g))
     torch.testing.assert_close(lens_advantages(correct, seq, lengths, g), expected)
+    expected = _t(_lens_loop(correct.tolist(), pibar, g, normalize_negative=True))
+    torch.testing.assert_close(lens_advantages(correct, seq, lengths, g, normalize_negative=True), expected)
 
 
 def test_float32_and_bool_inputs():

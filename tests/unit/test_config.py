@@ -50,7 +50,7 @@ def test_bare_off_is_the_autocast_choice_not_a_boolean():
     [
         ("algo.alfa=0.1", "algo.alfa: unknown key"),
         ("algo.alpha=-1", "algo.alpha"),
-        ("algo.advantage=ppo", r"algo\.advantage: unknown advantage estimator 'ppo'; known: grpo, lens, uniform_neg"),
+        ("algo.advantage=ppo", r"algo\.advantage: unknown advantage estimator 'ppo'; known: grpo, lens, ngrpo"),
         ("algo.alpha=-1", r"algo\.alpha: alpha must be a finite number >= 0, got -1\.0"),
         ("algo.scale=batch", r"algo\.scale does not apply to algo\.advantage=lens \(it reads: alpha, scope, d_est"),
         ("rollout.group_size=1", "rollout.group_size"),
@@ -92,7 +92,7 @@ def test_algo_holds_the_common_settings_and_only_the_chosen_estimators():
         name: load_config(overrides=[f"algo.advantage={name}"]).algo.model_dump()
         for name in ("lens", "grpo", "uniform_negative")
     }
-    assert set(dumps["lens"]) == common | {"alpha", "scope", "d_estimator", "eps"}
+    assert set(dumps["lens"]) == common | {"alpha", "scope", "d_estimator", "eps", "normalize_negative"}
     assert set(dumps["grpo"]) == common | {"scale", "eps"}
     assert set(dumps["uniform_negative"]) == common | {"alpha", "scale", "eps"}
     assert dumps["uniform_negative"]["alpha"] == 0.25 and dumps["grpo"]["scale"] == "group"

@@ -9,7 +9,14 @@ import torch
 
 from lensrl import estimators
 from lensrl.config import ALGOS, AlgoBase, ConfigError, GRPOAlgo, LensAlgo, load_config, switch_estimator
-from lensrl.core.advantages import LensSettings, grpo_advantages, lens_advantages, uniform_negative_advantages
+from lensrl.core.advantages import (
+    LensSettings,
+    grpo_advantages,
+    lens_advantages,
+    ngrpo_advantages,
+    uniform_negative_advantages,
+    w_reinforce_advantages,
+)
 from lensrl.data.problem import Problem
 from lensrl.estimators import compute_advantages, get_estimator, register
 from lensrl.lens_settings import SETTING_HELP, read_lens_settings
@@ -45,6 +52,9 @@ def test_each_registered_name_dispatches_to_its_core_function():
         "grpo": grpo_advantages(rollout.correct, 2, "group", 1e-6),
         "lens": lens_advantages(*args, **asdict(LensSettings(0.5, "mixed"))),
         "uniform_negative": uniform_negative_advantages(rollout.correct, 2, 0.5),  # alpha is shared by name
+        "w_reinforce": w_reinforce_advantages(rollout.correct, 0.1),
+        "nsr": w_reinforce_advantages(rollout.correct, 0.0),
+        "ngrpo": ngrpo_advantages(rollout.correct, 2, 1.0, 1e-6),
     }
     assert set(cases) == set(estimators.ESTIMATORS)
     for name, expected in cases.items():
@@ -57,7 +67,8 @@ def test_every_registered_estimator_has_its_settings_model_in_the_config_and_vic
 
 
 def test_an_unknown_estimator_is_an_error_naming_the_known_ones():
-    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'; known: grpo, lens, uniform_negative"):
+    known = "grpo, lens, ngrpo, nsr, uniform_negative, w_reinforce"
+    with pytest.raises(ValueError, match=f"unknown advantage estimator 'ppo'; known: {known}$"):
         get_estimator("ppo")
     with pytest.raises(ConfigError, match="unknown advantage estimator 'ppo'"):
         load_config(overrides=["algo.advantage=ppo"])
@@ -126,12 +137,19 @@ def test_lens_settings_have_one_definition():
         defaults.eps,
     )
     assert LensAlgo(alpha=0.5, scope="negative").lens == LensSettings(alpha=0.5, scope="negative")
-    for bad in ({"alpha": -1.0}, {"alpha": math.nan}, {"scope": "some"}, {"d_estimator": "raw"}, {"eps": 0.0}):
+    for bad in (
+        {"alpha": -1.0},
+        {"alpha": math.nan},
+        {"scope": "some"},
+        {"d_estimator": "raw"},
+        {"eps": 0.0},
+        {"normalize_negative": "maybe"},
+    ):
         ((key, value),) = bad.items()
         with pytest.raises(ValueError, match=f"^{key} must be"):
             LensSettings(**bad)
         # the config names the key as it spells it; the values allowed are core's (its Literal types and LensSettings)
-        with pytest.raises(ConfigError, match=rf"\n  algo\.{key}: ({key} must be|Input should be ')"):
+        with pytest.raises(ConfigError, match=rf"\n  algo\.{key}: ({key} must be|Input should be )"):
             load_config(overrides=[f"algo.{key}={value}"])
 
 
@@ -145,9 +163,9 @@ def test_the_one_reader_of_lens_settings_names_the_key_as_its_caller_spells_it()
     with pytest.raises(
         ValueError,
         match=r"^algo\.alfa: unknown LENS setting; known: algo\.alpha, algo\.scope, "
-        r"algo\.d_estimator, algo\.eps$",
+        r"algo\.d_estimator, algo\.eps, algo\.normalize_negative$",
     ):
         read_lens_settings({"alfa": 0.5}, "algo.")
     # the settings' descriptions are LensSettings' own attribute docstrings (what TRL's --help shows)
     assert SETTING_HELP["alpha"] == "Weight of negative-group advantages (the paper uses 0.25 throughout)."
-    assert list(SETTING_HELP) == ["alpha", "scope", "d_estimator", "eps"]
+    assert list(SETTING_HELP) == ["alpha", "scope", "d_estimator", "eps", "normalize_negative"]

@@ -7,6 +7,8 @@ from lensrl.core.advantages import (
     lens_advantages,
     lens_rewards,
     negative_group_signal_share,
+    ngrpo_advantages,
+    w_reinforce_advantages,
 )
 from lensrl.core.logprobs import head_logprobs, selective_logprobs
 from lensrl.core.loss import k3_kl, policy_loss
@@ -21,7 +23,9 @@ __all__ = [
     "lens_advantages",
     "lens_rewards",
     "negative_group_signal_share",
+    "ngrpo_advantages",
     "pass_at_k",
     "policy_loss",
     "selective_logprobs",
+    "w_reinforce_advantages",
 ]

@@ -1,4 +1,5 @@
-"""Advantage estimators: GRPO and LENS (docs/algorithm.md Secs. 3-4; paper Sec. 5.1, Eqs. 14-15).
+"""Advantage estimators: GRPO, LENS, and the negative-group remedies they are compared with
+(docs/algorithm.md Secs. 3-4 and 9; LENS paper Sec. 5.1, Eqs. 14-15).
 
 Pure functions over tensors. Shapes: N = Q questions x G samples, the G rows of one group contiguous.
 
@@ -41,7 +42,9 @@ class LensSettings:
     d_estimator: DEstimator = "normalized"
     """D_imp from length-normalised confidences (pibar) or raw sequence probabilities (paper Eq. 14)."""
     eps: float = 1e-6
-    """Added to the group std in mixed groups."""
+    """Added to the group std in mixed groups (and in negative groups with normalize_negative)."""
+    normalize_negative: bool = False
+    """Negative groups: alpha (r~ - mean) / (std + eps), normalised like mixed groups, instead of alpha (r~ - mean)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
@@ -58,6 +61,8 @@ class LensSettings:
             math.isfinite(self.eps) and self.eps > 0
         ):
             raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
+        if not isinstance(self.normalize_negative, bool):
+            raise ValueError(f"normalize_negative must be true or false, got {self.normalize_negative!r}")
 
 
 def _check_groups(n: int, group_size: int) -> int:
@@ -168,14 +173,16 @@ def lens_advantages(
     scope: LensScope = LensSettings.scope,
     d_estimator: DEstimator = LensSettings.d_estimator,
     eps: float = LensSettings.eps,
+    normalize_negative: bool = LensSettings.normalize_negative,
 ) -> torch.Tensor:  # (N,)
     """LENS advantages (docs/algorithm.md Sec. 3 step 4) with the scope ablations of Sec. 4.
 
-    scope="all": mixed groups normalise r~ like GRPO, negative groups get alpha (r~ - mean r~);
+    scope="all": mixed groups normalise r~ like GRPO, negative groups get alpha (r~ - mean r~), or
+    alpha (r~ - mean r~) / (std r~ + eps) with `normalize_negative` (Sec. 9);
     scope="mixed": negative groups keep 0; scope="negative": mixed groups are plain GRPO on r.
     All-correct groups always get 0. The settings are those of `LensSettings` (validated there).
     """
-    LensSettings(alpha, scope, d_estimator, eps)
+    LensSettings(alpha, scope, d_estimator, eps, normalize_negative)
     calibrated = lens_rewards(correct, seq_logprobs, lengths, group_size, d_estimator).double()
     q = correct.numel() // group_size
     r = correct.double().view(q, group_size)
@@ -189,6 +196,8 @@ def lens_advantages(
         mixed_source.std(dim=1, keepdim=True) + eps
     )
     negative_adv = alpha * (rt - rt.mean(dim=1, keepdim=True))
+    if normalize_negative:
+        negative_adv = negative_adv / (rt.std(dim=1, keepdim=True) + eps)
     if scope == "mixed":
         negative_adv = torch.zeros_like(negative_adv)
 
@@ -209,6 +218,45 @@ def uniform_negative_advantages(
     q = _check_groups(correct.numel(), group_size)
     negative = (correct.view(q, group_size).sum(dim=1) == 0).repeat_interleave(group_size)  # (N,)
     return torch.where(negative, torch.full_like(adv, -alpha), adv)
+
+
+def w_reinforce_advantages(
+    correct: torch.Tensor,  # (N,) 0/1 or bool
+    positive_weight: float = 0.1,
+) -> torch.Tensor:  # (N,)
+    """W-REINFORCE (Zhu et al. 2025, arXiv 2506.01347): REINFORCE on the rewards +1 / -1 with the
+    positive term weighted by lambda = `positive_weight`, so A_i = lambda for a right answer and -1 for
+    a wrong one, in every group, with no baseline and no normalisation. lambda = 0 is NSR (negative
+    samples only), lambda = 1 plain REINFORCE on +1 / -1; the paper's W-REINFORCE uses 0.1."""
+    _check_1d("correct", correct)
+    if not ((correct == 0) | (correct == 1)).all():
+        raise ValueError("W-REINFORCE is defined for binary correctness: `correct` must hold only 0/1 (or bool)")
+    if isinstance(positive_weight, bool) or not (math.isfinite(positive_weight) and positive_weight >= 0):
+        raise ValueError(f"positive_weight must be a finite number >= 0, got {positive_weight!r}")
+    r = correct.double()
+    return (positive_weight * r - (1.0 - r)).to(_out_dtype(correct))
+
+
+def ngrpo_advantages(
+    rewards: torch.Tensor,  # (N,)
+    group_size: int,
+    r_max: float = 1.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:  # (N,)
+    """NGRPO's advantage calibration (Nan et al. 2025, arXiv 2509.18851): GRPO's group normalisation
+    with one virtual sample of the maximum reward `r_max` added to each group's statistics only,
+    A_i = (r_i - mean') / (std' + eps), mean' and the unbiased std' over the G + 1 rewards
+    {r_1..r_G, r_max}. An all-wrong group gets the same negative advantage on every sample (binary
+    rewards: -1/sqrt(G + 1)); an all-correct group gets 0. (NGRPO's other part, clipping positive and
+    negative advantages asymmetrically, is a change to the loss and is not part of this function.)"""
+    _check_1d("rewards", rewards)
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards contain NaN or inf")
+    q = _check_groups(rewards.numel(), group_size)
+    r = rewards.double().view(q, group_size)
+    augmented = torch.cat([r, torch.full((q, 1), float(r_max), dtype=r.dtype, device=r.device)], dim=1)
+    adv = (r - augmented.mean(dim=1, keepdim=True)) / (augmented.std(dim=1, keepdim=True) + eps)
+    return adv.view(-1).to(_out_dtype(rewards))
 
 
 def kept_groups(correct: torch.Tensor, group_size: int, keep_negative: bool) -> torch.Tensor:  # (Q,) bool

@@ -46,7 +46,7 @@ from lensrl.config import DataConfig, SourceConfig
 from lensrl.data.problem import Problem
 from lensrl.rollout.verify import extract_answer
 from lensrl.seeds import EVAL_SEED, source_seed
-from lensrl.testbed import task, testbed_name
+from lensrl.testbed import task, testbed_name, warmstart_problems
 
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
@@ -75,9 +75,46 @@ def load_problems(config: DataConfig, seed: int) -> tuple[list[Problem], list[Pr
     evals = [
         p
         for i, source in enumerate(config.eval)
-        for p in load_source(source, source_seed(EVAL_SEED, i), config.skip_bad_rows)
+        for p in (
+            unseen_problems(source, source_seed(EVAL_SEED, i), train)
+            if source.unseen
+            else load_source(source, source_seed(EVAL_SEED, i), config.skip_bad_rows)
+        )
     ]
     return train, evals
+
+
+UNSEEN_DRAWS = 200
+"""`unseen_problems` gives up on a level after this many draws per problem asked for."""
+
+
+def unseen_problems(source: SourceConfig, seed: int, train: list[Problem]) -> list[Problem]:
+    """`source.per_level` distinct problems of each level of a testbed source that are neither in the
+    testbed's warm-start stream (`testbed.warmstart_problems`) nor among `train` (by problem id), drawn
+    level by level from `random.Random(seed)`. A level that yields too few within UNSEEN_DRAWS draws per
+    problem is an error naming it."""
+    name = testbed_name(source.path)
+    if name is None or source.per_level is None:
+        raise ValueError(f"data source {_describe(source)}: unseen needs a testbed source with per_level")
+    generator, rng = task(name), random.Random(seed)
+    seen = {p.id for p in warmstart_problems(name)} | {p.id for p in train}
+    problems: list[Problem] = []
+    for level in source.levels or generator.LEVELS:
+        found: dict[str, Problem] = {}
+        for _ in range(UNSEEN_DRAWS * source.per_level):
+            if len(found) == source.per_level:
+                break
+            problem = generator.make_problem(level, rng)
+            if problem.id not in seen:
+                found.setdefault(problem.id, problem)
+        if len(found) < source.per_level:
+            raise ValueError(
+                f"data source {_describe(source)}: level {level} has only {len(found)} of {source.per_level} "
+                f"problems outside the warm-start stream and the training problems in "
+                f"{UNSEEN_DRAWS * source.per_level} draws; leave it out with `levels`"
+            )
+        problems += found.values()
+    return problems
 
 
 def load_source(source: SourceConfig, seed: int = 0, skip_bad_rows: bool = False) -> list[Problem]:

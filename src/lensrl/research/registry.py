@@ -46,6 +46,16 @@ NEGATIVE_ONLY = Arm("lens_negative_only", ("algo.advantage=lens", "algo.scope=ne
 GRPO_FILTERED = Arm("grpo_filtered", ("algo.advantage=grpo", "algo.filter_groups=true"))
 UNIFORM_NEGATIVE = Arm("uniform_negative", ("algo.advantage=uniform_negative",))
 
+W_REINFORCE = Arm("w_reinforce", ("algo.advantage=w_reinforce",))
+NSR = Arm("nsr", ("algo.advantage=nsr",))
+NGRPO = Arm("ngrpo", ("algo.advantage=ngrpo",))
+LENS_NORMALIZED = Arm("lens_normalized_negative", ("algo.advantage=lens", "algo.normalize_negative=true"))
+
+UNSEEN_EVAL = "data.eval=[{path: 'testbed:signs', per_level: 100, levels: [3, 4, 5], unseen: true}]"
+"""The signs testbed's held-out evaluation: levels 3-5, problems in neither the warm-start stream nor
+the run's RL pool (levels 1-2 have none: the warm-start stream holds every level-1 problem and all
+but a handful of level 2)."""
+
 MAIN_QUESTION = "Does LENS beat GRPO at pass@1..16, overall and on the hardest levels?"
 ABLATION_QUESTION = "Which part of LENS helps: the mixed-group or the negative-group reweighting? (paper Table 2)"
 REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong groups?"
@@ -91,6 +101,26 @@ STUDIES = {
             tuple(_alpha(a) for a in (0.25, 1.0, 4.0, 16.0)),
         ),
         _signs("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+        Study(
+            "signs-negative",
+            "What should I do with negative groups? Signals strong enough to change the update, against GRPO",
+            # the order is the plan's priority (results/signs/negative/PLAN.md): the runs go arm by arm
+            (
+                GRPO,
+                W_REINFORCE,
+                NSR,
+                LENS_NORMALIZED,
+                _alpha(1024.0),
+                NGRPO,
+                GRPO_FILTERED,
+                _alpha(256.0),
+                LENS,
+            ),
+            seeds=(0, 1, 2, 3, 4),
+            overrides=(UNSEEN_EVAL,),
+            config="testbed:signs",
+            results="results/signs/negative",
+        ),
         _signs(
             "long",
             "Does LENS beat GRPO when both train three times as long?",

@@ -14,9 +14,11 @@ model or a data source is named (`testbed` is `testbed:carry`):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 
+from lensrl.data.problem import Problem
 from lensrl.testbed import carry, signs
 from lensrl.testbed.carry import generate_problems, make_problem
 from lensrl.testbed.tokenizer import build_tokenizer
@@ -30,6 +32,7 @@ __all__ = [
     "task",
     "testbed_config",
     "testbed_name",
+    "warmstart_problems",
 ]
 
 TESTBEDS: dict[str, ModuleType] = {"carry": carry, "signs": signs}
@@ -73,6 +76,14 @@ def base_policy_path(name: str = "carry") -> Path:
             f"`lensrl testbed-build --testbed {name} --output-dir DIR` and train with model.name_or_path=DIR"
         )
     return folder
+
+
+def warmstart_problems(name: str) -> list[Problem]:
+    """The task problems of testbed `name`'s committed warm-start stream, in training order, as drawn
+    before the teacher wrote their solutions (`warmstart.train_policy`, from the policy's warmstart.json)."""
+    record = Path(__file__).resolve().parent / POLICY_FOLDERS[name] / "warmstart.json"
+    config = json.loads(record.read_text())["config"]
+    return task(name).generate_problems(config["steps"] * config["batch_size"], config["levels"], seed=config["seed"])
 
 
 def testbed_config(path: str) -> Path:

@@ -1,21 +1,25 @@
-"""How differently GRPO and LENS would move the policy on the same rollout: a comparison that needs no seeds.
+"""How differently GRPO and another estimator would move the policy on the same rollout: a comparison
+that needs no seeds.
 
 Training curves of two estimators differ by the seeds' noise as well as by the estimators; this
-takes one rollout and one set of weights and changes nothing but the advantages. The gradient of
-the update's first minibatch (the first part `update.minibatch_groups` makes) is taken three times:
+takes one rollout and one set of weights and changes nothing but the advantages. The other
+estimator is the run's own (`algo.advantage`), or LENS in a GRPO run (`compared_estimator`). The
+gradient of the update's first minibatch (the first part `update.minibatch_groups` makes) is taken
+three times:
 
     g_grpo   with GRPO's advantages (`algo.scale`, `algo.eps`)
-    g_lens   with LENS's advantages (`algo.alpha`, `scope`, `d_estimator`, `eps`)
-    g_neg    with LENS's advantages kept on the rows of negative (all-wrong) groups and 0 elsewhere
+    g_other  with the other estimator's advantages (LENS: `algo.alpha`, `scope`, `d_estimator`, ...)
+    g_neg    with the other estimator's advantages kept on the rows of negative (all-wrong) groups
+             and 0 elsewhere
 
 (each with the run's `algo` settings where the estimator reads them, else its defaults) and, over
 all trainable parameters as one vector:
 
-    diag/cosine           cos(g_grpo, g_lens): 1 when LENS only rescales GRPO's step
-    diag/rel_diff         ||g_lens - g_grpo|| / ||g_grpo||: how far LENS's step is from GRPO's
-    diag/negative_share   ||g_neg|| / ||g_lens||: the negative groups' part of LENS's step
-    diag/grad_norm_grpo, diag/grad_norm_lens, and diag/negative_groups (the minibatch's share of
-    negative groups)
+    diag/cosine           cos(g_grpo, g_other): 1 when the other estimator only rescales GRPO's step
+    diag/rel_diff         ||g_other - g_grpo|| / ||g_grpo||: how far its step is from GRPO's
+    diag/negative_share   ||g_neg|| / ||g_other||: the negative groups' part of its step
+    diag/grad_norm_grpo, diag/grad_norm_lens (g_other's norm; the name is kept from when the other
+    estimator was always LENS), and diag/negative_groups (the minibatch's share of negative groups)
 
 A ratio whose denominator is 0 is NaN (a minibatch of negative groups only: GRPO's gradient is 0).
 
@@ -76,6 +80,11 @@ def estimator_advantages(rollout: Rollout, algo: AlgoConfig, name: str) -> torch
     return compute_advantages(switch_estimator(algo, name), rollout)
 
 
+def compared_estimator(algo: AlgoConfig) -> str:
+    """The estimator the diagnostic compares with GRPO: the run's own, or LENS in a GRPO run."""
+    return "lens" if algo.advantage == "grpo" else algo.advantage
+
+
 def negative_groups(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (Q,) bool
     """Groups without a right answer."""
     return correct.view(-1, group_size).sum(dim=1) == 0
@@ -118,16 +127,18 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def gradient_stats(
-    g_grpo: Sequence[torch.Tensor], g_lens: Sequence[torch.Tensor], negative_norm: float
+    g_grpo: Sequence[torch.Tensor], g_other: Sequence[torch.Tensor], negative_norm: float
 ) -> dict[str, float]:
     """cosine, rel_diff, negative_share and both norms of the two gradients (given per parameter)."""
-    norm_grpo, norm_lens = _norm(g_grpo), _norm(g_lens)
+    norm_grpo, norm_other = _norm(g_grpo), _norm(g_other)
     return {
-        "diag/cosine": _ratio(_inner(g_grpo, g_lens), norm_grpo * norm_lens),
-        "diag/rel_diff": _ratio(_norm(y.double() - x.double() for x, y in zip(g_grpo, g_lens, strict=True)), norm_grpo),
-        "diag/negative_share": _ratio(negative_norm, norm_lens),
+        "diag/cosine": _ratio(_inner(g_grpo, g_other), norm_grpo * norm_other),
+        "diag/rel_diff": _ratio(
+            _norm(y.double() - x.double() for x, y in zip(g_grpo, g_other, strict=True)), norm_grpo
+        ),
+        "diag/negative_share": _ratio(negative_norm, norm_other),
         "diag/grad_norm_grpo": norm_grpo,
-        "diag/grad_norm_lens": norm_lens,
+        "diag/grad_norm_lens": norm_other,
     }
 
 
@@ -156,12 +167,14 @@ def gradient_comparison(
     groups = first_minibatch(rollout, config, generator)
     if not len(groups) or not all_finite(rollout.logprobs_old):
         return {}
-    grpo, lens = (estimator_advantages(rollout, config.algo, name) for name in ("grpo", "lens"))
-    if not all_finite(grpo, lens):
+    grpo, other = (
+        estimator_advantages(rollout, config.algo, name) for name in ("grpo", compared_estimator(config.algo))
+    )
+    if not all_finite(grpo, other):
         return {}
     g = rollout.group_size
     negative = negative_groups(rollout.correct, g)
-    lens_negative = torch.where(negative.repeat_interleave(g), lens, torch.zeros_like(lens))
+    other_negative = torch.where(negative.repeat_interleave(g), other, torch.zeros_like(other))
     rows = group_rows(groups, g, rollout.input_ids.device)
 
     def gradient(advantages: torch.Tensor) -> list[torch.Tensor]:
@@ -169,8 +182,8 @@ def gradient_comparison(
             return minibatch_gradient(model, rollout, advantages, rows, config)
 
     with _training(model):
-        negative_norm = _norm(gradient(lens_negative))  # first: at most two gradients are held at once
-        stats = gradient_stats(gradient(grpo), gradient(lens), negative_norm)
+        negative_norm = _norm(gradient(other_negative))  # first: at most two gradients are held at once
+        stats = gradient_stats(gradient(grpo), gradient(other), negative_norm)
     return {**stats, "diag/negative_groups": negative[groups.to(negative.device)].double().mean().item()}
 
 

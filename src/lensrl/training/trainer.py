@@ -7,8 +7,9 @@ One step:
   4. advantages from the configured estimator (`lensrl.estimators`), from the same log-probs the ratio
      uses, so LENS costs no extra forward pass;
   5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.policy.update`);
-     every `run.diagnostic_every` steps, before them, GRPO's and LENS's gradients of the first
-     minibatch are compared (`lensrl.training.diagnostics`; it changes nothing the run computes).
+     every `run.diagnostic_every` steps, before them, GRPO's gradient of the first minibatch is
+     compared with the run's estimator's, LENS's in a GRPO run (`lensrl.training.diagnostics`; it
+     changes nothing the run computes).
 Departures from the paper: none in the objective. The sampler is Hugging Face `generate` (or, with
 rollout.sampler=compact, `decode_compact`, the same distribution); evaluation samples at the rollout
 temperature. Sampling, scoring and log-probs are `lensrl.rollout.collect`'s (shared with `lensrl grad-diff`);

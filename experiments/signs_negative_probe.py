@@ -1,0 +1,67 @@
+"""How much each negative-group arm's update differs from GRPO's at the signs testbed's start.
+
+Before the negative-groups study (results/signs/negative/PLAN.md) chose its arms, this measured, on
+the base policy and the first rollouts of the default run (seed 0, steps 1-3, the same rollouts for
+every arm), the update-level diagnostic of `lensrl.training.diagnostics` for each candidate arm:
+the cosine between GRPO's first-minibatch gradient and the arm's, their relative difference, and
+the negative groups' share of the arm's gradient norm. It compares no outcomes (no training, no
+evaluation); it picks the LENS alphas at which negative groups hold a real share of the update.
+
+    python experiments/signs_negative_probe.py [--rollouts 3] [--output results/signs/negative/probe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+from lensrl.config import load_config
+from lensrl.training.diagnostics import mean_metrics, measure_model
+
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "lens": ("algo.advantage=lens",),
+    **{f"lens_alpha{a:g}": ("algo.advantage=lens", f"algo.alpha={a:g}") for a in (16, 64, 256, 1024, 4096)},
+    "lens_normalized_negative": ("algo.advantage=lens", "algo.normalize_negative=true"),
+    "w_reinforce": ("algo.advantage=w_reinforce",),
+    "nsr": ("algo.advantage=nsr",),
+    "ngrpo": ("algo.advantage=ngrpo",),
+}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
+    return found.group(1).strip() if found else platform.machine()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=3)
+    parser.add_argument("--output", default="results/signs/negative/probe.json")
+    args = parser.parse_args(argv)
+    report = {
+        "command": "python experiments/signs_negative_probe.py " + " ".join(argv),
+        "machine": cpu_model(),
+        "arms": {},
+    }
+    for name, overrides in CANDIDATES.items():
+        config = load_config("testbed:signs", [*overrides, "run.progress=false"])
+        records = measure_model(config, config.model.name_or_path, args.rollouts, name)
+        report["arms"][name] = {"overrides": list(overrides), "rollouts": records, "mean": mean_metrics(records)}
+        m = report["arms"][name]["mean"]
+        print(
+            f"{name:26s} cosine {m['diag/cosine']:.6f}  rel_diff {m['diag/rel_diff']:.4f}  "
+            f"negative_share {m['diag/negative_share']:.4f}",
+            flush=True,
+        )
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
