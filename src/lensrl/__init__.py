@@ -15,6 +15,8 @@ _EXPORTS = {
     "lens_rewards": "lensrl.core.advantages",
     "lens_advantages": "lensrl.core.advantages",
     "LensSettings": "lensrl.core.advantages",
+    "w_reinforce_advantages": "lensrl.core.advantages",
+    "ngrpo_advantages": "lensrl.core.advantages",
     "policy_loss": "lensrl.core.loss",
     "k3_kl": "lensrl.core.loss",
     "selective_logprobs": "lensrl.core.logprobs",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "train": "lensrl.training.trainer",
     "evaluate": "lensrl.evaluation.evaluate",
     "paired_difference": "lensrl.research.stats",
+    "sign_flip_p": "lensrl.research.stats",
     "gradient_comparison": "lensrl.training.diagnostics",
     "run_study": "lensrl.research.study",
     "measure_profile": "lensrl.testbed.profile",
@@ -46,7 +49,14 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from lensrl.config import TrainConfig, load_config
-    from lensrl.core.advantages import LensSettings, grpo_advantages, lens_advantages, lens_rewards
+    from lensrl.core.advantages import (
+        LensSettings,
+        grpo_advantages,
+        lens_advantages,
+        lens_rewards,
+        ngrpo_advantages,
+        w_reinforce_advantages,
+    )
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
@@ -55,7 +65,7 @@ if TYPE_CHECKING:
     from lensrl.data.sources import load_jsonl, load_problems, load_source
     from lensrl.evaluation.evaluate import evaluate
     from lensrl.policy.models import load_policy
-    from lensrl.research.stats import paired_difference
+    from lensrl.research.stats import paired_difference, sign_flip_p
     from lensrl.research.study import run_study
     from lensrl.rollout.verifier import FunctionVerifier, Verifier
     from lensrl.rollout.verify import MathVerifier, extract_answer, verify_math

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="default: the study's (results/carry/NAME, results/signs/SHORT)")
     p.add_argument("--runs-dir", help="default: runs/study/NAME")
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at a time, each in its own process with cpu_count / JOBS threads (default: 1)",
+    )
+    p.add_argument(
         "--config",
         help="base config of every arm, in place of the study's own (default: the study's, "
         "e.g. testbed:signs, else the typed defaults)",
@@ -245,7 +251,9 @@ def _study(args) -> int:
     if args.report_only:
         result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
     else:
-        result = run_study(args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir)
+        result = run_study(
+            args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir, args.jobs
+        )
     print(result.table)
     print(f"results: {result.output_dir}")
     return 0

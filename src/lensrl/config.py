@@ -261,7 +261,7 @@ class UniformNegativeAlgo(_GroupNormalised):
     """GRPO plus a flat penalty on every sample of an all-wrong group (`algo.advantage=uniform_negative`)."""
 
     advantage: Literal["uniform_negative"] = "uniform_negative"
-    """"uniform_negative": GRPO with a flat -alpha on every sample of a negative group (NSR-style)."""
+    """"uniform_negative": GRPO with a flat -alpha on every sample of a negative group."""
     alpha: float = Field(0.25, ge=0, allow_inf_nan=False)
     """The flat penalty: every sample of a negative group gets the advantage -alpha."""
 

@@ -110,6 +110,22 @@ def test_filtered_groups_leave_an_all_negative_rollout_without_update(tiny_model
         assert metrics["groups/negative"] == 1.0 and metrics["groups/updated"] == share
 
 
+def test_jobs_train_the_same_runs_in_worker_processes(tiny_model_dir, tmp_path):
+    # `lensrl study --jobs 2`: every run in one of two worker processes; the records are those of the
+    # runs trained one after the other in this process (but the timings)
+    assert main(_study_args(tiny_model_dir, tmp_path, runs="serial", results="serial_results")) == 0
+    assert main([*_study_args(tiny_model_dir, tmp_path, runs="jobs", results="jobs_results"), "--jobs", "2"]) == 0
+
+    def record(folder, name):
+        rec = json.loads((tmp_path / folder / "runs" / name).read_text())
+        return {**rec, "curves": {k: v for k, v in rec["curves"].items() if not k.startswith("time/")}}
+
+    names = sorted(p.name for p in (tmp_path / "serial_results" / "runs").iterdir())
+    assert names == ["grpo_seed0.json", "grpo_seed1.json", "lens_seed0.json", "lens_seed1.json"]
+    for name in names:
+        assert record("jobs_results", name) == record("serial_results", name), name
+
+
 def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp_path):
     # a 3-step run started from a finished 1-step run of the same config equals a 3-step run from scratch:
     # same metrics at every step (but timings), same evaluations, same final weights

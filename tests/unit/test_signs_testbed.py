@@ -103,6 +103,35 @@ def test_data_sources_select_the_testbed_by_name():
     assert [p.level for p in evals] == [1, 2, 3, 4, 5] * 2 and all(p.id.startswith("S") for p in evals)
 
 
+def test_the_warm_start_stream_is_the_one_the_committed_policy_trained_on():
+    from lensrl.testbed import warmstart_problems
+    from lensrl.testbed.warmstart import committed_config
+
+    config = committed_config("signs")  # 1000 steps x 64: train_policy draws exactly these, in this order
+    stream = warmstart_problems("signs")
+    assert stream == signs.generate_problems(config.steps * config.batch_size, config.levels, seed=config.seed)
+    assert len(stream) == 64_000
+    # every one of level 1's 45 problems (a - b with 1 <= b <= a <= 9) is in it: level 1 cannot be held out
+    assert {p.id for p in stream if p.level == 1} == {f"S1:{a}-{b}" for a in range(1, 10) for b in range(1, a + 1)}
+
+
+def test_unseen_evaluation_problems_are_in_no_training_stage():
+    from lensrl.testbed import warmstart_problems
+
+    unseen = {"path": "testbed:signs", "per_level": 20, "levels": [4, 5], "unseen": True}
+    data = DataConfig(train=[{"path": "testbed:signs", "size": 2000}], eval=[unseen])
+    train, evals = load_problems(data, seed=3)
+    seen = {p.id for p in warmstart_problems("signs")} | {p.id for p in train}
+    assert [p.level for p in evals] == [4] * 20 + [5] * 20  # level by level, distinct, none seen
+    assert len({p.id for p in evals}) == 40 and not seen & {p.id for p in evals}
+    assert evals == load_problems(data, seed=3)[1]  # seeded
+    # a level without enough unseen problems is an error naming it
+    with pytest.raises(ValueError, match="level 1 has only 0 of 20 problems outside the warm-start stream"):
+        load_problems(DataConfig(eval=[{**unseen, "levels": [1]}]), seed=0)
+    with pytest.raises(ValueError, match="unseen needs a testbed source with per_level"):
+        load_problems(DataConfig(eval=[{"path": "testbed:signs", "size": 5, "unseen": True}]), seed=0)
+
+
 def test_the_default_run_config_loads_by_name():
     config = load_config("testbed:signs")
     assert config.model.name_or_path == "testbed:signs"

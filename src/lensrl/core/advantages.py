@@ -212,7 +212,7 @@ def uniform_negative_advantages(
     scale: AdvantageScale = "group",
     eps: float = 1e-6,
 ) -> torch.Tensor:  # (N,)
-    """The simple remedy for negative groups (NSR-style): GRPO, plus a flat -alpha on every sample of a
+    """The simple remedy for negative groups: GRPO, plus a flat -alpha on every sample of a
     negative group, whatever the policy's confidence in it (LENS instead weighs each wrong answer by it)."""
     adv = grpo_advantages(correct, group_size, scale, eps)
     q = _check_groups(correct.numel(), group_size)

@@ -3,9 +3,10 @@
 `LensGRPOTrainer` is TRL's `GRPOTrainer` with one change: the per-completion advantages are LENS
 advantages, computed by `lensrl.core.advantages.lens_advantages`, instead of GRPO's. Generation
 (transformers or vLLM), the clipped loss and its variants (`loss_type`), DeepSpeed, FSDP, PEFT and
-logging are TRL's own. `LensGRPOConfig` is `GRPOConfig` plus `lens_alpha`, `lens_scope` and
-`lens_d_estimator` (the fields of `lensrl.core.advantages.LensSettings`); `math_reward` is a 0/1
-Math-Verify reward function for a dataset with an `answer` column. Needs `pip install "trl>=1.16,<2"`.
+logging are TRL's own. `LensGRPOConfig` is `GRPOConfig` plus `lens_alpha`, `lens_scope`,
+`lens_d_estimator` and `lens_normalize_negative` (the fields of `lensrl.core.advantages.LensSettings`
+but eps); `math_reward` is a 0/1 Math-Verify reward function for a dataset with an `answer` column.
+Needs `pip install "trl>=1.16,<2"`.
 
 docs/trl.md ("LENS in TRL") has a complete, tested example, the settings, what LENS does with TRL's
 options (binary rewards only, its own normalisation, no masking of truncated completions), where the
@@ -74,7 +75,8 @@ _BINARY_ATOL = 1e-6  # a weighted sum of 0/1 rewards in float32 may miss 0 or 1 
 __all__ = ["LensGRPOConfig", "LensGRPOTrainer", "math_reward"]
 
 
-_CONFIG_SETTINGS = ("alpha", "scope", "d_estimator")  # LensSettings fields that LensGRPOConfig has as lens_<name>
+# LensSettings fields that LensGRPOConfig has as lens_<name>
+_CONFIG_SETTINGS = ("alpha", "scope", "d_estimator", "normalize_negative")
 
 
 def _settings_from_args(args: Any) -> LensSettings:
@@ -101,6 +103,9 @@ class LensGRPOConfig(GRPOConfig):
     lens_scope: LensScope = field(default=LensSettings.scope, metadata={"help": f"LENS: {SETTING_HELP['scope']}"})
     lens_d_estimator: DEstimator = field(
         default=LensSettings.d_estimator, metadata={"help": f"LENS: {SETTING_HELP['d_estimator']}"}
+    )
+    lens_normalize_negative: bool = field(
+        default=LensSettings.normalize_negative, metadata={"help": f"LENS: {SETTING_HELP['normalize_negative']}"}
     )
 
     def __post_init__(self) -> None:

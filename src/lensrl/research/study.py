@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+
+import torch
 
 from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config
 from lensrl.evaluation.evaluate import EvalResult, ks_for
@@ -150,23 +155,47 @@ def train_arms(
     config_of: Callable[[Arm, int], TrainConfig],
     records_dir: Path,
     search_root: Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, list[RunRecord]]:
-    """Train every (arm, seed) that has no finished run yet; each run's record (`run_record`) is
-    written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order."""
+    """Train every (arm, seed) that has no finished run yet, arm by arm (all seeds of an arm before the
+    next, so that whatever is finished is a whole arm), `jobs` runs at a time; each run's record
+    (`run_record`) is written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order.
+
+    With jobs > 1 the runs go to `jobs` worker processes with cpu_count // jobs threads each (two runs
+    with one thread each finish sooner than one after the other with two, on a 2-core CPU); a run
+    computes the same numbers whichever process trains it.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     records_dir.mkdir(parents=True, exist_ok=True)
+    configs = {(arm.name, seed): config_of(arm, seed) for arm in study.arms for seed in seeds}
+    if jobs == 1:
+        run_dirs = {key: train_one(config, search_root) for key, config in configs.items()}
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+        ) as pool:
+            futures = {key: pool.submit(train_one, config, search_root) for key, config in configs.items()}
+            run_dirs = {key: future.result() for key, future in futures.items()}
     records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     for seed in seeds:
         for arm in study.arms:
-            config = config_of(arm, seed)
-            run_dir = finished_run(config, search_root)
-            if run_dir is None:
-                if search_root is not None:
-                    extend_shorter_run(config, search_root)
-                run_dir = train_or_resume(config).output_dir
-            record = run_record(run_dir, arm.name, seed)
+            record = run_record(run_dirs[arm.name, seed], arm.name, seed)
             (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record.to_json()))
             records[arm.name].append(record)
     return records
+
+
+def train_one(config: TrainConfig, search_root: Path | None = None) -> Path:
+    """The folder of a finished run of `config`: one found (`finished_run`), else one trained now,
+    from a shorter run of the same config where there is one (`extend_shorter_run`)."""
+    run_dir = finished_run(config, search_root)
+    if run_dir is None:
+        if search_root is not None:
+            extend_shorter_run(config, search_root)
+        run_dir = train_or_resume(config).output_dir
+    return Path(run_dir)
 
 
 def run_record(run_dir: Path, arm: str, seed: int) -> RunRecord:
@@ -335,9 +364,10 @@ def run_study(
     extra: list[str] | None = None,
     runs_dir: str | Path | None = None,
     results_dir: str | Path | None = None,
+    jobs: int = 1,
 ) -> StudyResult:
-    """Train every missing (arm, seed) of study `name`, then aggregate and plot all of them.
-    `config_path` (--config) replaces the study's own base config."""
+    """Train every missing (arm, seed) of study `name`, `jobs` at a time, then aggregate and plot all of
+    them. `config_path` (--config) replaces the study's own base config."""
     study = get_study(name)
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     runs = Path(runs_dir or f"runs/study/{name}")
@@ -348,6 +378,7 @@ def run_study(
         lambda arm, seed: arm_config(study, arm, seed, runs, config_path, extra),
         results / "runs",
         search_root=runs.parent,
+        jobs=jobs,
     )
     return _report(study, seeds, records, results, _command(name, seeds, config_path, extra))
 
