@@ -187,9 +187,25 @@ class RolloutConfig(_Section):
     """"generate": Hugging Face `generate`; "compact": lensrl's KV-cache sampler that drops finished rows
     from the batch (the same distribution, other draws; faster when response lengths vary; single
     process or DDP, not FSDP)."""
+    share_prompts: bool = False
+    """sampler=compact: run each prompt through the model once and copy its KV cache to the G samples of
+    its group (the same distribution; the draws equal the unshared ones up to float round-off)."""
+    behaviour_logprobs: Literal["forward", "sampler"] = "forward"
+    """Where the behaviour log-probs log pi_old (and LENS's confidences) come from: "forward", a no-grad
+    forward pass over each sampled response (exact); "sampler" (sampler=compact), the logits the compact
+    sampler drew each token from, which saves that pass and equals it up to float round-off (the KV
+    cache's and batching's; measured in bench/README.md)."""
     max_prompt_tokens: int | None = Field(None, ge=1)
     """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""
+
+    @model_validator(mode="after")
+    def _compact_options(self) -> RolloutConfig:
+        if self.share_prompts and self.sampler != "compact":
+            raise ValueError("share_prompts needs sampler=compact (Hugging Face generate prefills every row)")
+        if self.behaviour_logprobs == "sampler" and self.sampler != "compact":
+            raise ValueError('behaviour_logprobs="sampler" needs sampler=compact')
+        return self
 
 
 class AlgoBase(_Section):
@@ -592,8 +608,14 @@ def config_differences(
     saved = Path(run_dir) / "config.yaml"
     if not saved.exists():
         return None
+    return tree_differences(yaml.safe_load(saved.read_text()), config, ignore)
+
+
+def tree_differences(tree: Any, config: TrainConfig, ignore: tuple[str, ...] = BOOKKEEPING) -> list[str]:
+    """The keys (dotted) where a saved config (a config.yaml's or a run record's mapping) and `config`
+    differ, besides `ignore`; read as `config_differences` reads a folder's."""
     try:
-        then = flatten(TrainConfig.model_validate(_read_legacy(yaml.safe_load(saved.read_text()))).model_dump())
+        then = flatten(TrainConfig.model_validate(_read_legacy(tree)).model_dump())
     except ValidationError as e:
         return sorted({_key(err)[0] for err in e.errors()})
     now = flatten(config.model_dump())

@@ -15,7 +15,9 @@ from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = [(name, study.results_dir) for name, study in STUDIES.items()]  # every registered study's report
+REGISTERED = [(name, study.results_dir) for name, study in STUDIES.items()]
+COMMITTED = [(n, f) for n, f in REGISTERED if (ROOT / f / "study.json").exists()]  # every finished study's report
+STUDIES_WITHOUT_REPORT = [(n, f) for n, f in REGISTERED if (n, f) not in COMMITTED]  # in progress
 # the main study rerun from scratch, whose report the study code of its time wrote (differences against
 # GRPO with unpaired standard errors): its records are committed, its report is kept as written then
 RERUN = Path("results/carry/main/rerun")
@@ -52,11 +54,25 @@ def test_study_runs_every_arm_and_seed_then_resumes(tiny_model_dir, tmp_path, ca
     assert record["seed"] == 1 and [e["step"] for e in record["evals"]] == [0, 1]
 
     stamps = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
-    (tmp_path / "runs" / "lens_seed1" / "summary.json").unlink()  # as if killed before it finished
+    (tmp_path / "runs" / "lens_seed1" / "summary.json").unlink()  # as if killed before it finished:
+    (tmp_path / "results" / "runs" / "lens_seed1.json").unlink()  # no summary, no record
     assert main(_study_args(tiny_model_dir, tmp_path)) == 0
     after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
     assert {k for k in stamps if stamps[k] != after[k]} == {"lens_seed1"}  # only the unfinished run reran
     assert "lens" in capsys.readouterr().out
+
+    # the run folders gone (a fresh clone): the committed records, which hold their configs, stand for
+    # the runs, so nothing is trained again and the records and the report come out as they were
+    records = {p.name: p.read_text() for p in (tmp_path / "results" / "runs").iterdir()}
+    report = (tmp_path / "results" / "study.json").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    assert main(_study_args(tiny_model_dir, tmp_path)) == 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert {p.name: p.read_text() for p in (tmp_path / "results" / "runs").iterdir()} == records
+    assert (tmp_path / "results" / "study.json").read_text() == report
+    # a record of another config is no stand-in: changing an override trains that arm again
+    assert main(_study_args(tiny_model_dir, tmp_path, "algo.clip_high=0.3", seeds="0")) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["grpo_seed0", "lens_seed0"]
 
     assert main(_study_args(tiny_model_dir, tmp_path, "optim.lr=2e-3")) == 0  # a changed config reruns all
     changed = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
@@ -177,6 +193,11 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
 def test_every_committed_study_report_is_a_registered_study_or_the_rerun():
     found = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("results/**/study.json"))
     assert found == sorted([RERUN, *(folder for _, folder in COMMITTED)])
+
+
+def test_a_registered_study_without_a_report_is_one_in_progress_with_its_plan():
+    for _, folder in STUDIES_WITHOUT_REPORT:
+        assert (ROOT / folder / "PLAN.md").exists(), f"{folder}: no study.json and no PLAN.md"
 
 
 @pytest.mark.parametrize(("name", "folder"), COMMITTED, ids=[str(folder) for _, folder in COMMITTED])

@@ -100,3 +100,53 @@ def test_compact_sampler_runs_a_lora_model(tiny_chat_model_dir):
         model, tokenizer, problems, RolloutConfig(group_size=3, max_new_tokens=6, sampler="compact"), seed=0
     )
     assert rollout.input_ids.shape[0] == 6 and (rollout.lengths >= 1).all()
+
+
+def test_shared_prompts_draw_what_the_unshared_prefill_draws():
+    # each prompt through the model once, its cache copied to its G rows: on the testbed's policy (the
+    # carry one, and signs, on CPU) the prefill of one prompt rounds exactly as that of G copies, so the
+    # draws are the same tokens for the seed, rows that stop early included
+    for name in ("testbed", "testbed:signs"):
+        model, tokenizer = load_policy(ModelConfig(name_or_path=name))
+        ids, mask = _prompts(tokenizer, n_problems=6)
+        stop = [tokenizer.eos_token_id]
+        torch.manual_seed(1)
+        unshared = decode_compact(model, ids, mask, 1.0, 1.0, 48, stop, tokenizer.pad_token_id)
+        torch.manual_seed(1)
+        shared = decode_compact(model, ids, mask, 1.0, 1.0, 48, stop, tokenizer.pad_token_id, shared_prompts=4)
+        assert torch.equal(shared, unshared), name
+    with pytest.raises(ValueError, match="runs of identical prompts"):
+        decode_compact(model, ids, mask, 1.0, 1.0, 4, stop, tokenizer.pad_token_id, shared_prompts=8)
+    with pytest.raises(ValueError, match="must be >= 1 and divide"):
+        decode_compact(model, ids, mask, 1.0, 1.0, 4, stop, tokenizer.pad_token_id, shared_prompts=5)
+
+
+def test_share_prompts_is_an_option_of_the_compact_sampler(tiny_model_dir):
+    model, tokenizer = load_policy(ModelConfig(name_or_path=str(tiny_model_dir)))
+    problems = generate_problems(4, levels=[1, 2], seed=0)
+    config = RolloutConfig(group_size=4, max_new_tokens=10, sampler="compact")
+    shared = sample(model, tokenizer, problems, config.model_copy(update={"share_prompts": True}), seed=3)
+    assert torch.equal(shared.input_ids, sample(model, tokenizer, problems, config, seed=3).input_ids)
+    with pytest.raises(ValueError, match="share_prompts needs sampler=compact"):
+        RolloutConfig(share_prompts=True)
+
+
+def test_sampler_logprobs_equal_the_forward_pass_up_to_round_off():
+    # behaviour_logprobs="sampler": the log-probs and entropies of the logits each token was drawn
+    # from, against the no-grad forward pass over the finished responses (what "forward" computes);
+    # the same tokens either way, the values equal up to float32 round-off of the KV-cache path
+    from lensrl.rollout.sampler import behaviour_logprobs
+
+    model, tokenizer = load_policy(ModelConfig(name_or_path="testbed:signs"))
+    problems = generate_problems(6, levels=[1, 3, 5], seed=4)
+    config = RolloutConfig(group_size=4, max_new_tokens=48, sampler="compact", temperature=0.9, top_p=0.95)
+    forward = sample(model, tokenizer, problems, config, seed=2)
+    mine = sample(model, tokenizer, problems, config.model_copy(update={"behaviour_logprobs": "sampler"}), seed=2)
+    assert forward.logprobs_old is None and torch.equal(mine.input_ids, forward.input_ids)
+    lp, ent = behaviour_logprobs(model, forward, 0.9, micro_batch_size=8)
+    m = forward.response_mask
+    torch.testing.assert_close(mine.logprobs_old, lp * m, rtol=0, atol=1e-4)
+    torch.testing.assert_close(mine.entropy, ent * m, rtol=0, atol=1e-4)
+    assert (mine.logprobs_old[m == 0] == 0).all() and (mine.logprobs_old[m > 0] < 0).any()
+    with pytest.raises(ValueError, match='behaviour_logprobs="sampler" needs sampler=compact'):
+        RolloutConfig(behaviour_logprobs="sampler")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config
+from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config, tree_differences
 from lensrl.evaluation.evaluate import EvalResult, ks_for
 from lensrl.research.plots import finite, plot_curves, plot_overview, plot_study
 from lensrl.research.registry import STUDIES, Arm, Study, get_study
@@ -59,14 +59,17 @@ CURVE_METRICS = (
 class RunRecord:
     """One (arm, seed) run of a study, the part of it that is committed (`runs/<arm>_seed<s>.json`):
     its evaluations, its per-step curves (`CURVE_METRICS` and "step", a list per key, None at the steps
-    that do not log the key) and the samples it drew per step (None in records written before it was
-    kept: `load_records` derives it). `to_json` writes back exactly the JSON `from_json` read."""
+    that do not log the key), the samples it drew per step (None in records written before it was
+    kept: `load_records` derives it) and its resolved config (None in records written before it was
+    kept; with it, the record stands for the finished run: `train_arms` reuses it). `to_json` writes
+    back exactly the JSON `from_json` read."""
 
     arm: str
     seed: int
     evals: list[EvalResult]
     curves: dict[str, list[float | None]]
     samples_per_step: int | None = None
+    config: dict | None = None
 
     @classmethod
     def from_json(cls, record: dict) -> RunRecord:
@@ -76,11 +79,14 @@ class RunRecord:
             [EvalResult.from_json(e) for e in record["evals"]],
             record["curves"],
             record.get("samples_per_step"),
+            record.get("config"),
         )
 
     def to_json(self) -> dict:
         out = {"arm": self.arm, "seed": self.seed, "evals": [e.to_json() for e in self.evals], "curves": self.curves}
-        return out if self.samples_per_step is None else {**out, "samples_per_step": self.samples_per_step}
+        if self.samples_per_step is not None:
+            out["samples_per_step"] = self.samples_per_step
+        return out if self.config is None else {**out, "config": self.config}
 
 
 @dataclass
@@ -160,6 +166,9 @@ def train_arms(
     """Train every (arm, seed) that has no finished run yet, arm by arm (all seeds of an arm before the
     next, so that whatever is finished is a whole arm), `jobs` runs at a time; each run's record
     (`run_record`) is written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order.
+    A record already there that holds the same resolved config (`reusable_record`) stands for its
+    finished run, so a study whose run folders are gone (another machine, a fresh clone) trains only
+    what its committed records lack; to train everything again, give another `records_dir`.
 
     With jobs > 1 the runs go to `jobs` worker processes with cpu_count // jobs threads each (two runs
     with one thread each finish sooner than one after the other with two, on a 2-core CPU); a run
@@ -169,6 +178,8 @@ def train_arms(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     records_dir.mkdir(parents=True, exist_ok=True)
     configs = {(arm.name, seed): config_of(arm, seed) for arm in study.arms for seed in seeds}
+    kept = {key: r for key, config in configs.items() if (r := reusable_record(records_dir, *key, config)) is not None}
+    configs = {key: config for key, config in configs.items() if key not in kept}
     if jobs == 1:
         run_dirs = {key: train_one(config, search_root) for key, config in configs.items()}
     else:
@@ -181,10 +192,20 @@ def train_arms(
     records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     for seed in seeds:
         for arm in study.arms:
-            record = run_record(run_dirs[arm.name, seed], arm.name, seed)
+            record = kept.get((arm.name, seed)) or run_record(run_dirs[arm.name, seed], arm.name, seed)
             (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record.to_json()))
             records[arm.name].append(record)
     return records
+
+
+def reusable_record(records_dir: Path, arm: str, seed: int, config: TrainConfig) -> RunRecord | None:
+    """The record `records_dir/<arm>_seed<s>.json` when it holds a config that is `config` up to
+    bookkeeping (`config.tree_differences`), else None (no record, or one without its config)."""
+    path = records_dir / f"{arm}_seed{seed}.json"
+    if not path.exists():
+        return None
+    record = RunRecord.from_json(json.loads(path.read_text()))
+    return record if record.config is not None and tree_differences(record.config, config) == [] else None
 
 
 def train_one(config: TrainConfig, search_root: Path | None = None) -> Path:
@@ -201,9 +222,9 @@ def train_one(config: TrainConfig, search_root: Path | None = None) -> Path:
 def run_record(run_dir: Path, arm: str, seed: int) -> RunRecord:
     """The record of the finished run in `run_dir`, as arm `arm` and seed `seed` of a study."""
     folder = RunFolder(run_dir)
-    metrics = folder.metrics()
+    metrics, config = folder.metrics(), folder.config()
     curves = {k: [m.get(k) for m in metrics] for k in ("step", *CURVE_METRICS)}
-    return RunRecord(arm, seed, folder.evals(), curves, samples_per_step(folder.config()))
+    return RunRecord(arm, seed, folder.evals(), curves, samples_per_step(config), config.model_dump())
 
 
 def _diagnostics(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, float | None]]:

@@ -3,7 +3,8 @@
     sample    each rank samples its contiguous share of the step's problems (whole groups), chunk
               seeds numbered as if one process sampled them all (`seeds.first_chunk`)
     score     the verifier's 0/1 verdicts, and what it counted meanwhile
-    logprobs  the behaviour log-probs log pi_old and entropies at the sampling temperature (no grad)
+    logprobs  the behaviour log-probs log pi_old and entropies at the sampling temperature (no grad):
+              a forward pass, or the sampler's own (`rollout.behaviour_logprobs`)
     gather    every rank's share, merged in rank order, on every rank (`sampler.gather_rollout`)
 
 In one process the share is every problem and the gather does nothing.
@@ -69,10 +70,11 @@ def collect_rollout(
     rollout.correct = score(rollout, verifier)
     verified = verifier.counts - before
     scored = time.perf_counter()
-    with amp():
-        rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
-            model, rollout, ro.temperature, config.optim.micro_batch_size
-        )
+    if ro.behaviour_logprobs == "forward":  # else the sampler's are already in the rollout
+        with amp():
+            rollout.logprobs_old, rollout.entropy = behaviour_logprobs(
+                model, rollout, ro.temperature, config.optim.micro_batch_size
+            )
     rollout = gather_rollout(world, rollout, tokenizer.pad_token_id)
     return Collected(
         rollout, verified, sample_s=sampled - start, reward_s=scored - sampled, logprobs_s=time.perf_counter() - scored

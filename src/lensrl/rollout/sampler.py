@@ -153,7 +153,9 @@ def sample(
     torch's global generator), so a chunk's samples do not depend on the other chunks: data-parallel
     ranks that each sample some of the chunks reproduce a single process exactly. `synced_gpus` keeps
     sharded ranks decoding in lockstep until all of them are done. `sampler="compact"` decodes with
-    `decode_compact` instead of `generate`: the same distribution, other draws.
+    `decode_compact` instead of `generate`: the same distribution, other draws; with
+    `behaviour_logprobs="sampler"` the rollout also holds the sampler's log-probs and entropies
+    (`logprobs_old`, `entropy`).
     """
     if config.sampler == "compact" and synced_gpus:
         raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use sampler=generate")
@@ -184,6 +186,8 @@ def sample(
                     chunk_seed(seed, first_chunk + c),
                     synced_gpus,
                     config.sampler,
+                    config.share_prompts,
+                    config.behaviour_logprobs == "sampler",
                 )
             )
     return merge_rollouts(parts, tokenizer.pad_token_id)
@@ -215,13 +219,16 @@ def _sample_chunk(
     seed: int,
     synced_gpus: bool,
     sampler: str,
+    share_prompts: bool = False,
+    sampler_logprobs: bool = False,
 ) -> Rollout:
     enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
     mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
     torch.manual_seed(seed)
+    logprobs = entropy = None
     if sampler == "compact":
-        responses = decode_compact(
+        decoded = decode_compact(
             model,
             ids,
             mask,
@@ -230,7 +237,10 @@ def _sample_chunk(
             sampling.max_new_tokens,
             stop_ids,
             sampling.pad_token_id,
+            shared_prompts=group_size if share_prompts else 1,
+            with_logprobs=sampler_logprobs,
         )
+        responses, logprobs, entropy = decoded if sampler_logprobs else (decoded, None, None)
     else:
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling, synced_gpus=synced_gpus)
         responses = out[:, ids.shape[1] :]  # (n, R)
@@ -248,6 +258,8 @@ def _sample_chunk(
         response_mask=response_mask,
         completions=completions,
         truncated=~ended,
+        logprobs_old=None if logprobs is None else logprobs * response_mask,
+        entropy=None if entropy is None else entropy * response_mask,
     )
 
 
@@ -277,34 +289,62 @@ def decode_compact(
     max_new_tokens: int,
     stop_ids: Sequence[int],
     pad_token_id: int,
-) -> torch.Tensor:  # (n, R) responses, padded after their stop token
+    shared_prompts: int = 1,
+    with_logprobs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (n, R) [, (n, R), (n, R)]
     """Sampling with a KV cache that drops finished rows from the batch.
 
     `generate` decodes every row until the last one stops; with responses of very different lengths
     most of that work is on rows already done. Here a row leaves the batch (and its cache) at its
     stop token, so each step costs only the rows still going. Draws come from `sampling_probs` with
     torch's global generator, one `multinomial` per step over the rows still going.
+
+    `shared_prompts` = G > 1 says the rows come in contiguous runs of G identical prompts (a
+    rollout's groups): each prompt is then run through the model once and its KV cache and
+    next-token logits are copied to its G rows, so the prompt costs 1/G of the forward passes. The
+    distribution and the draws are those of the unshared prefill up to float round-off (a kernel may
+    round a batch of one prompt differently from a batch of G copies).
+
+    `with_logprobs` also returns each drawn token's log-prob and the entropy at `temperature` (the
+    tempered policy, before top-p: what the behaviour log-probs are), from the logits it sampled
+    with; 0 after a row's stop token.
     """
     n, device = input_ids.shape[0], input_ids.device
+    if shared_prompts < 1 or n % shared_prompts:
+        raise ValueError(f"shared_prompts={shared_prompts} must be >= 1 and divide the {n} rows")
     stop = torch.as_tensor(list(stop_ids), device=device)
     responses = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     base = unwrapped(model)
     cache = DynamicCache(config=base.config)  # filled in place by every forward pass
     cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
+    first = slice(None, None, shared_prompts)  # one row of each run of identical prompts
+    if (
+        shared_prompts > 1
+        and not (input_ids.view(-1, shared_prompts, input_ids.shape[1]) == input_ids[first, None]).all()
+    ):
+        raise ValueError(f"shared_prompts={shared_prompts}: the rows do not come in runs of identical prompts")
     logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
+        input_ids=input_ids[first],
+        attention_mask=attention_mask[first],
+        position_ids=position_ids[first],
         use_cache=True,
         logits_to_keep=1,
         **cache_kw,
     ).logits[:, -1]
+    if shared_prompts > 1:
+        cache.batch_repeat_interleave(shared_prompts)
+        logits = logits.repeat_interleave(shared_prompts, dim=0)
     rows = torch.arange(n, device=device)  # the rows still going, as indices into the batch
     mask, position = attention_mask, position_ids[:, -1]
+    logprobs = torch.zeros(n, max_new_tokens, device=device) if with_logprobs else None
+    entropy = torch.zeros_like(logprobs) if with_logprobs else None
     for t in range(max_new_tokens):  # noqa: B007 (after the loop t is the last step taken)
         token = torch.multinomial(sampling_probs(logits, temperature, top_p), 1).squeeze(1)
         responses[rows, t] = token
+        if with_logprobs:
+            lp, ent = selective_logprobs(logits[:, None], token[:, None], temperature, with_entropy=True)
+            logprobs[rows, t], entropy[rows, t] = lp[:, 0], ent[:, 0]
         going = ~torch.isin(token, stop)
         if t + 1 == max_new_tokens or not going.any():
             break
@@ -317,6 +357,8 @@ def decode_compact(
         logits = model(
             input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None], use_cache=True, **cache_kw
         ).logits[:, -1]
+    if with_logprobs:
+        return responses[:, : t + 1], logprobs[:, : t + 1], entropy[:, : t + 1]
     return responses[:, : t + 1]
 
 

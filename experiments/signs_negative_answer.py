@@ -1,0 +1,171 @@
+"""The answer table of `signs-negative`: what each negative-group arm does against GRPO, read by the plan.
+
+Reads the study's run records (results/signs/negative/runs/<arm>_seed<s>.json) and, for the arms with
+every seed of the plan (results/signs/negative/PLAN.md), writes answer.json and answer.md beside them:
+per arm, how far its update was from GRPO's (the diagnostic), the seed-paired differences from grpo
+in final pass@1 and pass@16 (overall, levels 4 and 5) with their intervals, exact p and MDEs, the
+plan's reading of each, and the descriptive numbers (token entropy, step and update time, gradient
+norm, share of negative groups). It also checks that grpo and lens, trained again for this study,
+followed the committed signs-main runs step for step (the same per-step rewards).
+
+    python experiments/signs_negative_answer.py [--results results/signs/negative]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from lensrl.research.plots import finite
+from lensrl.research.registry import get_study
+from lensrl.research.stats import PairedDifference, paired_difference
+from lensrl.research.study import RunRecord
+
+STUDY = "signs-negative"
+REFERENCE = "grpo"
+ENDPOINTS = (  # (scope, k), the primary first (PLAN.md "Endpoints")
+    ("all", 1),
+    ("all", 16),
+    ("4", 1),
+    ("4", 16),
+    ("5", 1),
+    ("5", 16),
+)
+UPDATE_DIFFERS = 0.05
+"""The plan's rule: an arm's update differs from GRPO's when its mean diag/rel_diff is at least this."""
+DESCRIPTIVE = ("entropy", "time/step", "time/update", "grad_norm", "groups/negative", "clipfrac")
+DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
+REPLAYED = {"grpo": "results/signs/main/runs", "lens": "results/signs/main/runs"}
+"""Arms that are signs-main's runs trained again (their evaluation set differs, their training must not)."""
+
+
+def load(results: Path, arm: str, seeds: tuple[int, ...]) -> list[RunRecord] | None:
+    """The arm's records in seed order, or None when a seed is missing (the arm is unfinished)."""
+    paths = [results / "runs" / f"{arm}_seed{s}.json" for s in seeds]
+    if not all(p.exists() for p in paths):
+        return None
+    return [RunRecord.from_json(json.loads(p.read_text())) for p in paths]
+
+
+def run_mean(record: RunRecord, key: str) -> float | None:
+    """The mean over the steps that log `key` (None if none does)."""
+    values = finite(record.curves.get(key, []))
+    return statistics.fmean(values) if values else None
+
+
+def seeds_mean(records: list[RunRecord], key: str) -> float | None:
+    """The mean over seeds of each run's mean over its logged steps."""
+    means = [m for r in records if (m := run_mean(r, key)) is not None]
+    return statistics.fmean(means) if means else None
+
+
+def reading(d: PairedDifference) -> str:
+    """The plan's reading of one seed-paired difference (PLAN.md "Reading rules")."""
+    if d.identical:
+        return "identical in every seed"
+    if d.ci_low > 0:
+        return "helps"
+    if d.ci_high < 0:
+        return "hurts"
+    return "no difference detected"
+
+
+def replay_check(arm: str, records: list[RunRecord]) -> dict[str, bool] | None:
+    """Per seed, whether this study's run had the committed signs-main run's reward at every step."""
+    folder = REPLAYED.get(arm)
+    if folder is None:
+        return None
+    out = {}
+    for record in records:
+        committed = json.loads((Path(folder) / f"{arm}_seed{record.seed}.json").read_text())
+        out[str(record.seed)] = committed["curves"]["reward"] == record.curves["reward"]
+    return out
+
+
+def answer(results: Path) -> dict:
+    study = get_study(STUDY)
+    loaded = {arm.name: load(results, arm.name, study.seeds) for arm in study.arms}
+    reference = loaded[REFERENCE]
+    if reference is None:
+        raise SystemExit(f"{STUDY}: the reference arm {REFERENCE} is not finished")
+    arms = {}
+    for name, records in loaded.items():
+        if records is None:
+            arms[name] = {"finished": False}
+            continue
+        row: dict = {
+            "finished": True,
+            "final": {f"{s}@{k}": statistics.fmean(r.evals[-1].pass_at(s, k) for r in records) for s, k in ENDPOINTS},
+            "update": {key: seeds_mean(records, key) for key in DIAGNOSTICS},
+            "descriptive": {key: seeds_mean(records, key) for key in DESCRIPTIVE},
+            "same_training_as_signs_main": replay_check(name, records),
+        }
+        if name != REFERENCE:
+            rel_diff = row["update"]["diag/rel_diff"]
+            row["update_differs"] = None if name == "grpo_filtered" else bool(rel_diff >= UPDATE_DIFFERS)
+            row["vs_grpo"] = {}
+            for scope, k in ENDPOINTS:
+                d = paired_difference(
+                    [r.evals[-1].pass_at(scope, k) for r in reference], [r.evals[-1].pass_at(scope, k) for r in records]
+                )
+                row["vs_grpo"][f"{scope}@{k}"] = {**d.to_json(), "reading": reading(d)}
+        arms[name] = row
+    return {"study": STUDY, "seeds": list(study.seeds), "reference": REFERENCE, "arms": arms}
+
+
+def _points(x: float | None, sign: bool = True) -> str:
+    return "-" if x is None else f"{100 * x:{'+' if sign else ''}.2f}"
+
+
+def _difference(w: dict) -> str:
+    if w["constant"]:
+        return f"{_points(w['diff'])} in every seed"
+    return f"{_points(w['diff'])} ({_points(w['ci_low'])}, {_points(w['ci_high'])})"
+
+
+def table(report: dict) -> str:
+    """The answer table in Markdown: one row per finished arm, then the unfinished ones."""
+    lines = [
+        "| arm | update vs GRPO: rel. diff / cosine / negative share | d pass@1 (95% CI) | reading | MDE | "
+        "d pass@16 (95% CI) | reading | step time (s) | update time (s) | token entropy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    unfinished = []
+    for name, row in report["arms"].items():
+        if not row["finished"]:
+            unfinished.append(name)
+            continue
+        u, desc = row["update"], row["descriptive"]
+        update = f"{u['diag/rel_diff']:.3f} / {u['diag/cosine']:.4f} / {100 * u['diag/negative_share']:.1f}%"
+        if name == REFERENCE:
+            cells = ["(reference)", "", "", "", ""]
+        else:
+            p1, p16 = row["vs_grpo"]["all@1"], row["vs_grpo"]["all@16"]
+            cells = [_difference(p1), p1["reading"], _points(p1["mde"], False), _difference(p16), p16["reading"]]
+        lines.append(
+            f"| {name} | {update} | "
+            + " | ".join(cells)
+            + f" | {desc['time/step']:.2f} | {desc['time/update']:.2f} | {desc['entropy']:.4f} |"
+        )
+    if unfinished:
+        lines += ["", f"Not finished (not all seeds): {', '.join(unfinished)}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results/signs/negative")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    report = {"command": "python experiments/signs_negative_answer.py " + " ".join(argv), **answer(results)}
+    (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = table(report)
+    (results / "answer.md").write_text(f"`{report['command'].strip()}`\n\n{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
