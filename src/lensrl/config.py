@@ -386,6 +386,9 @@ class RunConfig(_Section):
     """Evaluate every this many steps (0: only before and after training)."""
     eval_samples: int = Field(16, ge=1)
     """Samples per evaluation problem (pass@k up to this k)."""
+    mid_eval_per_level: int | None = Field(None, ge=1)
+    """At the evaluations between the first and the last (every `eval_every` steps), only the first this
+    many problems of each level of the evaluation set (None: all); the first and last use all of it."""
     save_every: int = Field(10, ge=0)
     """Checkpoint every this many steps (0: only at the end); `--resume` restarts from the newest."""
     keep_checkpoints: int = Field(2, ge=1)

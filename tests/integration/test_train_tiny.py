@@ -229,3 +229,28 @@ def test_sampling_ignores_the_models_generation_defaults(tiny_model_dir, tmp_pat
 
     assert same(generate(GenerationConfig()))  # pure tempered sampling
     assert not same(generate(model.generation_config))  # the penalised distribution draws other tokens
+
+
+def test_intermediate_evaluations_can_take_a_smaller_budget(tiny_model_dir, tmp_path):
+    # run.mid_eval_per_level: the evaluations between the first and the last use the first problems of
+    # each level only; steps 0 and 4 use the whole set (2 per level, 5 levels), steps 2 one per level
+    config = load_config(
+        None,
+        tiny_overrides(tiny_model_dir, tmp_path / "run", "run.steps=4", "run.eval_every=2", "run.mid_eval_per_level=1"),
+    )
+    train(config)
+    evals = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["n_problems"]) for e in evals] == [(0, 10), (2, 5), (4, 10)]
+
+
+@pytest.mark.parametrize("options", [["rollout.share_prompts=true"], ["rollout.behaviour_logprobs=sampler"]])
+def test_the_compact_sampler_options_train(tiny_model_dir, tmp_path, options):
+    # each option trains a run whose first rollout is today's (the same draws; log-probs equal up to
+    # round-off), so its first step's reward is the default run's
+    runs = {}
+    for name, extra in (("default", []), ("option", options)):
+        overrides = tiny_overrides(tiny_model_dir, tmp_path / name, "rollout.sampler=compact", "run.steps=1", *extra)
+        train(load_config(None, overrides))
+        runs[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
+    assert runs["option"]["reward"] == runs["default"]["reward"]
+    assert runs["option"]["loss/policy"] == pytest.approx(runs["default"]["loss/policy"], abs=1e-5)

@@ -37,7 +37,7 @@ import numbers
 import random
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -528,14 +528,19 @@ def _filter(problems: list[Problem], source: SourceConfig) -> list[Problem]:
         wanted = {_subject_key(s) for s in source.subjects}
         problems = [p for p in problems if p.subject is not None and _subject_key(p.subject) in wanted]
     if source.per_level is not None:
-        counts: dict[int | None, int] = {}
-        kept = []
-        for p in problems:
-            if counts.get(p.level, 0) < source.per_level:
-                counts[p.level] = counts.get(p.level, 0) + 1
-                kept.append(p)
-        problems = kept
+        problems = first_per_level(problems, source.per_level)
     return problems
+
+
+def first_per_level(problems: Sequence[Problem], n: int) -> list[Problem]:
+    """At most `n` problems of each level, the first in order (problems without a level count as one level)."""
+    counts: dict[int | None, int] = {}
+    kept = []
+    for p in problems:
+        if counts.get(p.level, 0) < n:
+            counts[p.level] = counts.get(p.level, 0) + 1
+            kept.append(p)
+    return kept
 
 
 def _sample(problems: list[Problem], size: int, rng: random.Random) -> list[Problem]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data.problem import Problem
-from lensrl.data.sources import load_problems
+from lensrl.data.sources import first_per_level, load_problems
 from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
@@ -186,8 +187,10 @@ def loop(
     """Steps from the checkpoint's (or 0) to `run.steps`, evaluating, saving and logging as configured."""
     run = config.run
 
-    def evaluate_at(step: int) -> EvalResult:
-        return evaluate_and_log(s.model, s.tokenizer, s.eval_set, config, step, folder, verifier, world, s.sharded)
+    def evaluate_at(step: int, problems: Sequence[Problem] = s.eval_set) -> EvalResult:
+        return evaluate_and_log(s.model, s.tokenizer, problems, config, step, folder, verifier, world, s.sharded)
+
+    between = s.eval_set if run.mid_eval_per_level is None else first_per_level(s.eval_set, run.mid_eval_per_level)
 
     def save(step: int) -> None:
         save_checkpoint(
@@ -232,7 +235,7 @@ def loop(
         if step == run.steps:
             break
         if run.eval_every and step % run.eval_every == 0:
-            last = evaluate_at(step)
+            last = evaluate_at(step, between)
         stopping = all_reduce_sum(world, {"stop": float(stop.requested is not None)})["stop"] > 0
         if stopping or (run.save_every and step % run.save_every == 0):
             save(step)
