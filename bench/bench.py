@@ -201,6 +201,7 @@ def run_lensrl(args, advantage: str, sampling: str) -> dict:
     return {
         "phases": phases,
         "generated_tokens": tokens,
+        "prompt_tokens": sum(m["prompt_len/mean"] for m in timed) / len(timed) * n,
         "reward": sum(m["reward"] for m in timed) / len(timed),
         "peak_memory_gib": _peak_memory_gib(args.device),
     }
@@ -489,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                     "command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
                     "machine": machine(),
                     "settings": settings,
+                    "resolved_dtype": resolved_dtype(args),
                     "results": results,
                     "advantage_cost": advantages,
                     "report": text,
