@@ -36,7 +36,9 @@ ENDPOINTS = (  # (scope, k), the primary first (PLAN.md "Endpoints")
 )
 UPDATE_DIFFERS = 0.05
 """The plan's rule: an arm's update differs from GRPO's when its mean diag/rel_diff is at least this."""
-DESCRIPTIVE = ("entropy", "time/step", "time/update", "grad_norm", "groups/negative", "clipfrac")
+DESCRIPTIVE = ("entropy", "time/step", "time/update", "grad_norm", "groups/negative", "groups/updated", "clipfrac")
+NOT_ITS_OWN = ("grpo", "grpo_filtered")
+"""Arms whose diagnostic compares GRPO with LENS (a GRPO run's), not with the arm's own update."""
 DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
 REPLAYED = {"grpo": "results/signs/main/runs", "lens": "results/signs/main/runs"}
 """Arms that are signs-main's runs trained again (their evaluation set differs, their training must not)."""
@@ -105,7 +107,7 @@ def answer(results: Path) -> dict:
         }
         if name != REFERENCE:
             rel_diff = row["update"]["diag/rel_diff"]
-            row["update_differs"] = None if name == "grpo_filtered" else bool(rel_diff >= UPDATE_DIFFERS)
+            row["update_differs"] = None if name in NOT_ITS_OWN else bool(rel_diff >= UPDATE_DIFFERS)
             row["vs_grpo"] = {}
             for scope, k in ENDPOINTS:
                 d = paired_difference(
@@ -140,6 +142,10 @@ def table(report: dict) -> str:
             continue
         u, desc = row["update"], row["descriptive"]
         update = f"{u['diag/rel_diff']:.3f} / {u['diag/cosine']:.4f} / {100 * u['diag/negative_share']:.1f}%"
+        if name == "grpo_filtered":  # the same advantages; the groups without a signal left out
+            update = f"GRPO's advantages; {100 * (1 - desc['groups/updated']):.0f}% of groups left out"
+        elif name in NOT_ITS_OWN:
+            update = "-"
         if name == REFERENCE:
             cells = ["(reference)", "", "", "", ""]
         else:

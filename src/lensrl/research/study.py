@@ -49,6 +49,7 @@ CURVE_METRICS = (
     "entropy",
     "grad_norm",
     "clipfrac",
+    "groups/updated",
     "time/step",
     "time/update",
     *DIAGNOSTICS,
