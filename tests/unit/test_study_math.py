@@ -184,12 +184,15 @@ def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
     assert "signs-main" in [s.name for s in testbed_studies(STUDIES["signs-long"])]
     studies = overview_studies(tmp_path, carry)
     assert [name for name, _ in studies] == ["main", "alpha"]
-    rows = overview_rows(studies, "pass@1")
+    rows = overview_rows(studies, ["pass@1", "pass@16"])
     # main's lens and alpha's lens_alpha0.25 hold the same runs: one row named by both
     assert [r["names"] for r in rows] == [["main/grpo"], ["main/lens", "alpha/lens_alpha0.25"], ["alpha/lens_alpha1"]]
     # grpo [0.30, 0.34]: std 0.02 * sqrt(2) = 0.02828, SE = std / sqrt(2) = 0.02
-    assert rows[0]["mean"] == pytest.approx(0.32) and rows[0]["se"] == pytest.approx(0.02) and rows[0]["seeds"] == 2
-    assert rows[2]["se"] == 0.0
+    assert rows[0]["mean"]["pass@1"] == pytest.approx(0.32) and rows[0]["se"]["pass@1"] == pytest.approx(0.02)
+    assert rows[0]["seeds"] == 2 and rows[2]["se"]["pass@16"] == 0.0
+    # arms equal at one k only are different runs: a row each, the same rows in both panels
+    studies[1][1]["arms"]["lens_alpha1"]["all"]["pass@16"] = studies[0][1]["arms"]["grpo"]["all"]["pass@16"]
+    assert len(overview_rows(studies, ["pass@1", "pass@16"])) == 3
     write_overview(tmp_path, STUDIES["main"])
     assert (tmp_path / "study_overview.png").stat().st_size > 10_000
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -403,25 +404,27 @@ def plot_curves(path: Path, name: str, agg: dict, records: dict[str, list[RunRec
     plt.close(fig)
 
 
-def overview_rows(studies: list[tuple[str, dict]], k: str) -> list[dict]:
-    """Every distinct arm of the (name, study.json) `studies`: final overall `k` ("pass@1", ...) as
-    mean and standard error over seeds. Arms that share their runs (`lens` of main is `normalized`,
-    `G16` and `lens_alpha0.25`) are one row, named by all their names."""
+def overview_rows(studies: list[tuple[str, dict]], ks: Sequence[str]) -> list[dict]:
+    """Every distinct arm of the (name, study.json) `studies`: final overall pass@k for each of `ks`
+    ("pass@1", ...) as mean and standard error over seeds (`row["mean"][k]`, `row["se"][k]`). Arms
+    that share their runs (`lens` of main is `normalized`, `G16` and `lens_alpha0.25`: the same values
+    at every k) are one row, named by all their names."""
     rows: list[dict] = []
     for name, data in studies:
         for arm, by_scope in data["arms"].items():
-            cell = by_scope["all"][k]
-            same = next((r for r in rows if r["values"] == cell["values"]), None)
+            cells = {k: by_scope["all"][k] for k in ks}
+            values = {k: c["values"] for k, c in cells.items()}
+            same = next((r for r in rows if r["values"] == values), None)
             if same is not None:
                 same["names"].append(f"{name}/{arm}")
                 continue
-            n = len(cell["values"])
+            n = len(cells[ks[0]]["values"])
             rows.append(
                 {
                     "names": [f"{name}/{arm}"],
-                    "values": cell["values"],
-                    "mean": cell["mean"],
-                    "se": cell["std"] / math.sqrt(n),
+                    "values": values,
+                    "mean": {k: c["mean"] for k, c in cells.items()},
+                    "se": {k: c["std"] / math.sqrt(n) for k, c in cells.items()},
                     "seeds": n,
                 }
             )
@@ -440,17 +443,18 @@ def plot_overview(path: Path, studies: list[tuple[str, dict]]) -> None:
     first, data = studies[0]
     reference_arm = next(iter(data["arms"]))
     ks = list(data["arms"][reference_arm]["all"])
-    panels = [(k, overview_rows(studies, k)) for k in (ks[0], ks[-1])]
-    fig, axes = plt.subplots(1, 2, figsize=(16, 0.45 * len(panels[0][1]) + 1.6), sharey=True)
-    for ax, (k, rows) in zip(axes, panels):
-        ys = range(len(rows))[::-1]
-        ax.errorbar([100 * r["mean"] for r in rows], ys, xerr=[200 * r["se"] for r in rows], fmt="o", capsize=3)
-        reference = next(r for r in rows if f"{first}/{reference_arm}" in r["names"])
+    ks = [ks[0], ks[-1]]
+    rows = overview_rows(studies, ks)  # one row per arm in both panels, so the shared labels fit both
+    ys = list(range(len(rows)))[::-1]
+    reference = next(r for r in rows if f"{first}/{reference_arm}" in r["names"])
+    fig, axes = plt.subplots(1, 2, figsize=(16, 0.45 * len(rows) + 1.6), sharey=True)
+    for ax, k in zip(axes, ks):
+        ax.errorbar([100 * r["mean"][k] for r in rows], ys, xerr=[200 * r["se"][k] for r in rows], fmt="o", capsize=3)
         ax.axvline(100 * data["base"]["all"][k], color="black", ls=":", lw=1, label=f"base policy ({first})")
-        ax.axvline(100 * reference["mean"], color="gray", ls="--", lw=1, label=f"{reference_arm} ({first})")
+        ax.axvline(100 * reference["mean"][k], color="gray", ls="--", lw=1, label=f"{reference_arm} ({first})")
         ax.legend(fontsize=8)
         ax.set(title=f"final {k}: mean +- 2 SE over seeds", xlabel=f"{k} (%)")
-        ax.set_yticks(list(ys), [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
+    axes[0].set_yticks(ys, [f"{', '.join(r['names'])} ({r['seeds']} seeds)" for r in rows], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -25,6 +25,7 @@ class Study:
     overrides: tuple[str, ...] = ("run.eval_every=10",)  # common to every arm
     config: str | None = None  # base config of every arm (`load_config`'s path), unless --config is given
     results: str | None = None  # default results folder (None: results/carry/<name>, a study on the carry testbed)
+    in_overview: bool = True  # drawn in its testbed's study_overview.png (False: it evaluates on another set)
 
     @property
     def results_dir(self) -> Path:
@@ -120,6 +121,7 @@ STUDIES = {
             overrides=(UNSEEN_EVAL,),
             config="testbed:signs",
             results="results/signs/negative",
+            in_overview=False,  # its held-out levels 3-5 are not the other signs studies' levels 1-5
         ),
         _signs(
             "long",

@@ -488,8 +488,9 @@ def write_report(
 
 def testbed_studies(study: Study) -> list[Study]:
     """The registered studies whose default results folder is beside `study`'s (results/carry/*,
-    results/signs/*): the studies of one testbed, in registry order."""
-    return [s for s in STUDIES.values() if s.results_dir.parent == study.results_dir.parent]
+    results/signs/*) and that evaluate on the testbed's common set (`in_overview`): the studies of
+    one testbed's overview, in registry order."""
+    return [s for s in STUDIES.values() if s.in_overview and s.results_dir.parent == study.results_dir.parent]
 
 
 def overview_studies(results_root: Path, studies: list[Study]) -> list[tuple[str, dict]]:
