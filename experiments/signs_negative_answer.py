@@ -52,15 +52,9 @@ def load(results: Path, arm: str, seeds: tuple[int, ...]) -> list[RunRecord] | N
     return [RunRecord.from_json(json.loads(p.read_text())) for p in paths]
 
 
-def run_mean(record: RunRecord, key: str) -> float | None:
-    """The mean over the steps that log `key` (None if none does)."""
-    values = finite(record.curves.get(key, []))
-    return statistics.fmean(values) if values else None
-
-
-def seeds_mean(records: list[RunRecord], key: str) -> float | None:
-    """The mean over seeds of each run's mean over its logged steps."""
-    means = [m for r in records if (m := run_mean(r, key)) is not None]
+def seeds_mean(records: list[RunRecord], key: str, steps: slice = slice(None)) -> float | None:
+    """The mean over seeds of each run's mean over its logged steps (those of `steps`, a slice of them)."""
+    means = [statistics.fmean(v) for r in records if (v := finite(r.curves.get(key, [])[steps]))]
     return statistics.fmean(means) if means else None
 
 
@@ -103,6 +97,9 @@ def answer(results: Path) -> dict:
             "final": {f"{s}@{k}": statistics.fmean(r.evals[-1].pass_at(s, k) for r in records) for s, k in ENDPOINTS},
             "update": {key: seeds_mean(records, key) for key in DIAGNOSTICS},
             "descriptive": {key: seeds_mean(records, key) for key in DESCRIPTIVE},
+            # the "larger step" reading of filtering: gradient norms early and late (descriptive)
+            "grad_norm_steps_1_20": seeds_mean(records, "grad_norm", slice(0, 20)),
+            "grad_norm_steps_41_60": seeds_mean(records, "grad_norm", slice(40, 60)),
             "same_training_as_signs_main": replay_check(name, records),
         }
         if name != REFERENCE:
