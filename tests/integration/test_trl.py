@@ -243,11 +243,18 @@ def test_lens_settings_take_their_defaults_from_core(tmp_path):
 
     defaults = {f.name: f.default for f in dataclasses.fields(LensGRPOConfig) if f.name.startswith("lens_")}
     core = LensSettings()
-    assert defaults == {"lens_alpha": core.alpha, "lens_scope": core.scope, "lens_d_estimator": core.d_estimator}
+    assert defaults == {
+        "lens_alpha": core.alpha,
+        "lens_scope": core.scope,
+        "lens_d_estimator": core.d_estimator,
+        "lens_normalize_negative": core.normalize_negative,
+    }
     assert _settings_from_args(_config(LensGRPOConfig, tmp_path)) == core
     assert _settings_from_args(_config(GRPOConfig, tmp_path)) == core  # a plain GRPOConfig: the defaults
     custom = _config(LensGRPOConfig, tmp_path, lens_alpha=0.5, lens_scope="negative", lens_d_estimator="sequence")
     assert _settings_from_args(custom) == LensSettings(alpha=0.5, scope="negative", d_estimator="sequence")
+    normalised = _config(LensGRPOConfig, tmp_path, lens_normalize_negative=True)
+    assert _settings_from_args(normalised) == LensSettings(normalize_negative=True)
     with pytest.raises(ValueError, match="^lens_scope: "):  # what the trainer runs on its args, too
         _settings_from_args(SimpleNamespace(lens_alpha=0.25, lens_scope="everything"))
     # the fields' --help is LensSettings' own description of each setting
