@@ -194,7 +194,8 @@ class RolloutConfig(_Section):
     """Where the behaviour log-probs log pi_old (and LENS's confidences) come from: "forward", a no-grad
     forward pass over each sampled response (exact); "sampler" (sampler=compact), the logits the compact
     sampler drew each token from, which saves that pass and equals it up to float round-off (the KV
-    cache's and batching's; measured in bench/README.md)."""
+    cache's and batching's): 6e-6 in float32, but up to 0.25 per token under bf16 autocast on SmolLM2
+    (docs/performance.md)."""
     max_prompt_tokens: int | None = Field(None, ge=1)
     """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""
