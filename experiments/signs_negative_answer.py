@@ -40,8 +40,9 @@ DESCRIPTIVE = ("entropy", "time/step", "time/update", "grad_norm", "groups/negat
 NOT_ITS_OWN = ("grpo", "grpo_filtered")
 """Arms whose diagnostic compares GRPO with LENS (a GRPO run's), not with the arm's own update."""
 DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
-REPLAYED = {"grpo": "results/signs/main/runs", "lens": "results/signs/main/runs"}
+REPLAYED = ("grpo", "lens")
 """Arms that are signs-main's runs trained again (their evaluation set differs, their training must not)."""
+MAIN_RECORDS = Path("results/signs/main/runs")
 
 
 def load(results: Path, arm: str, seeds: tuple[int, ...]) -> list[RunRecord] | None:
@@ -71,12 +72,11 @@ def reading(d: PairedDifference) -> str:
 
 def replay_check(arm: str, records: list[RunRecord]) -> dict[str, bool] | None:
     """Per seed, whether this study's run had the committed signs-main run's reward at every step."""
-    folder = REPLAYED.get(arm)
-    if folder is None:
+    if arm not in REPLAYED:
         return None
     out = {}
     for record in records:
-        committed = json.loads((Path(folder) / f"{arm}_seed{record.seed}.json").read_text())
+        committed = json.loads((MAIN_RECORDS / f"{arm}_seed{record.seed}.json").read_text())
         out[str(record.seed)] = committed["curves"]["reward"] == record.curves["reward"]
     return out
 
