@@ -16,7 +16,9 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
   (`rollout.behaviour_logprobs=sampler`, which skips that forward pass);
 * trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
-  checkpointing, TRL's fastest settings without vLLM.
+  checkpointing, TRL's fastest settings without vLLM;
+* trl-default+keepmem: trl-default in a process whose allocator keeps freed memory, as lensrl's
+  runs do (`lensrl.allocator.keep_freed_memory`): how much of the difference is that setting alone.
 
 TRL's phases come from timing its own methods: `_generate` (sample), `_calculate_rewards` (reward),
 the rest of `_generate_and_score_completions` (behaviour log-probs and advantages) and the rest of
@@ -97,6 +99,7 @@ ENGINES = (
     "lensrl-lens+fast",
     "trl-default",
     "trl-fast",
+    "trl-default+keepmem",
 )
 SAMPLERS = {
     "": ["rollout.sampler=generate"],
@@ -332,7 +335,12 @@ def run_engine(args) -> dict:
         advantage, _, sampling = args.engine.removeprefix("lensrl-").partition("+")
         result = run_lensrl(args, advantage, sampling)
     else:
-        result = run_trl(args, fast=args.engine == "trl-fast")
+        name, _, option = args.engine.partition("+")
+        if option == "keepmem":  # the allocator setting lensrl's own runs make (lensrl.allocator)
+            from lensrl.allocator import keep_freed_memory
+
+            keep_freed_memory()
+        result = run_trl(args, fast=name == "trl-fast")
     step = sum(result["phases"].values())
     n = args.questions * args.group_size
     return {
@@ -405,7 +413,7 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
     by = {r["engine"]: r for r in results}
     lines.append("")
     for ours in (e for e in ENGINES if e.startswith("lensrl-")):
-        for theirs in ("trl-default", "trl-fast"):
+        for theirs in ("trl-default", "trl-fast", "trl-default+keepmem"):
             if ours in by and theirs in by:
                 lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")
     if "lensrl-grpo" in by and "lensrl-lens" in by:

@@ -7,8 +7,22 @@ from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
 from lensrl.data.prompts import format_prompt
 from lensrl.data.sources import Problem
-from lensrl.policy.models import autocast, is_lora, load_policy, reference_policy, resolve_model_path
-from lensrl.rollout.sampler import Rollout, behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
+from lensrl.policy.models import (
+    autocast,
+    frozen_weights_cast,
+    is_lora,
+    load_policy,
+    reference_policy,
+    resolve_model_path,
+)
+from lensrl.rollout.sampler import (
+    Rollout,
+    behaviour_logprobs,
+    by_length,
+    decode_compact,
+    response_logprobs,
+    trimmed_logprobs,
+)
 
 
 def _batch(tokenizer, texts, response_len):
@@ -184,3 +198,48 @@ def test_package_paths_and_autocast_choice():
     ctx = autocast(ModelConfig(autocast="bfloat16"), torch.device("cpu"))()
     with ctx:
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_frozen_weights_cast_changes_no_number_under_autocast(tiny_chat_model_dir):
+    """Casting a LoRA base's frozen weights once gives what autocast's cast at every call gives, to the bit:
+    response log-probs, their gradients on the adapter, and sampled tokens with their log-probs. The tiny
+    Qwen2 has biases on q/k/v and an output layer tied to the embedding, the two awkward cases."""
+    config = ModelConfig(name_or_path=str(tiny_chat_model_dir), lora={"r": 4, "alpha": 8}, autocast="bfloat16")
+    policy, tokenizer = load_policy(config)
+    with torch.no_grad():  # LoRA's B starts at zero; make the adapter do something
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.5)
+    input_ids, prompt_mask = _batch(tokenizer, ["What is 2+3?", "Hi", "Add 7 and 5."], response_len=5)
+    prompts = input_ids[:, : prompt_mask.shape[1]]
+    before = dict(policy.named_parameters())
+
+    def passes():
+        policy.zero_grad()
+        with autocast(config, policy.device)():
+            lp, _ = response_logprobs(policy, input_ids, prompt_mask, 5, 0.7)
+            torch.manual_seed(0)
+            tokens, lp_drawn, _ = decode_compact(
+                policy, prompts, prompt_mask, 1.0, 1.0, 8, [tokenizer.eos_token_id], 0, with_logprobs=True
+            )
+        lp.sum().backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+        return lp.detach(), tokens, lp_drawn, grads
+
+    plain = passes()
+    base = policy.get_base_model()
+    with frozen_weights_cast(policy, config):
+        assert base.lm_head.weight.dtype == torch.bfloat16  # untied from the embedding inside the block
+        assert base.model.embed_tokens.weight.dtype == torch.float32
+        attention = base.model.layers[0].self_attn
+        assert attention.q_proj.base_layer.bias.dtype == torch.bfloat16
+        assert attention.q_proj.lora_A.default.weight.dtype == torch.float32  # trainable: autocast caches these
+        cast = passes()
+    for a, b in zip(plain[:3], cast[:3]):
+        assert torch.equal(a, b)
+    assert plain[3].keys() == cast[3].keys() and all(torch.equal(plain[3][n], cast[3][n]) for n in plain[3])
+    after = dict(policy.named_parameters())
+    assert after.keys() == before.keys() and all(after[n] is before[n] for n in before)
+    assert base.lm_head.weight is base.model.embed_tokens.weight  # tied again
+    with frozen_weights_cast(policy, ModelConfig()):  # no autocast on a CPU: nothing to cast
+        assert base.lm_head.weight.dtype == torch.float32

@@ -2,7 +2,7 @@
 
 Any `AutoModelForCausalLM` loads by hub id or local folder; a GGUF file (`model.gguf_file`) is
 de-quantised into an ordinary model so it trains and saves like any other. Optional: LoRA adapters
-through `peft`, gradient checkpointing, and mixed-precision autocast on CUDA.
+through `peft`, gradient checkpointing, and mixed-precision autocast (bfloat16 on CUDA by default).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import ModelConfig
+from lensrl.policy.distributed import is_sharded
 from lensrl.testbed import base_policy_path, testbed_name
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -144,14 +145,54 @@ def load_policy(config: ModelConfig, path: str | Path | None = None) -> tuple[Pr
     return model, tokenizer
 
 
-def autocast(config: ModelConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of autocast contexts for forward passes ("auto": bfloat16 on CUDA, off elsewhere)."""
+def autocast_dtype(config: ModelConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast precision of forward passes ("auto": bfloat16 on CUDA, off elsewhere), None when off."""
     mode = config.autocast
     if mode == "auto":
         mode = "bfloat16" if device.type == "cuda" else "off"
-    if mode == "off":
+    return None if mode == "off" else _DTYPES[mode]
+
+
+def autocast(config: ModelConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for forward passes (`autocast_dtype`)."""
+    dtype = autocast_dtype(config, device)
+    if dtype is None:
         return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=_DTYPES[mode])
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def frozen_weights_cast(model: torch.nn.Module, config: ModelConfig) -> Iterator[None]:
+    """Inside the block, frozen linear layers hold their weights in the autocast dtype.
+
+    Autocast caches its casts only for weights that require gradients, so the frozen base weights
+    under LoRA are cast again in every forward pass: in decoding, at every token (on SmolLM2-135M
+    with bfloat16 autocast on 2 CPU cores, about a quarter of a decode step). Here each is cast once
+    for the block, to the values autocast casts it to, so every result is the same to the bit
+    (tests/unit/test_models.py). Only `nn.Linear` weights and biases that do not require gradients
+    and differ from the autocast dtype are swapped (an embedding tied to the output layer keeps its
+    own); the originals are back after the block. Nothing happens without autocast, and on a
+    sharded (FSDP) model.
+    """
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(config, device)
+    swapped = []
+    if dtype is not None and not is_sharded(model):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                for name, p in module.named_parameters(recurse=False):
+                    if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                        swapped.append((module, name, p))
+    copies: dict[int, torch.nn.Parameter] = {}  # one copy of a tensor that several layers share
+    try:
+        for module, name, p in swapped:
+            if id(p) not in copies:
+                copies[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            module._parameters[name] = copies[id(p)]
+        yield
+    finally:
+        for module, name, p in swapped:
+            module._parameters[name] = p
 
 
 @contextlib.contextmanager

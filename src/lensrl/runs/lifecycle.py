@@ -40,7 +40,7 @@ from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, load_con
 from lensrl.data.problem import Problem
 from lensrl.evaluation.evaluate import EvalResult, evaluate
 from lensrl.policy.distributed import World, all_gather_objects
-from lensrl.policy.models import autocast
+from lensrl.policy.models import autocast, frozen_weights_cast
 from lensrl.research.samples import sample_table
 from lensrl.rollout.sampler import Rollout
 from lensrl.rollout.verifier import VerifierLike
@@ -312,7 +312,7 @@ def evaluate_and_log(
     by `seeds.eval_seed(run.seed, step)` (`seed` replaces it for measurements outside any run, such
     as the testbed profile). `on_chunk` sees every scored chunk of samples (`evaluate`).
     """
-    with autocast(config.model, model.device)():
+    with autocast(config.model, model.device)(), frozen_weights_cast(model, config.model):
         result = evaluate(
             model,
             tokenizer,

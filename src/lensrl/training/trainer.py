@@ -36,13 +36,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lensrl.allocator import keep_freed_memory
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data.problem import Problem
 from lensrl.data.sources import first_per_level, load_problems
 from lensrl.estimators import compute_advantages
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
-from lensrl.policy.models import is_lora, load_policy
+from lensrl.policy.models import frozen_weights_cast, is_lora, load_policy
 from lensrl.policy.prepare import prepare
 from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 from lensrl.research.samples import sample_record
@@ -91,8 +92,10 @@ def train(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER, resume: b
     `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
     `lifecycle.resume_checkpoint`). Launched by torchrun / accelerate with several processes, it trains
     data-parallel (or sharded, `run.parallel=fsdp`) as `lensrl.policy.distributed` describes; rank 0 writes
-    the run folder. Data errors are reported before any model is loaded.
+    the run folder. Data errors are reported before any model is loaded. The process keeps freed
+    memory for reuse from here on (`allocator.keep_freed_memory`).
     """
+    keep_freed_memory()
     world = init_world(config.model.device)
     check_layout(config, world)
     problems = load_problems(config.data, config.run.seed)
@@ -219,7 +222,8 @@ def loop(
         total=run.steps,
     )
     for step in bar:
-        metrics, rollout, advantages = train_step(config, s, step, world, verifier)
+        with frozen_weights_cast(s.model, config.model):  # the same numbers, cast once a step
+            metrics, rollout, advantages = train_step(config, s, step, world, verifier)
         folder.log_metrics(metrics)
         if run.sample_every and step % run.sample_every == 0:
             folder.log_samples(sample_record(rollout, advantages, config.algo, step, run.sample_groups))
