@@ -14,6 +14,8 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
   `+fast`, the compact sampler with its two options on: each prompt prefilled once per group
   (`rollout.share_prompts`) and the behaviour log-probs taken from the sampler's logits
   (`rollout.behaviour_logprobs=sampler`, which skips that forward pass);
+* ENGINE@REV (a lensrl engine): the same engine on lensrl as it was at git revision REV, in the same
+  sitting (a temporary worktree; "before" against "after");
 * trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM;
@@ -28,6 +30,7 @@ each optimizer step (update). Results: a table, the ratios last, and `--out` JSO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PRESETS = {
@@ -331,11 +335,12 @@ def run_trl(args, fast: bool) -> dict:
 
 
 def run_engine(args) -> dict:
-    if args.engine.startswith("lensrl-"):
-        advantage, _, sampling = args.engine.removeprefix("lensrl-").partition("+")
+    engine = args.engine.partition("@")[0]  # "@REV": the same engine on lensrl at git revision REV
+    if engine.startswith("lensrl-"):
+        advantage, _, sampling = engine.removeprefix("lensrl-").partition("+")
         result = run_lensrl(args, advantage, sampling)
     else:
-        name, _, option = args.engine.partition("+")
+        name, _, option = engine.partition("+")
         if option == "keepmem":  # the allocator setting lensrl's own runs make (lensrl.allocator)
             from lensrl.allocator import keep_freed_memory
 
@@ -416,6 +421,13 @@ def report(results: list[dict], advantages: dict[str, float]) -> str:
         for theirs in ("trl-default", "trl-fast", "trl-default+keepmem"):
             if ours in by and theirs in by:
                 lines.append(f"throughput {ours} / {theirs}: {by[theirs]['step_s'] / by[ours]['step_s']:.2f}x")
+    for before in (e for e in by if "@" in e):
+        now = before.partition("@")[0]
+        for theirs in ("trl-default", "trl-fast"):
+            if theirs in by:
+                lines.append(f"throughput {before} / {theirs}: {by[theirs]['step_s'] / by[before]['step_s']:.2f}x")
+        if now in by:
+            lines.append(f"speed-up of {now} over {before}: {by[before]['step_s'] / by[now]['step_s']:.2f}x")
     if "lensrl-grpo" in by and "lensrl-lens" in by:
         cost = by["lensrl-lens"]["step_s"] / by["lensrl-grpo"]["step_s"] - 1
         lines.append(
@@ -455,10 +467,31 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def lensrl_at(revision: str) -> Iterator[dict[str, str] | None]:
+    """The environment of a child process that imports lensrl as it was at git `revision` (a temporary
+    worktree first on PYTHONPATH), so "before" and "after" run in one sitting; None: this checkout's."""
+    if not revision:
+        yield None
+        return
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "lensrl"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), revision], check=True)
+        try:
+            yield {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")])}
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=PRESETS, default="cpu-testbed")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ", ".join(ENGINES))
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="comma-separated subset of " + ", ".join(ENGINES) + " (a lensrl engine may end in @REV)",
+    )
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # a child process: run one engine, print JSON
     for key, value in PRESETS["cpu-testbed"].items():
@@ -481,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in settings.items() if v is not None), []),
         ]
         print(f"running {engine} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with lensrl_at(engine.partition("@")[2]) as env:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
         if proc.returncode or line is None:
             print(proc.stderr[-4000:], file=sys.stderr)
