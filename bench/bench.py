@@ -38,6 +38,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,17 +452,20 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.45 * len(results)))
     names = [r["engine"] for r in results]
-    bottom = [0.0] * len(results)
+    left = [0.0] * len(results)
     for phase in ("sample", "reward", "logprobs", "update"):
         values = [r["phases"][phase] for r in results]
-        ax.bar(names, values, bottom=bottom, label=phase)
-        bottom = [b + v for b, v in zip(bottom, values)]
-    for i, total in enumerate(bottom):
-        ax.text(i, total, f"{total:.2f} s", ha="center", va="bottom", fontsize=9)
-    ax.set(ylabel="seconds per rollout (lower is better)", title=title)
-    ax.legend(fontsize=8)
+        ax.barh(names, values, left=left, label=phase)
+        left = [b + v for b, v in zip(left, values)]
+    for i, total in enumerate(left):
+        ax.text(total, i, f" {total:.2f} s", ha="left", va="center", fontsize=9)
+    ax.invert_yaxis()  # the first engine on top
+    ax.set_xlim(0, 1.45 * max(left))  # room for the totals and the legend
+    ax.set_xlabel("seconds per rollout (lower is better)")
+    ax.set_title(textwrap.fill(title, 75), fontsize=9)
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -57,6 +57,11 @@ UNSEEN_EVAL = "data.eval=[{path: 'testbed:signs', per_level: 100, levels: [3, 4,
 the run's RL pool (levels 1-2 have none: the warm-start stream holds every level-1 problem and all
 but a handful of level 2)."""
 
+SMOLLM2_WARM_START = "results/smollm2/chain_sum/warmstart"
+"""The committed LoRA warm start of SmolLM2-135M-Instruct on chain sums (configs/smollm2/sft_chain_sum.yaml)."""
+SMOLLM2_LR5E5 = ("optim.lr=5e-5", f"model.adapter={SMOLLM2_WARM_START}")
+"""The chain-sum RL config (configs/smollm2/rl_chain_sum.yaml) at lr 5e-5 from the committed warm start."""
+
 MAIN_QUESTION = "Does LENS beat GRPO at pass@1..16, overall and on the hardest levels?"
 ABLATION_QUESTION = "Which part of LENS helps: the mixed-group or the negative-group reweighting? (paper Table 2)"
 REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong groups?"
@@ -122,6 +127,27 @@ STUDIES = {
             config="testbed:signs",
             results="results/signs/negative",
             in_overview=False,  # its held-out levels 3-5 are not the other signs studies' levels 1-5
+        ),
+        Study(
+            "smollm2-lr5e-5",
+            "SmolLM2-135M on chain sums at lr 5e-5 (post hoc follow-up): LENS against GRPO, 2 seeds",
+            (GRPO, LENS),
+            seeds=(0, 1),
+            overrides=SMOLLM2_LR5E5,
+            config="configs/smollm2/rl_chain_sum.yaml",
+            results="results/smollm2/chain_sum/lr5e-5",
+            in_overview=False,
+        ),
+        Study(
+            "smollm2-powered",
+            "SmolLM2-135M on chain sums at lr 5e-5: does LENS beat GRPO, with the seeds to decide? (pre-registered)",
+            # the order is the plan's priority (results/smollm2/chain_sum/powered/PLAN.md)
+            (GRPO, LENS, W_REINFORCE),
+            seeds=(2, 3, 4, 5, 6, 7),
+            overrides=(*SMOLLM2_LR5E5, "run.eval_every=0", "run.diagnostic_every=10"),
+            config="configs/smollm2/rl_chain_sum.yaml",
+            results="results/smollm2/chain_sum/powered",
+            in_overview=False,
         ),
         _signs(
             "long",
