@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -114,17 +113,12 @@ SAMPLERS = {
 """An engine name's suffix (after +) -> its lensrl sampling overrides."""
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which make bf16 autocast pay."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
 def resolved_dtype(args) -> str:
     """`--dtype auto`: bfloat16 on CUDA and on a CPU with bf16 instructions, else float32."""
     if args.dtype != "auto":
         return args.dtype
+    from lensrl.machine import cpu_has_bf16
+
     return "bfloat16" if args.device.startswith("cuda") or cpu_has_bf16() else "float32"
 
 
@@ -388,21 +382,6 @@ def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[
 # ------------------------------------------------------------------------------------ report
 
 
-def machine() -> str:
-    """The GPU, or the CPU's model, core count and bf16 support (AVX-512 BF16 / AMX or not)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-    ]
-    model = names[0] if names else platform.processor() or platform.machine()
-    isa = "bf16 instructions (AVX-512 BF16 or AMX)" if cpu_has_bf16() else "no bf16 instructions"
-    return f"{model}, {os.cpu_count()} CPU cores, {isa}, torch {torch.__version__}"
-
-
 def report(results: list[dict], advantages: dict[str, float]) -> str:
     """The table, then the throughput ratios and LENS's cost."""
     lines = [
@@ -527,14 +506,17 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(line[6:]))
     advantages = advantage_cost(args.questions, args.group_size)
     text = report(results, advantages)
-    print(f"settings: {settings}\nmachine: {machine()}\n\n{text}")
+    from lensrl.machine import describe_machine
+
+    machine = describe_machine()
+    print(f"settings: {settings}\nmachine: {machine}\n\n{text}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             json.dumps(
                 {
                     "command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
-                    "machine": machine(),
+                    "machine": machine,
                     "settings": settings,
                     "resolved_dtype": resolved_dtype(args),
                     "results": results,
@@ -544,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-        plot(results, f"{args.preset}: {machine()}", Path(args.out).with_suffix(".png"))
+        plot(results, f"{args.preset}: {machine}", Path(args.out).with_suffix(".png"))
     return 0
 
 

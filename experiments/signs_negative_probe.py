@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import sys
 from pathlib import Path
 
 from lensrl.config import load_config
+from lensrl.machine import describe_machine
 from lensrl.training.diagnostics import mean_metrics, measure_model
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -32,13 +31,6 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's machine type."""
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
-    return found.group(1).strip() if found else platform.machine()
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=3)
@@ -46,7 +38,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     report = {
         "command": "python experiments/signs_negative_probe.py " + " ".join(argv),
-        "machine": cpu_model(),
+        "machine": describe_machine(),
         "arms": {},
     }
     for name, overrides in CANDIDATES.items():

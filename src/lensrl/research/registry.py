@@ -129,10 +129,12 @@ STUDIES = {
             in_overview=False,  # its held-out levels 3-5 are not the other signs studies' levels 1-5
         ),
         Study(
+            # seed 1 of the follow-up again, from the committed warm start: the follow-up's seed-0 runs
+            # and first GRPO seed-1 run started from an earlier copy of it (results/smollm2/chain_sum/lr5e-5)
             "smollm2-lr5e-5",
-            "SmolLM2-135M on chain sums at lr 5e-5 (post hoc follow-up): LENS against GRPO, 2 seeds",
+            "SmolLM2-135M on chain sums at lr 5e-5 (post hoc follow-up): LENS against GRPO, seed 1",
             (GRPO, LENS),
-            seeds=(0, 1),
+            seeds=(1,),
             overrides=SMOLLM2_LR5E5,
             config="configs/smollm2/rl_chain_sum.yaml",
             results="results/smollm2/chain_sum/lr5e-5",
