@@ -19,8 +19,8 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
 * trl-default: `trl.GRPOTrainer` with its defaults apart from the equalised settings;
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM;
-* trl-default+keepmem: trl-default in a process whose allocator keeps freed memory, as lensrl's
-  runs do (`lensrl.allocator.keep_freed_memory`): how much of the difference is that setting alone.
+* ENGINE+keepmem (any engine): the same in a process whose allocator keeps freed memory
+  (`lensrl.allocator.keep_freed_memory`, opt-in: faster, but resident memory only grows).
 
 TRL's phases come from timing its own methods: `_generate` (sample), `_calculate_rewards` (reward),
 the rest of `_generate_and_score_completions` (behaviour log-probs and advantages) and the rest of
@@ -103,6 +103,7 @@ ENGINES = (
     "lensrl-lens+fast",
     "trl-default",
     "trl-fast",
+    "lensrl-grpo+compact+keepmem",
     "trl-default+keepmem",
 )
 SAMPLERS = {
@@ -110,7 +111,7 @@ SAMPLERS = {
     "compact": ["rollout.sampler=compact"],
     "fast": ["rollout.sampler=compact", "rollout.share_prompts=true", "rollout.behaviour_logprobs=sampler"],
 }
-"""An engine name's suffix (after +) -> its lensrl sampling overrides."""
+"""A lensrl engine's sampler option (after its first +) -> its sampling overrides."""
 
 
 def resolved_dtype(args) -> str:
@@ -331,15 +332,15 @@ def run_trl(args, fast: bool) -> dict:
 
 def run_engine(args) -> dict:
     engine = args.engine.partition("@")[0]  # "@REV": the same engine on lensrl at git revision REV
-    if engine.startswith("lensrl-"):
-        advantage, _, sampling = engine.removeprefix("lensrl-").partition("+")
-        result = run_lensrl(args, advantage, sampling)
-    else:
-        name, _, option = engine.partition("+")
-        if option == "keepmem":  # the allocator setting lensrl's own runs make (lensrl.allocator)
-            from lensrl.allocator import keep_freed_memory
+    name, *options = engine.split("+")
+    if "keepmem" in options:  # the opt-in allocator setting (lensrl.allocator)
+        from lensrl.allocator import keep_freed_memory
 
-            keep_freed_memory()
+        keep_freed_memory()
+        options.remove("keepmem")
+    if name.startswith("lensrl-"):
+        result = run_lensrl(args, name.removeprefix("lensrl-"), options[0] if options else "")
+    else:
         result = run_trl(args, fast=name == "trl-fast")
     step = sum(result["phases"].values())
     n = args.questions * args.group_size

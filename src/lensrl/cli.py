@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from lensrl.allocator import keep_freed_memory
     from lensrl.config import load_config
-
-    keep_freed_memory()  # every command: the same numbers, fewer page faults
 
     if args.command == "testbed-build":
         return _testbed_build(args)

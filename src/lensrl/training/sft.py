@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.allocator import keep_freed_memory
 from lensrl.config import TrainConfig
 from lensrl.data.problem import Problem
 from lensrl.data.sources import load_problems
@@ -131,10 +130,8 @@ def sft_step(
 def sft(config: TrainConfig) -> RunResult:
     """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after.
 
-    Data errors are reported before the model is loaded. The process keeps freed memory for reuse
-    from here on (`allocator.keep_freed_memory`).
+    Data errors are reported before the model is loaded.
     """
-    keep_freed_memory()
     run, cfg = config.run, config.sft
     train_problems, eval_problems = load_problems(config.data, run.seed)
     if not any(p.solution for p in train_problems):

@@ -36,7 +36,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.allocator import keep_freed_memory
 from lensrl.config import TrainConfig, config_differences
 from lensrl.data.problem import Problem
 from lensrl.data.sources import first_per_level, load_problems
@@ -92,10 +91,8 @@ def train(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER, resume: b
     `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
     `lifecycle.resume_checkpoint`). Launched by torchrun / accelerate with several processes, it trains
     data-parallel (or sharded, `run.parallel=fsdp`) as `lensrl.policy.distributed` describes; rank 0 writes
-    the run folder. Data errors are reported before any model is loaded. The process keeps freed
-    memory for reuse from here on (`allocator.keep_freed_memory`).
+    the run folder. Data errors are reported before any model is loaded.
     """
-    keep_freed_memory()
     world = init_world(config.model.device)
     check_layout(config, world)
     problems = load_problems(config.data, config.run.seed)
