@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine:
         print("BENCH " + json.dumps(run_engine(args)), flush=True)
         return 0
+    args.dtype = resolved_dtype(args)  # here, so that an engine on an older lensrl (@REV) needs nothing new
     settings = {k: getattr(args, k) for k in PRESETS[args.preset]}
     results = []
     for engine in args.engines.split(","):
