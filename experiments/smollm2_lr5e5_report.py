@@ -29,7 +29,10 @@ KS = (1, 8)
 
 def pairs(results: Path) -> dict[int, dict[str, RunRecord]]:
     """Seed -> arm -> record: seed 0 from the committed logs, seed 1 from the study's records."""
-    old = {name: run_record(results / "logs" / name, *name.split("_seed")) for name in ("grpo_seed0", "lens_seed0")}
+    old = {
+        name: run_record(results / "logs" / name, name.removesuffix("_seed0"), 0)
+        for name in ("grpo_seed0", "lens_seed0")
+    }
     new = {
         arm: RunRecord.from_json(json.loads((results / "runs" / f"{arm}_seed1.json").read_text()))
         for arm in ("grpo", "lens")
