@@ -144,7 +144,7 @@ STUDIES = {
             "smollm2-powered",
             "SmolLM2-135M on chain sums at lr 5e-5: does LENS beat GRPO, with the seeds to decide? (pre-registered)",
             # the order is the plan's priority (results/smollm2/chain_sum/powered/PLAN.md)
-            (GRPO, LENS, W_REINFORCE),
+            (GRPO, LENS, GRPO_FILTERED),
             seeds=(2, 3, 4, 5, 6, 7),
             overrides=(*SMOLLM2_LR5E5, "run.eval_every=0", "run.diagnostic_every=10"),
             config="configs/smollm2/rl_chain_sum.yaml",

@@ -1,0 +1,100 @@
+"""The powered SmolLM2 comparison read by its plan (results/smollm2/chain_sum/powered/PLAN.md).
+
+    lensrl study smollm2-powered --jobs 2 run.progress=false   # the runs, the study report
+    python experiments/smollm2_powered_report.py               # answer.json and answer.md beside it
+
+For each arm against grpo, the seed-paired differences of the plan's endpoints (final overall
+pass@1 first; pass@8; levels 3 and 4) with the plan's reading (helps / hurts / no difference
+detected, with the MDE); GRPO's own gain from step 0 and whether its interval lies above the +5
+target; per arm, the descriptive diagnostics. Arms without all the plan's seeds are listed as
+unfinished and read nowhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from signs_negative_answer import load, reading, seeds_mean
+
+from lensrl.research.registry import get_study
+from lensrl.research.stats import paired_difference
+
+STUDY = "smollm2-powered"
+REFERENCE = "grpo"
+ENDPOINTS = (("all", 1), ("all", 8), ("3", 1), ("3", 8), ("4", 1), ("4", 8))  # the primary first
+TARGET = 0.05  # the original comparison's +5-point target for GRPO's gain
+DESCRIPTIVE = (
+    "groups/negative",
+    "adv/negative_group_share",
+    "diag/cosine",
+    "diag/rel_diff",
+    "diag/negative_share",
+    "reward",
+    "response_len/mean",
+    "entropy",
+    "time/step",
+)
+
+
+def answer(results: Path, seeds: tuple[int, ...]) -> dict:
+    study = get_study(STUDY)
+    records = {arm.name: load(results, arm.name, seeds) for arm in study.arms}
+    finished = {arm: r for arm, r in records.items() if r is not None}
+    out: dict = {"seeds": list(seeds), "unfinished": [arm for arm, r in records.items() if r is None], "arms": {}}
+    ref = finished.get(REFERENCE)
+    for arm, runs in finished.items():
+        row: dict = {"descriptive": {key: seeds_mean(runs, key) for key in DESCRIPTIVE}}
+        start = [r.evals[0].pass_at("all", 1) for r in runs]
+        end = [r.evals[-1].pass_at("all", 1) for r in runs]
+        gain = paired_difference(start, end)
+        row["gain_pass@1"] = {**gain.to_json(), "above_target": gain.ci_low > TARGET}
+        if ref is not None and arm != REFERENCE:
+            row["vs_grpo"] = {}
+            for scope, k in ENDPOINTS:
+                d = paired_difference(
+                    [r.evals[-1].pass_at(scope, k) for r in ref], [r.evals[-1].pass_at(scope, k) for r in runs]
+                )
+                row["vs_grpo"][f"{scope} pass@{k}"] = {**d.to_json(), "reading": reading(d)}
+        out["arms"][arm] = row
+    return out
+
+
+def markdown(report: dict) -> str:
+    def pts(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:+.2f}"
+
+    lines = [
+        f"Seeds {', '.join(map(str, report['seeds']))}; unfinished arms: {', '.join(report['unfinished']) or 'none'}.",
+        "",
+    ]
+    lines += ["| arm | endpoint | d (points) | 95% CI | MDE | reading |", "|---|---|---|---|---|---|"]
+    for arm, row in report["arms"].items():
+        for name, d in row.get("vs_grpo", {}).items():
+            ci = f"({pts(d['ci_low'])}, {pts(d['ci_high'])})"
+            lines.append(f"| {arm} | {name} | {pts(d['diff'])} | {ci} | {pts(d['mde'])} | {d['reading']} |")
+    lines += ["", "| arm | gain in pass@1 from step 0 | 95% CI | above +5 |", "|---|---|---|---|"]
+    for arm, row in report["arms"].items():
+        g = row["gain_pass@1"]
+        lines.append(f"| {arm} | {pts(g['diff'])} | ({pts(g['ci_low'])}, {pts(g['ci_high'])}) | {g['above_target']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results-dir", default=str(get_study(STUDY).results_dir))
+    parser.add_argument("--seeds", default=",".join(map(str, get_study(STUDY).seeds)))
+    args = parser.parse_args(argv)
+    results, seeds = Path(args.results_dir), tuple(int(s) for s in args.seeds.split(","))
+    command = "python experiments/smollm2_powered_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = {"command": command, **answer(results, seeds)}
+    (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results / "answer.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
