@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
+
+from signs_negative_answer import seeds_mean
 
 from lensrl.research.stats import paired_difference
 from lensrl.research.study import RunRecord, run_record
@@ -46,11 +47,6 @@ def final(record: RunRecord, scope: str, k: int) -> float:
 
 def gain(record: RunRecord, scope: str, k: int) -> float:
     return record.evals[-1].pass_at(scope, k) - record.evals[0].pass_at(scope, k)
-
-
-def mean_curve(record: RunRecord, key: str) -> float | None:
-    values = [v for v in record.curves.get(key, []) if v is not None]
-    return statistics.fmean(values) if values else None
 
 
 def report(results: Path) -> dict:
@@ -100,7 +96,7 @@ def report(results: Path) -> dict:
         },
         "diagnostics": {
             f"{arm}_seed{s}": {
-                key: mean_curve(runs[s][arm], key)
+                key: seeds_mean([runs[s][arm]], key)
                 for key in ("groups/negative", "adv/negative_group_share", "reward", "response_len/mean", "time/step")
             }
             for s in seeds
@@ -146,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         **report(results),
     }
     (results / "results.json").write_text(json.dumps(r, indent=2) + "\n")
-    (results / "compare.md").write_text(markdown(r))
-    print(markdown(r))
+    text = markdown(r)
+    (results / "compare.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python experiments/smollm2_powered_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, **answer(results, seeds)}
     (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
-    (results / "answer.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    (results / "answer.md").write_text(text)
+    print(text)
     return 0
 
 
