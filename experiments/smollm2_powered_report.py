@@ -18,14 +18,18 @@ import sys
 from pathlib import Path
 
 from signs_negative_answer import load, reading, seeds_mean
+from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
+from smollm2_lr5e5_report import pairs
 
 from lensrl.research.registry import get_study
 from lensrl.research.stats import paired_difference
+from lensrl.research.study import RunRecord
 
 STUDY = "smollm2-powered"
 REFERENCE = "grpo"
 ENDPOINTS = (("all", 1), ("all", 8), ("3", 1), ("3", 8), ("4", 1), ("4", 8))  # the primary first
 TARGET = 0.05  # the original comparison's +5-point target for GRPO's gain
+INERT = 0.05  # PLAN.md: an update within 5% of GRPO's (mean diag/rel_diff) hardly differs from it
 DESCRIPTIVE = (
     "groups/negative",
     "adv/negative_group_share",
@@ -59,12 +63,28 @@ def answer(results: Path, seeds: tuple[int, ...]) -> dict:
                 )
                 row["vs_grpo"][f"{scope} pass@{k}"] = {**d.to_json(), "reading": reading(d)}
         out["arms"][arm] = row
+    out["final_pass@1_by_seed"] = {arm: [r.evals[-1].pass_at("all", 1) for r in runs] for arm, runs in finished.items()}
+    if "lens" in finished and ref is not None:
+        rel_diff = out["arms"]["lens"]["descriptive"]["diag/rel_diff"]
+        out["lens_update_hardly_differs"] = None if rel_diff is None else rel_diff < INERT
+        out["supplementary"] = supplementary(ref, finished["lens"])
     return out
 
 
+def supplementary(grpo: list[RunRecord], lens: list[RunRecord]) -> dict:
+    """PLAN.md's post hoc supplement: lens - grpo in final overall pass@1 over this study's seeds and
+    the lr 5e-5 follow-up's two seed pairs (the same config but a mid-run evaluation)."""
+    follow_up = pairs(FOLLOW_UP)
+    grpo = [follow_up[s]["grpo"] for s in sorted(follow_up)] + grpo
+    lens = [follow_up[s]["lens"] for s in sorted(follow_up)] + lens
+    d = paired_difference([r.evals[-1].pass_at("all", 1) for r in grpo], [r.evals[-1].pass_at("all", 1) for r in lens])
+    seeds = [r.seed for r in grpo]
+    return {"seeds": seeds, **d.to_json(), "reading": reading(d)}
+
+
 def markdown(report: dict) -> str:
-    def pts(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:+.2f}"
+    def pts(x: float | None, sign: str = "+") -> str:
+        return "n/a" if x is None else f"{100 * x:{sign}.2f}"
 
     lines = [
         f"Seeds {', '.join(map(str, report['seeds']))}; unfinished arms: {', '.join(report['unfinished']) or 'none'}.",
@@ -74,11 +94,33 @@ def markdown(report: dict) -> str:
     for arm, row in report["arms"].items():
         for name, d in row.get("vs_grpo", {}).items():
             ci = f"({pts(d['ci_low'])}, {pts(d['ci_high'])})"
-            lines.append(f"| {arm} | {name} | {pts(d['diff'])} | {ci} | {pts(d['mde'])} | {d['reading']} |")
+            lines.append(f"| {arm} | {name} | {pts(d['diff'])} | {ci} | {pts(d['mde'], '')} | {d['reading']} |")
     lines += ["", "| arm | gain in pass@1 from step 0 | 95% CI | above +5 |", "|---|---|---|---|"]
     for arm, row in report["arms"].items():
         g = row["gain_pass@1"]
         lines.append(f"| {arm} | {pts(g['diff'])} | ({pts(g['ci_low'])}, {pts(g['ci_high'])}) | {g['above_target']} |")
+    if "lens_update_hardly_differs" in report:
+        verdict = {
+            True: "LENS's update hardly differs from GRPO's",
+            False: "LENS's update differs from GRPO's",
+            None: "nothing can be said: no diag/rel_diff was logged",
+        }
+        lines += [
+            "",
+            f"By the plan's rule (mean diag/rel_diff below {INERT}): {verdict[report['lens_update_hardly_differs']]}.",
+        ]
+    if "supplementary" in report:
+        d = report["supplementary"]
+        seeds = ", ".join(map(str, d["seeds"]))
+        lines += [
+            "",
+            f"Supplementary (post hoc), lens - grpo in final overall pass@1 over seeds {seeds}: {pts(d['diff'])}"
+            f" ({pts(d['ci_low'])}, {pts(d['ci_high'])}), MDE {pts(d['mde'], '')}, {d['reading']}.",
+        ]
+    lines += ["", "| arm | " + " | ".join(DESCRIPTIVE) + " |", "|---|" + "---|" * len(DESCRIPTIVE)]
+    for arm, row in report["arms"].items():
+        cells = ["n/a" if (v := row["descriptive"][key]) is None else f"{v:.4g}" for key in DESCRIPTIVE]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
