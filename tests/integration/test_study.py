@@ -190,6 +190,27 @@ def test_a_longer_arm_extends_a_finished_shorter_run_exactly(tiny_model_dir, tmp
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
 
 
+def test_an_interrupted_study_keeps_the_records_of_its_finished_runs(tiny_model_dir, tmp_path):
+    # the second arm's model does not exist, so the study stops there; the first arm's record is
+    # already written (a study killed mid-way loses only its unfinished runs)
+    from lensrl.research.study import Arm, Study, arm_config, train_arms
+
+    base = [o for o in tiny_overrides(tiny_model_dir, tmp_path / "unused") if not o.startswith("run.")]
+    study = Study(
+        "interrupted",
+        "q",
+        (Arm("grpo", ("algo.advantage=grpo",)), Arm("broken", (f"model.name_or_path={tmp_path / 'missing'}",))),
+        overrides=(*base, "run.steps=1"),
+    )
+    runs, records = tmp_path / "study" / study.name, tmp_path / "records"
+    with pytest.raises(ValueError, match="cannot load the tokenizer"):
+        train_arms(
+            study, [0], lambda arm, seed: arm_config(study, arm, seed, runs, None, ["run.progress=false"]), records
+        )
+    assert sorted(p.name for p in records.iterdir()) == ["grpo_seed0.json"]
+    assert json.loads((records / "grpo_seed0.json").read_text())["evals"]
+
+
 def test_every_committed_study_report_is_a_registered_study_or_the_rerun():
     found = sorted(p.parent.relative_to(ROOT) for p in ROOT.glob("results/**/study.json"))
     assert found == sorted([RERUN, *(folder for _, folder in COMMITTED)])

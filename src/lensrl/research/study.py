@@ -23,7 +23,7 @@ import os
 import shutil
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -166,7 +166,8 @@ def train_arms(
 ) -> dict[str, list[RunRecord]]:
     """Train every (arm, seed) that has no finished run yet, arm by arm (all seeds of an arm before the
     next, so that whatever is finished is a whole arm), `jobs` runs at a time; each run's record
-    (`run_record`) is written to `records_dir/<arm>_seed<s>.json` and returned by arm, in seed order.
+    (`run_record`) is written to `records_dir/<arm>_seed<s>.json` as soon as the run finishes (an
+    interrupted study keeps the records of its finished runs), and returned by arm, in seed order.
     A record already there that holds the same resolved config (`reusable_record`) stands for its
     finished run, so a study whose run folders are gone (another machine, a fresh clone) trains only
     what its committed records lack; to train everything again, give another `records_dir`.
@@ -181,22 +182,23 @@ def train_arms(
     configs = {(arm.name, seed): config_of(arm, seed) for arm in study.arms for seed in seeds}
     kept = {key: r for key, config in configs.items() if (r := reusable_record(records_dir, *key, config)) is not None}
     configs = {key: config for key, config in configs.items() if key not in kept}
+
+    def keep(key: tuple[str, int], run_dir: Path) -> None:  # as soon as a run finishes
+        kept[key] = record = run_record(run_dir, *key)
+        (records_dir / f"{key[0]}_seed{key[1]}.json").write_text(json.dumps(record.to_json()))
+
     if jobs == 1:
-        run_dirs = {key: train_one(config, search_root) for key, config in configs.items()}
+        for key, config in configs.items():
+            keep(key, train_one(config, search_root))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(
             jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
         ) as pool:
-            futures = {key: pool.submit(train_one, config, search_root) for key, config in configs.items()}
-            run_dirs = {key: future.result() for key, future in futures.items()}
-    records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
-    for seed in seeds:
-        for arm in study.arms:
-            record = kept.get((arm.name, seed)) or run_record(run_dirs[arm.name, seed], arm.name, seed)
-            (records_dir / f"{arm.name}_seed{seed}.json").write_text(json.dumps(record.to_json()))
-            records[arm.name].append(record)
-    return records
+            futures = {pool.submit(train_one, config, search_root): key for key, config in configs.items()}
+            for future in as_completed(futures):
+                keep(futures[future], future.result())
+    return {arm.name: [kept[arm.name, seed] for seed in seeds] for arm in study.arms}
 
 
 def reusable_record(records_dir: Path, arm: str, seed: int, config: TrainConfig) -> RunRecord | None:
