@@ -3,6 +3,13 @@
     lensrl study smollm2-powered --jobs 2 run.progress=false   # the runs, the study report
     python experiments/smollm2_powered_report.py               # answer.json and answer.md beside it
 
+It also copies each arm's seed-2 run (the study's first seed) from runs/study/smollm2-powered/, where
+it is finished, to adapters/<arm>_seed2/ (its final LoRA adapter and config), which reproduces the
+run's final row of eval.jsonl:
+
+    lensrl eval results/smollm2/chain_sum/powered/adapters/grpo_seed2 --step 20 \\
+        --config results/smollm2/chain_sum/powered/adapters/grpo_seed2/config.yaml
+
 For each arm against grpo, the seed-paired differences of the plan's endpoints (final overall
 pass@1 first; pass@8; levels 3 and 4) with the plan's reading (helps / hurts / no difference
 detected, with the MDE); GRPO's own gain from step 0 and whether its interval lies above the +5
@@ -18,6 +25,7 @@ import sys
 from pathlib import Path
 
 from signs_negative_answer import load, reading, seeds_mean
+from smollm2_chain_sum import keep_adapter
 from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
 from smollm2_lr5e5_report import pairs
 
@@ -26,6 +34,7 @@ from lensrl.research.stats import paired_difference
 from lensrl.research.study import RunRecord
 
 STUDY = "smollm2-powered"
+KEPT_SEED = 2  # the seed whose adapters are committed
 REFERENCE = "grpo"
 ENDPOINTS = (("all", 1), ("all", 8), ("3", 1), ("3", 8), ("4", 1), ("4", 8))  # the primary first
 TARGET = 0.05  # the original comparison's +5-point target for GRPO's gain
@@ -128,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results-dir", default=str(get_study(STUDY).results_dir))
     parser.add_argument("--seeds", default=",".join(map(str, get_study(STUDY).seeds)))
+    parser.add_argument("--runs-dir", default=f"runs/study/{STUDY}")
     args = parser.parse_args(argv)
     results, seeds = Path(args.results_dir), tuple(int(s) for s in args.seeds.split(","))
+    for arm in get_study(STUDY).arms:
+        run = Path(args.runs_dir) / f"{arm.name}_seed{KEPT_SEED}"
+        if (run / "summary.json").exists():
+            keep_adapter(run, results / "adapters" / run.name)
     command = "python experiments/smollm2_powered_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, **answer(results, seeds)}
     (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
