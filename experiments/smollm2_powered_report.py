@@ -29,6 +29,7 @@ from smollm2_chain_sum import keep_adapter
 from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
 from smollm2_lr5e5_report import pairs
 
+from lensrl.research.plots import finite
 from lensrl.research.registry import get_study
 from lensrl.research.stats import paired_difference
 from lensrl.research.study import RunRecord
@@ -60,6 +61,8 @@ def answer(results: Path, seeds: tuple[int, ...]) -> dict:
     ref = finished.get(REFERENCE)
     for arm, runs in finished.items():
         row: dict = {"descriptive": {key: seeds_mean(runs, key) for key in DESCRIPTIVE}}
+        # the diagnostic is NaN where GRPO's gradient on its minibatch is 0: count the steps it measured
+        row["diagnosed_steps"] = sum(len(finite(r.curves.get("diag/rel_diff", []))) for r in runs)
         start = [r.evals[0].pass_at("all", 1) for r in runs]
         end = [r.evals[-1].pass_at("all", 1) for r in runs]
         gain = paired_difference(start, end)
@@ -126,10 +129,11 @@ def markdown(report: dict) -> str:
             f"Supplementary (post hoc), lens - grpo in final overall pass@1 over seeds {seeds}: {pts(d['diff'])}"
             f" ({pts(d['ci_low'])}, {pts(d['ci_high'])}), MDE {pts(d['mde'], '')}, {d['reading']}.",
         ]
-    lines += ["", "| arm | " + " | ".join(DESCRIPTIVE) + " |", "|---|" + "---|" * len(DESCRIPTIVE)]
+    columns = [*DESCRIPTIVE, "diagnosed steps"]
+    lines += ["", "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for arm, row in report["arms"].items():
         cells = ["n/a" if (v := row["descriptive"][key]) is None else f"{v:.4g}" for key in DESCRIPTIVE]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | " + " | ".join([*cells, str(row["diagnosed_steps"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
