@@ -173,8 +173,8 @@ def train_arms(
     what its committed records lack; to train everything again, give another `records_dir`.
 
     With jobs > 1 the runs go to `jobs` worker processes with cpu_count // jobs threads each (two runs
-    with one thread each finish sooner than one after the other with two, on a 2-core CPU); a run
-    computes the same numbers whichever process trains it.
+    with one thread each finish sooner than one after the other with two, on a 2-core CPU), a new
+    process for each run; a run computes the same numbers whichever process trains it.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -192,8 +192,14 @@ def train_arms(
             keep(key, train_one(config, search_root))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
+        # a fresh process per run: a worker's resident memory grows from run to run, and a worker that
+        # outlives a broken pool (its stop signal is caught as a graceful stop) takes no further run
         with ProcessPoolExecutor(
-            jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)
+            jobs,
+            mp_context=get_context("spawn"),
+            initializer=torch.set_num_threads,
+            initargs=(threads,),
+            max_tasks_per_child=1,
         ) as pool:
             futures = {pool.submit(train_one, config, search_root): key for key, config in configs.items()}
             for future in as_completed(futures):
