@@ -1,0 +1,42 @@
+"""The SmolLM2 reports (experiments/smollm2_lr5e5_report.py, experiments/smollm2_powered_report.py)
+regenerate their committed numbers from the committed records alone: rerun into a copy of the inputs,
+every number of the JSON and every line of the Markdown come out as committed (the `command` field
+differs only in the arguments that point the script at the copy)."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# (script, committed folder, the inputs it reads from that folder, its outputs)
+REPORTS = [
+    ("smollm2_lr5e5_report", "results/smollm2/chain_sum/lr5e-5", ("runs", "logs"), ("results.json", "compare.md")),
+    ("smollm2_powered_report", "results/smollm2/chain_sum/powered", ("runs",), ("answer.json", "answer.md")),
+]
+
+
+def without_command(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    report.pop("command")
+    return report
+
+
+@pytest.mark.parametrize(("script", "folder", "inputs", "outputs"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_a_smollm2_report_regenerates_from_its_committed_records(script, folder, inputs, outputs, tmp_path, monkeypatch):
+    # the scripts import their neighbours by name and read the follow-up's records by a path relative
+    # to the repository root, as when run from it
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    monkeypatch.delitem(sys.modules, script, raising=False)
+    module = __import__(script)
+    for name in inputs:
+        shutil.copytree(ROOT / folder / name, tmp_path / name)
+    # --runs-dir: no run folders, so the powered report copies no adapter over the committed ones
+    extra = ["--runs-dir", str(tmp_path / "no-runs")] if script == "smollm2_powered_report" else []
+    assert module.main(["--results-dir", str(tmp_path), *extra]) == 0
+    data, text = outputs
+    assert without_command(tmp_path / data) == without_command(ROOT / folder / data)
+    assert (tmp_path / text).read_text() == (ROOT / folder / text).read_text()
