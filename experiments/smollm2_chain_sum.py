@@ -121,8 +121,8 @@ def choose_lr(probes: dict[str, dict]) -> str:
 
 def keep_adapter(run_dir: Path, into: Path) -> Path:
     """Copy the run's final adapter and its config, without this machine's paths: the base model is named
-    by its spec, and the run's own paths (the starting adapter and the run folder) are cleared so that
-    `lensrl eval` with it writes a folder of its own."""
+    by its spec, and the run's own paths (the starting adapter and the run folder) are cleared, so that
+    `lensrl eval` with it logs to no folder unless given `--output-dir`."""
     final = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
     into.mkdir(parents=True, exist_ok=True)
     shutil.copy(final / "adapter_model.safetensors", into / "adapter_model.safetensors")

@@ -15,9 +15,9 @@ model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: 
 data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and its meaning)."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, output_help: str = "run folder (default: a new folder under runs/)") -> None:
     p.add_argument("--config", help="YAML file of deltas over the defaults")
-    p.add_argument("--output-dir", help="run folder (default: a new folder under runs/)")
+    p.add_argument("--output-dir", help=output_help)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample with the seed of a run's evaluation at this step (with run.seed), so that a run's "
         "checkpoint reproduces that run's row of eval.jsonl (default: 0)",
     )
-    _common(p)
+    _common(p, "folder to log the evaluation to (config.yaml, eval.jsonl; default: run.output_dir, else none)")
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)

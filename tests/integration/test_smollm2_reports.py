@@ -25,7 +25,7 @@ def without_command(path: Path) -> dict:
 
 
 @pytest.mark.parametrize(("script", "folder", "inputs", "outputs"), REPORTS, ids=[r[0] for r in REPORTS])
-def test_a_smollm2_report_regenerates_from_its_committed_records(script, folder, inputs, outputs, tmp_path, monkeypatch):
+def test_a_smollm2_report_regenerates_from_its_records(script, folder, inputs, outputs, tmp_path, monkeypatch):
     # the scripts import their neighbours by name and read the follow-up's records by a path relative
     # to the repository root, as when run from it
     monkeypatch.chdir(ROOT)
