@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# (script, committed folder, the inputs it reads from that folder, its outputs)
+# (script, committed folder, the inputs it reads from that folder, its outputs, further arguments:
+# the powered report is given no run folders, so it copies no adapter over the committed ones)
 REPORTS = [
-    ("smollm2_lr5e5_report", "results/smollm2/chain_sum/lr5e-5", ("runs", "logs"), ("results.json", "compare.md")),
-    ("smollm2_powered_report", "results/smollm2/chain_sum/powered", ("runs",), ("answer.json", "answer.md")),
+    ("smollm2_lr5e5_report", "results/smollm2/chain_sum/lr5e-5", ("runs", "logs"), ("results.json", "compare.md"), ()),
+    (
+        "smollm2_powered_report",
+        "results/smollm2/chain_sum/powered",
+        ("runs",),
+        ("answer.json", "answer.md"),
+        ("--runs-dir", "{tmp}/no-runs"),
+    ),
 ]
 
 
@@ -24,8 +31,8 @@ def without_command(path: Path) -> dict:
     return report
 
 
-@pytest.mark.parametrize(("script", "folder", "inputs", "outputs"), REPORTS, ids=[r[0] for r in REPORTS])
-def test_a_smollm2_report_regenerates_from_its_records(script, folder, inputs, outputs, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("script", "folder", "inputs", "outputs", "extra"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_a_smollm2_report_regenerates_from_its_records(script, folder, inputs, outputs, extra, tmp_path, monkeypatch):
     # the scripts import their neighbours by name and read the follow-up's records by a path relative
     # to the repository root, as when run from it
     monkeypatch.chdir(ROOT)
@@ -34,9 +41,7 @@ def test_a_smollm2_report_regenerates_from_its_records(script, folder, inputs, o
     module = __import__(script)
     for name in inputs:
         shutil.copytree(ROOT / folder / name, tmp_path / name)
-    # --runs-dir: no run folders, so the powered report copies no adapter over the committed ones
-    extra = ["--runs-dir", str(tmp_path / "no-runs")] if script == "smollm2_powered_report" else []
-    assert module.main(["--results-dir", str(tmp_path), *extra]) == 0
+    assert module.main(["--results-dir", str(tmp_path), *(a.format(tmp=tmp_path) for a in extra)]) == 0
     data, text = outputs
     assert without_command(tmp_path / data) == without_command(ROOT / folder / data)
     assert (tmp_path / text).read_text() == (ROOT / folder / text).read_text()
