@@ -23,9 +23,10 @@ import torch
 
 from lensrl.config import load_config
 from lensrl.data.sources import load_problems
+from lensrl.policy.forward import behaviour_logprobs
 from lensrl.policy.models import autocast
 from lensrl.policy.prepare import prepare
-from lensrl.rollout.sampler import behaviour_logprobs, sample
+from lensrl.rollout.sample import sample
 
 
 def quantiles(x: torch.Tensor) -> dict[str, float]:

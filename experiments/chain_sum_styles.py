@@ -22,7 +22,7 @@ from lensrl.data.prompts import format_problems
 from lensrl.data.sources import load_problems
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.policy.models import load_policy
-from lensrl.rollout.sampler import Rollout
+from lensrl.records import Rollout
 from lensrl.runs.lifecycle import evaluate_and_log
 
 DIRECT = "The final answer"

@@ -14,7 +14,7 @@ _EXPORTS = {
     "grpo_advantages": "lensrl.core.advantages",
     "lens_rewards": "lensrl.core.advantages",
     "lens_advantages": "lensrl.core.advantages",
-    "LensSettings": "lensrl.core.advantages",
+    "LensSettings": "lensrl.core.settings",
     "w_reinforce_advantages": "lensrl.core.advantages",
     "ngrpo_advantages": "lensrl.core.advantages",
     "policy_loss": "lensrl.core.loss",
@@ -23,11 +23,11 @@ _EXPORTS = {
     "head_logprobs": "lensrl.core.logprobs",
     "pass_at_k": "lensrl.core.passk",
     "verify_math": "lensrl.rollout.verify",
-    "extract_answer": "lensrl.rollout.verify",
+    "extract_answer": "lensrl.data.answers",
     "MathVerifier": "lensrl.rollout.verify",
     "Verifier": "lensrl.rollout.verifier",
     "FunctionVerifier": "lensrl.rollout.verifier",
-    "Problem": "lensrl.data.problem",
+    "Problem": "lensrl.records",
     "load_jsonl": "lensrl.data.sources",
     "load_source": "lensrl.data.sources",
     "load_problems": "lensrl.data.sources",
@@ -38,11 +38,14 @@ _EXPORTS = {
     "load_config": "lensrl.config",
     "train": "lensrl.training.trainer",
     "evaluate": "lensrl.evaluation.evaluate",
+    "EvalSettings": "lensrl.evaluation.evaluate",
+    "Rollout": "lensrl.records",
+    "ScoredRollout": "lensrl.records",
     "paired_difference": "lensrl.research.stats",
     "sign_flip_p": "lensrl.research.stats",
     "gradient_comparison": "lensrl.training.diagnostics",
     "run_study": "lensrl.research.study",
-    "measure_profile": "lensrl.testbed.profile",
+    "measure_profile": "lensrl.evaluation.profile",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,7 +53,6 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from lensrl.config import TrainConfig, load_config
     from lensrl.core.advantages import (
-        LensSettings,
         grpo_advantages,
         lens_advantages,
         lens_rewards,
@@ -60,16 +62,18 @@ if TYPE_CHECKING:
     from lensrl.core.logprobs import head_logprobs, selective_logprobs
     from lensrl.core.loss import k3_kl, policy_loss
     from lensrl.core.passk import pass_at_k
-    from lensrl.data.problem import Problem
+    from lensrl.core.settings import LensSettings
+    from lensrl.data.answers import extract_answer
     from lensrl.data.prompts import format_prompt
     from lensrl.data.sources import load_jsonl, load_problems, load_source
-    from lensrl.evaluation.evaluate import evaluate
+    from lensrl.evaluation.evaluate import EvalSettings, evaluate
+    from lensrl.evaluation.profile import measure_profile
     from lensrl.policy.models import load_policy
+    from lensrl.records import Problem, Rollout, ScoredRollout
     from lensrl.research.stats import paired_difference, sign_flip_p
     from lensrl.research.study import run_study
     from lensrl.rollout.verifier import FunctionVerifier, Verifier
-    from lensrl.rollout.verify import MathVerifier, extract_answer, verify_math
-    from lensrl.testbed.profile import measure_profile
+    from lensrl.rollout.verify import MathVerifier, verify_math
     from lensrl.training.diagnostics import gradient_comparison
     from lensrl.training.sft import sft
     from lensrl.training.trainer import train

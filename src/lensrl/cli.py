@@ -1,9 +1,13 @@
-"""`lensrl` command line. Heavy libraries are imported only after the arguments parse, so --help is instant."""
+"""`lensrl` command line: one subcommand per job, each dispatched to its function by argparse
+(`set_defaults(func=...)`). Heavy libraries are imported inside those functions, after the arguments
+parse, so --help is instant."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +17,163 @@ from lensrl.research.registry import STUDIES
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
 data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and its meaning)."""
+
+
+# ------------------------------------------------------------------------------------ the commands
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lensrl.evaluation.evaluate import format_table
+    from lensrl.training.trainer import train
+
+    result = train(_config(args), resume=args.resume)
+    if result.stopped_by:
+        print(
+            f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
+            f"lensrl train --resume --output-dir {result.output_dir}",
+            file=sys.stderr,
+        )
+        return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
+    print(format_table({"before": result.first_eval, "after": result.last_eval}))
+    print(f"run folder: {result.output_dir}")
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from lensrl.evaluation.evaluate import format_table
+    from lensrl.training.sft import sft
+
+    result = sft(_config(args))
+    print(format_table({"before": result.first_eval, "after": result.last_eval}))
+    print(f"run folder: {result.output_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lensrl.config import save_config
+    from lensrl.data.sources import load_problems
+    from lensrl.evaluation.evaluate import EvalSettings, format_table
+    from lensrl.policy.prepare import prepare
+    from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
+
+    config = _config(args)
+    problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
+    p = prepare(config, eval_problems=problems, weights=args.checkpoint, check_lengths=False)
+    settings = EvalSettings.of_run(config, args.step)
+    if not config.run.output_dir:
+        result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, settings, config.model)
+    else:
+        with owned(config.run.output_dir) as out:
+            save_config(config, out / "config.yaml")
+            result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, settings, config.model, RunFolder(out))
+    print(format_table({"eval": result}))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lensrl.research.compare import compare
+
+    report = compare(_config(args), args.seeds)
+    print(report.table)
+    print(f"results: {report.output_dir}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from lensrl.research.study import report_from_records, run_study
+
+    if args.report_only:
+        result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
+    else:
+        result = run_study(
+            args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir, args.jobs
+        )
+    print(result.table)
+    print(f"results: {result.output_dir}")
+    return 0
+
+
+def _samples(args: argparse.Namespace) -> int:
+    from lensrl.runs.samples import print_samples
+
+    print_samples(Path(args.run), step=args.step, negative_only=args.negative, limit=args.limit)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from lensrl.research.plots import plot_runs
+
+    labels = args.labels.split(",") if args.labels else None
+    print(f"plot: {plot_runs([Path(r) for r in args.runs], Path(args.output) if args.output else None, labels)}")
+    return 0
+
+
+def _grad_diff(args: argparse.Namespace) -> int:
+    from lensrl.training.diagnostics import format_gradient_table, measure_gradients
+
+    # MODEL and key=value positionals arrive together: an item with "=" that is no path is an override
+    models = [m for m in args.models if "=" not in m or Path(m).exists()]
+    overrides = [m for m in args.models if m not in models] + list(args.overrides)
+    if not models:
+        raise ValueError('grad-diff needs at least one MODEL (a model folder, hub id, "testbed" or run folder)')
+    report = {
+        "command": shlex.join(["lensrl", *args.argv]),
+        **measure_gradients(models, args.rollouts, args.config, overrides),
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_gradient_table(report))
+    print(f"results: {args.output}")
+    return 0
+
+
+def _testbed_build(args: argparse.Namespace) -> int:
+    from lensrl.training.warmstart import build_base_policy, committed_config
+
+    given = {name: getattr(args, name) for name in _WARMSTART_FLAGS if getattr(args, name) is not None}
+    config = committed_config(args.testbed).model_copy(update=given)
+    config = type(config).model_validate(config.model_dump())  # validated as a whole, like a fresh config
+    path = build_base_policy(args.output_dir, config, progress=not args.no_progress)
+    print(f"base policy written to {path}")
+    return 0
+
+
+def _testbed_profile(args: argparse.Namespace) -> int:
+    from lensrl.evaluation.profile import report
+    from lensrl.seeds import EVAL_SEED
+
+    results = report(
+        args.testbed,
+        args.model_dir,
+        args.problems_per_level,
+        args.samples,
+        EVAL_SEED if args.seed is None else args.seed,
+        args.sampler,
+        args.device,
+        Path(args.json) if args.json else None,
+        Path(args.png) if args.png else None,
+        shlex.join(["lensrl", *args.argv]),
+    )
+    return 0 if all(results.values()) else 1
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202 (TrainConfig: imported only here)
+    """The resolved config of a run command: --config (or, resuming, the run folder's config.yaml),
+    then the overrides, --output-dir last."""
+    from lensrl.config import load_config
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    config_path = args.config
+    saved = Path(args.output_dir or ".") / "config.yaml"
+    if getattr(args, "resume", False) and config_path is None and args.output_dir and saved.exists():
+        config_path = str(saved)
+    return load_config(config_path, overrides)
+
+
+# ------------------------------------------------------------------------------------ the parser
 
 
 def _common(p: argparse.ArgumentParser, output_help: str = "run folder (default: a new folder under runs/)") -> None:
@@ -28,6 +189,28 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+# `lensrl testbed-build`: one flag per field of `lensrl.training.warmstart.WarmStartConfig` but `testbed`
+# (type, help), written out so that --help needs no import of the trainer
+_WARMSTART_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "optimizer steps (a fixed count, never a time budget)"),
+    "batch_size": (int, "sequences per step; levels cycle evenly inside every batch"),
+    "micro_batch_size": (int, "sequences per forward pass"),
+    "lr": (float, "peak AdamW learning rate"),
+    "warmup_steps": (int, "steps of linear warm-up before the cosine decay to zero"),
+    "weight_decay": (float, "AdamW decoupled weight decay"),
+    "max_grad_norm": (float, "gradient-norm clipping threshold"),
+    "seed": (int, "seed of the weight init and of the training problems"),
+    "levels": (int, "difficulty levels of the training problems, cycled evenly"),
+    "hidden_size": (int, "width of the residual stream"),
+    "intermediate_size": (int, "width of the SwiGLU MLP"),
+    "num_layers": (int, "transformer blocks"),
+    "num_heads": (int, "attention heads"),
+    "tie_word_embeddings": (bool, "share the input embedding and the output projection"),
+    "max_position_embeddings": (int, "longest sequence the model is configured for"),
+    "num_threads": (int, "CPU threads while training (fixed, so the weights do not depend on the machine)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lensrl",
@@ -36,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser(
         "train", help="train with LENS (default) or GRPO; prints pass@k by level before and after", epilog=EPILOG
     )
@@ -46,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
         "config unless --config is given); overrides may only extend run.steps or bookkeeping",
     )
+    p.set_defaults(func=_train)
+
     p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
     p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
     p.add_argument(
@@ -56,9 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint reproduces that run's row of eval.jsonl (default: 0)",
     )
     _common(p, "folder to log the evaluation to (config.yaml, eval.jsonl; default: run.output_dir, else none)")
+    p.set_defaults(func=_eval)
+
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds, e.g. 0,1,2 (default: 0)")
     _common(p)
+    p.set_defaults(func=_compare)
+
     p = sub.add_parser(
         "study",
         help=f"a resumable multi-seed study ({', '.join(STUDIES)}): JSON, table and plots in its results folder",
@@ -85,19 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="train nothing: rebuild the report from the run records in RESULTS_DIR/runs/",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides under every arm")
+    p.set_defaults(func=_study)
+
     p = sub.add_parser(
         "sft", help="supervised warm-start on worked solutions (teaches the answer format)", epilog=EPILOG
     )
     _common(p)
+    p.set_defaults(func=_sft)
+
     p = sub.add_parser("samples", help="print a run's sample log (samples.jsonl): most confident mistakes first")
     p.add_argument("run", help="run folder")
     p.add_argument("--step", type=int, help="only this step's entry (default: the latest)")
     p.add_argument("--negative", action="store_true", help="only negative (all-wrong) groups")
     p.add_argument("--limit", type=int, default=None, help="at most this many groups")
+    p.set_defaults(func=_samples)
+
     p = sub.add_parser("plot", help="one PNG of the curves of one or more runs, overlaid")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--output", help="PNG path (default: RUN/curves.png for one run, curves.png for several)")
     p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
+    p.set_defaults(func=_plot)
+
     p = sub.add_parser(
         "grad-diff",
         help="GRPO vs LENS without seeds: the first minibatch's gradient under both, "
@@ -115,10 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="grad_diff.json", help="JSON path (default: grad_diff.json)")
     p.add_argument("--config", help="YAML file of deltas over the defaults (or over a run folder's config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p = sub.add_parser("testbed-build", help="rebuild the testbed's base policy by supervised warm-start")
+    p.set_defaults(func=_grad_diff)
+
+    p = sub.add_parser(
+        "testbed-build",
+        help="rebuild a testbed's base policy by supervised warm-start (defaults: its committed warm-start)",
+    )
     p.add_argument("--output-dir", required=True, help="folder to write the Hugging Face model into")
     p.add_argument("--testbed", default="carry", help="which testbed: carry (default) or signs")
-    p.add_argument("--steps", type=int, help="warm-start steps (default: the committed policy's)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for name, (kind, text) in _WARMSTART_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, type=kind, nargs="+" if name == "levels" else None, default=None, help=text)
+    p.set_defaults(func=_testbed_build)
+
     p = sub.add_parser(
         "testbed-profile",
         help="what RL starts from on a testbed: pass@k by level at step 0, the "
@@ -133,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the profile and the checks to this JSON file")
     p.add_argument("--png", help="also plot the confidence histograms into this PNG")
+    p.set_defaults(func=_testbed_profile)
     return parser
 
 
@@ -150,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.checkpoint)  # `lensrl eval key=value ...`: an override, not a folder
         args.checkpoint = None
     try:
-        return _dispatch(args)
+        return args.func(args)
     except (
         ValueError
     ) as e:  # bad input (ConfigError included): a message, not a traceback (LENSRL_TRACEBACK=1 shows it)
@@ -158,160 +370,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lensrl: {e}", file=sys.stderr)
         return 2
-
-
-def _dispatch(args) -> int:
-    from lensrl.config import load_config
-
-    if args.command == "testbed-build":
-        return _testbed_build(args)
-    if args.command == "testbed-profile":
-        return _testbed_profile(args)
-    if args.command == "study":
-        return _study(args)
-    if args.command == "grad-diff":
-        return _grad_diff(args)
-    if args.command == "samples":
-        from lensrl.research.samples import print_samples
-
-        print_samples(Path(args.run), step=args.step, negative_only=args.negative, limit=args.limit)
-        return 0
-    if args.command == "plot":
-        from lensrl.research.plots import plot_runs
-
-        labels = args.labels.split(",") if args.labels else None
-        print(f"plot: {plot_runs([Path(r) for r in args.runs], Path(args.output) if args.output else None, labels)}")
-        return 0
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"run.output_dir={args.output_dir}")
-    config_path = args.config
-    saved = Path(args.output_dir or ".") / "config.yaml"
-    if getattr(args, "resume", False) and config_path is None and args.output_dir and saved.exists():
-        config_path = str(saved)
-    return _run(args, load_config(config_path, overrides))
-
-
-def _run(args, config) -> int:
-    if args.command == "train":
-        from lensrl.evaluation.evaluate import format_table
-        from lensrl.training.trainer import train
-
-        result = train(config, resume=args.resume)
-        if result.stopped_by:
-            print(
-                f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
-                f"lensrl train --resume --output-dir {result.output_dir}",
-                file=sys.stderr,
-            )
-            return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
-        print(format_table({"before": result.first_eval, "after": result.last_eval}))
-        print(f"run folder: {result.output_dir}")
-    elif args.command == "sft":
-        from lensrl.evaluation.evaluate import format_table
-        from lensrl.training.sft import sft
-
-        result = sft(config)
-        print(format_table({"before": result.first_eval, "after": result.last_eval}))
-        print(f"run folder: {result.output_dir}")
-    elif args.command == "eval":
-        return _eval(config, args.checkpoint, args.step)
-    elif args.command == "compare":
-        from lensrl.research.compare import compare
-
-        report = compare(config, args.seeds)
-        print(report.table)
-        print(f"results: {report.output_dir}")
-    return 0
-
-
-def _eval(config, checkpoint: str | None, step: int = 0) -> int:
-    from lensrl.config import save_config
-    from lensrl.data.sources import load_problems
-    from lensrl.evaluation.evaluate import format_table
-    from lensrl.policy.prepare import prepare
-    from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
-
-    problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
-    p = prepare(config, eval_problems=problems, weights=checkpoint, check_lengths=False)
-    if not config.run.output_dir:
-        result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, config, step=step)
-    else:
-        with owned(config.run.output_dir) as out:
-            folder = RunFolder(out)
-            save_config(config, out / "config.yaml")
-            result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, config, step=step, folder=folder)
-    print(format_table({"eval": result}))
-    return 0
-
-
-def _study(args) -> int:
-    from lensrl.research.study import report_from_records, run_study
-
-    if args.report_only:
-        result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
-    else:
-        result = run_study(
-            args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir, args.jobs
-        )
-    print(result.table)
-    print(f"results: {result.output_dir}")
-    return 0
-
-
-def _grad_diff(args) -> int:
-    import json
-    import shlex
-
-    from lensrl.training.diagnostics import format_gradient_table, measure_gradients
-
-    # MODEL and key=value positionals arrive together: an item with "=" that is no path is an override
-    models = [m for m in args.models if "=" not in m or Path(m).exists()]
-    overrides = [m for m in args.models if m not in models] + list(args.overrides)
-    if not models:
-        raise ValueError('grad-diff needs at least one MODEL (a model folder, hub id, "testbed" or run folder)')
-    report = {
-        "command": shlex.join(["lensrl", *args.argv]),
-        **measure_gradients(models, args.rollouts, args.config, overrides),
-    }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_gradient_table(report))
-    print(f"results: {args.output}")
-    return 0
-
-
-def _testbed_build(args) -> int:
-    from lensrl.testbed.warmstart import build_base_policy, committed_config
-
-    config = committed_config(args.testbed)
-    if args.steps is not None:
-        config = config.model_copy(update={"steps": args.steps})
-    path = build_base_policy(args.output_dir, config)
-    print(f"base policy written to {path}")
-    return 0
-
-
-def _testbed_profile(args) -> int:
-    import shlex
-
-    from lensrl.seeds import EVAL_SEED
-    from lensrl.testbed.profile import report
-
-    results = report(
-        args.testbed,
-        args.model_dir,
-        args.problems_per_level,
-        args.samples,
-        EVAL_SEED if args.seed is None else args.seed,
-        args.sampler,
-        args.device,
-        Path(args.json) if args.json else None,
-        Path(args.png) if args.png else None,
-        shlex.join(["lensrl", *args.argv]),
-    )
-    return 0 if all(results.values()) else 1
 
 
 if __name__ == "__main__":

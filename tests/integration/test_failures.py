@@ -15,12 +15,12 @@ from transformers import AutoConfig
 import lensrl.policy.prepare as prepare
 from lensrl.cli import main
 from lensrl.config import RolloutConfig, load_config
-from lensrl.data.problem import Problem
 from lensrl.data.prompts import check_prompt_lengths
 from lensrl.policy.models import load_tokenizer
-from lensrl.policy.update import NonFiniteError
+from lensrl.records import Problem
 from lensrl.rollout.verifier import FunctionVerifier
 from lensrl.training.trainer import train
+from lensrl.training.update import NonFiniteError
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
 # tiny_overrides: 4 questions x 4 samples, 2 minibatches of 2 groups, micro-batches of 4 rows:

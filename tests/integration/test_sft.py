@@ -6,9 +6,9 @@ import torch
 
 from lensrl.cli import main
 from lensrl.config import ModelConfig, PromptConfig
-from lensrl.data.problem import Problem
 from lensrl.data.prompts import format_problems
 from lensrl.policy.models import load_policy
+from lensrl.records import Problem
 from lensrl.training.sft import IGNORE_INDEX, encode_batch
 
 ROWS = [  # GSM8K local layout: the solution ends in "#### N", which the loader turns into \boxed{N}

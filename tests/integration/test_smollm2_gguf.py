@@ -14,10 +14,12 @@ from transformers import AutoModelForCausalLM
 from lensrl.config import ModelConfig, PromptConfig, RolloutConfig
 from lensrl.core.advantages import lens_advantages
 from lensrl.core.loss import policy_loss
-from lensrl.data.problem import Problem
 from lensrl.data.prompts import format_problems
+from lensrl.policy.forward import behaviour_logprobs, response_logprobs
 from lensrl.policy.models import load_policy
-from lensrl.rollout.sampler import behaviour_logprobs, response_logprobs, sample, score
+from lensrl.records import Problem, ScoredRollout
+from lensrl.rollout.collect import score
+from lensrl.rollout.sample import sample
 from lensrl.rollout.verify import verify_math
 
 pytestmark = pytest.mark.skipif(
@@ -52,12 +54,12 @@ def test_rollout_and_a_lens_step_through_the_shared_code_path(smollm2, tmp_path)
     )
     config = RolloutConfig(group_size=4, max_new_tokens=16, generation_batch_size=4)
     rollout = sample(model, tokenizer, problems, config, seed=0)
-    rollout.correct = score(rollout, verify_math)
-    rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, micro_batch_size=4)
+    rollout = ScoredRollout.of(
+        rollout, score(rollout, verify_math), *behaviour_logprobs(model, rollout, 1.0, micro_batch_size=4)
+    )
     assert torch.isfinite(rollout.seq_logprobs).all() and (rollout.seq_logprobs < 0).all()
     # pretend the whole group is wrong: LENS must still give it a non-zero signal
-    rollout.correct = torch.zeros(4)
-    adv = lens_advantages(rollout.correct, rollout.seq_logprobs, rollout.lengths, 4)
+    adv = lens_advantages(torch.zeros(4), rollout.seq_logprobs, rollout.lengths, 4)
     assert (adv != 0).any()
     before = model.model.norm.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

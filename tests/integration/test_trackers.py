@@ -15,8 +15,8 @@ import pytest
 
 from lensrl.cli import main
 from lensrl.config import load_config
-from lensrl.research.samples import sample_table
 from lensrl.runs.jsonl import read_jsonl
+from lensrl.runs.samples import sample_table
 from lensrl.runs.trackers import open_trackers
 from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides

@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lensrl.config import RolloutConfig, load_config
+from lensrl.policy.forward import behaviour_logprobs
 from lensrl.policy.models import load_policy
-from lensrl.rollout.sampler import behaviour_logprobs, sample
+from lensrl.rollout.sample import sample
 from lensrl.testbed import generate_problems
 from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides

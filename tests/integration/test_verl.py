@@ -300,7 +300,7 @@ def test_compute_score_through_verl_loader():
 def test_write_verl_parquet(tmp_path):
     import pandas as pd
 
-    from lensrl.data.problem import Problem
+    from lensrl.records import Problem
 
     problems = [Problem(prompt="1+1?", answer="2", level=1, id="p0"), Problem(prompt="2+3?", answer="5", id="p1")]
     path = tmp_path / "train.parquet"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lensrl.data.answers import extract_answer
 from lensrl.data.sources import load_jsonl
-from lensrl.rollout.verify import extract_answer, verify_math
+from lensrl.rollout.verify import verify_math
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "chain_sum"

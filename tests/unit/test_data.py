@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lensrl.config import DataConfig, SourceConfig
+from lensrl.data.answers import extract_answer
 from lensrl.data.sources import EVAL_SEED, Problem, load_jsonl, load_problems, load_source
-from lensrl.rollout.verify import extract_answer
 from lensrl.testbed import generate_problems
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

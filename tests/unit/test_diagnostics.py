@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lensrl.config import BOOKKEEPING, RolloutConfig, load_config
+from lensrl.config import BOOKKEEPING, RolloutConfig, load_config, switch_estimator
 from lensrl.core.loss import policy_loss
 from lensrl.policy.distributed import World
+from lensrl.policy.forward import behaviour_logprobs, by_length, trimmed_logprobs
 from lensrl.policy.models import load_policy, load_tokenizer
-from lensrl.policy.update import group_rows
-from lensrl.rollout.sampler import behaviour_logprobs, by_length, sample, trimmed_logprobs
+from lensrl.records import ScoredRollout
+from lensrl.rollout.sample import sample
 from lensrl.testbed import generate_problems
 from lensrl.training.diagnostics import (
-    estimator_advantages,
     first_minibatch,
     format_gradient_table,
     gradient_comparison,
@@ -24,6 +24,7 @@ from lensrl.training.diagnostics import (
     mean_metrics,
 )
 from lensrl.training.trainer import check_layout
+from lensrl.training.update import group_rows
 from tests.conftest import tiny_overrides
 
 G = 4
@@ -54,8 +55,11 @@ def _rollout(model, tokenizer, correct_per_group):
         RolloutConfig(group_size=G, max_new_tokens=8, generation_batch_size=64),
         seed=0,
     )
-    rollout.correct = torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32)
-    rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, 4)
+    rollout = ScoredRollout.of(
+        rollout,
+        torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32),
+        *behaviour_logprobs(model, rollout, 1.0, 4),
+    )
     return rollout
 
 
@@ -82,7 +86,7 @@ def _expected(model, rollout, config, generator):
     """The diag/* metrics straight from their definitions, with flattened gradients."""
     groups = first_minibatch(rollout, config, generator)
     rows = group_rows(groups, G, rollout.input_ids.device)
-    grpo, lens = (estimator_advantages(rollout, config.algo, name) for name in ("grpo", "lens"))
+    grpo, lens = (switch_estimator(config.algo, name).advantages(rollout) for name in ("grpo", "lens"))
     negative_group = rollout.correct.view(-1, G).sum(dim=1) == 0
     lens_negative = lens * negative_group.repeat_interleave(G)
     g_grpo, g_lens, g_neg = (_direct_gradient(model, rollout, a, rows, config) for a in (grpo, lens, lens_negative))
@@ -136,7 +140,7 @@ def test_equal_advantages_give_cosine_one_and_no_difference_even_with_dropout(ti
     config = _config(tiny_model_dir, "algo.scope=negative", "algo.alpha=0")
     model, tokenizer = _dropout_model(tiny_model_dir)
     rollout = _rollout(model, tokenizer, [MIXED, NEGATIVE, (1, 1, 0, 1), NEGATIVE] * 2)
-    grpo, lens = (estimator_advantages(rollout, config.algo, name) for name in ("grpo", "lens"))
+    grpo, lens = (switch_estimator(config.algo, name).advantages(rollout) for name in ("grpo", "lens"))
     assert torch.equal(grpo, lens) and grpo.abs().sum() > 0
     generator = torch.Generator().manual_seed(0)
     got = gradient_comparison(model, rollout, config, generator)
@@ -232,7 +236,7 @@ def test_gradients_are_taken_in_train_mode_as_the_update_takes_them(tiny_model_d
     generator = torch.Generator().manual_seed(0)
     rows = group_rows(first_minibatch(rollout, config, generator), G, rollout.input_ids.device)
     rows = by_length(rows, rollout.lengths, len(rows))[0]
-    grpo = estimator_advantages(rollout, config.algo, "grpo")
+    grpo = switch_estimator(config.algo, "grpo").advantages(rollout)
     torch.manual_seed(11)
     train_norm = _direct_gradient(model, rollout, grpo, rows, config).norm().item()
     model.eval()

@@ -1,37 +1,33 @@
-"""The advantage-estimator registry and a step's rollout metrics, on a hand-built rollout."""
+"""The estimators (`algo`'s models, the one registry) and a step's rollout metrics, on a hand-built rollout."""
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Literal
 
 import pytest
 import torch
 
-from lensrl import estimators
 from lensrl.config import ALGOS, AlgoBase, ConfigError, GRPOAlgo, LensAlgo, load_config, switch_estimator
 from lensrl.core.advantages import (
-    LensSettings,
     grpo_advantages,
     lens_advantages,
     ngrpo_advantages,
     uniform_negative_advantages,
     w_reinforce_advantages,
 )
-from lensrl.data.problem import Problem
-from lensrl.estimators import compute_advantages, get_estimator, register
-from lensrl.lens_settings import SETTING_HELP, read_lens_settings
-from lensrl.rollout.metrics import rollout_metrics
-from lensrl.rollout.sampler import Rollout
+from lensrl.core.settings import SETTING_HELP, SETTINGS, LensSettings, read_lens_settings
+from lensrl.records import Problem, ScoredRollout
+from lensrl.training.metrics import rollout_metrics
 
 
-def _rollout() -> Rollout:
+def _rollout() -> ScoredRollout:
     """Q = 2 groups of G = 2: group 0 mixed (right, wrong), group 1 negative (wrong, wrong).
 
     Response lengths 2, 1, 2, 2 tokens; token log-probs chosen so that pibar = 0.5, 0.25, 0.8, 0.4.
     """
     lp = torch.tensor([[0.5, 0.5], [0.25, 1.0], [0.8, 0.8], [0.4, 0.4]]).log()
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
-    return Rollout(
+    return ScoredRollout(
         problems=[Problem("Q:1+1\nA:", "2", level=1), Problem("Q:2+2\nA:", "4", level=2)],
         group_size=2,
         input_ids=torch.zeros(4, 3, dtype=torch.long),
@@ -45,7 +41,7 @@ def _rollout() -> Rollout:
     )
 
 
-def test_each_registered_name_dispatches_to_its_core_function():
+def test_each_estimator_computes_its_core_function():
     rollout, algo = _rollout(), LensAlgo(alpha=0.5, scope="mixed")
     args = (rollout.correct, rollout.seq_logprobs, rollout.lengths, 2)
     cases = {
@@ -56,49 +52,42 @@ def test_each_registered_name_dispatches_to_its_core_function():
         "nsr": w_reinforce_advantages(rollout.correct, 0.0),
         "ngrpo": ngrpo_advantages(rollout.correct, 2, 1.0, 1e-6),
     }
-    assert set(cases) == set(estimators.ESTIMATORS)
+    assert set(cases) == set(ALGOS)
     for name, expected in cases.items():
-        assert torch.equal(compute_advantages(switch_estimator(algo, name), rollout), expected)
+        assert torch.equal(switch_estimator(algo, name).advantages(rollout), expected)
 
 
-def test_every_registered_estimator_has_its_settings_model_in_the_config_and_vice_versa():
-    assert {name: est.settings for name, est in estimators.ESTIMATORS.items()} == ALGOS
-    assert all(est.settings.model_fields["advantage"].default == name for name, est in estimators.ESTIMATORS.items())
+def test_the_algo_union_is_the_one_registry():
+    # every model of the union names itself and computes its own advantages
+    assert all(model.model_fields["advantage"].default == name for name, model in ALGOS.items())
+    assert all(model.advantages is not AlgoBase.advantages for model in ALGOS.values())
+    signal = {name for name, model in ALGOS.items() if model.negative_groups_signal}
+    assert signal == {"lens", "uniform_negative", "w_reinforce", "nsr", "ngrpo"}  # all but GRPO
 
 
 def test_an_unknown_estimator_is_an_error_naming_the_known_ones():
     known = "grpo, lens, ngrpo, nsr, uniform_negative, w_reinforce"
-    with pytest.raises(ValueError, match=f"unknown advantage estimator 'ppo'; known: {known}$"):
-        get_estimator("ppo")
-    with pytest.raises(ConfigError, match="unknown advantage estimator 'ppo'"):
+    with pytest.raises(ConfigError, match=f"unknown advantage estimator 'ppo'; known: {known}$"):
         load_config(overrides=["algo.advantage=ppo"])
 
 
 class ConstantAlgo(AlgoBase):
+    negative_groups_signal = False
     advantage: Literal["constant"] = "constant"
     value: float = 1.0
 
+    def advantages(self, rollout):
+        return torch.full_like(rollout.correct, self.value)
 
-def test_a_new_estimator_is_a_settings_model_a_function_and_its_registration(monkeypatch):
-    monkeypatch.setattr(estimators, "ESTIMATORS", dict(estimators.ESTIMATORS))  # leave the real registry alone
+    def metrics(self, rollout):
+        return {"constant/value": self.value}
 
-    @register(
-        "constant",
-        settings=ConstantAlgo,
-        negative_groups_signal=True,
-        metrics=lambda rollout, algo: {"constant/value": algo.value},
-    )
-    def constant(rollout, algo: ConstantAlgo):
-        return torch.full_like(rollout.correct, algo.value)
 
+def test_a_new_estimator_is_one_model_with_its_advantages():
     algo, rollout = ConstantAlgo(value=2.0), _rollout()
-    assert compute_advantages(algo, rollout).tolist() == [2.0] * 4
-    assert get_estimator("constant").negative_groups_signal and get_estimator("constant").settings is ConstantAlgo
+    assert algo.advantages(rollout).tolist() == [2.0] * 4
     assert rollout_metrics(rollout, torch.ones(4), algo)["constant/value"] == 2.0
-    with pytest.raises(ValueError, match="already registered"):
-        register("constant", settings=ConstantAlgo)(constant)
-    with pytest.raises(ValueError, match="settings of estimator 'other' must have advantage='other'"):
-        register("other", settings=ConstantAlgo)
+    assert not algo.negative_groups_signal
 
 
 def test_rollout_metrics_by_hand():
@@ -151,6 +140,10 @@ def test_lens_settings_have_one_definition():
         # the config names the key as it spells it; the values allowed are core's (its Literal types and LensSettings)
         with pytest.raises(ConfigError, match=rf"\n  algo\.{key}: ({key} must be|Input should be )"):
             load_config(overrides=[f"algo.{key}={value}"])
+
+
+def test_every_lens_setting_has_its_help_and_no_other():
+    assert SETTINGS == tuple(f.name for f in fields(LensSettings)) == tuple(SETTING_HELP)
 
 
 def test_the_one_reader_of_lens_settings_names_the_key_as_its_caller_spells_it():

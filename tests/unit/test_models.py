@@ -7,6 +7,7 @@ from lensrl.config import ModelConfig, PromptConfig
 from lensrl.core.logprobs import selective_logprobs
 from lensrl.data.prompts import format_prompt
 from lensrl.data.sources import Problem
+from lensrl.policy.forward import behaviour_logprobs, by_length, response_logprobs, trimmed_logprobs
 from lensrl.policy.models import (
     autocast,
     frozen_weights_cast,
@@ -15,14 +16,8 @@ from lensrl.policy.models import (
     reference_policy,
     resolve_model_path,
 )
-from lensrl.rollout.sampler import (
-    Rollout,
-    behaviour_logprobs,
-    by_length,
-    decode_compact,
-    response_logprobs,
-    trimmed_logprobs,
-)
+from lensrl.records import Rollout
+from lensrl.rollout.compact import decode_compact
 
 
 def _batch(tokenizer, texts, response_len):

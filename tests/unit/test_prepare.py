@@ -3,10 +3,10 @@
 import pytest
 
 from lensrl.config import PromptConfig, load_config
-from lensrl.data.problem import Problem
 from lensrl.data.prompts import format_prompt
 from lensrl.policy.models import load_tokenizer
 from lensrl.policy.prepare import prepare
+from lensrl.records import Problem
 
 SHORT = Problem(prompt="What is 2+3?", answer="5", id="short")
 OTHER = Problem(prompt="What is 4+4?", answer="8", id="other")

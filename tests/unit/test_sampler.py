@@ -8,7 +8,8 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from lensrl.config import ModelConfig, RolloutConfig
 from lensrl.policy.models import load_policy
-from lensrl.rollout.sampler import decode_compact, sample, sampling_probs
+from lensrl.rollout.compact import decode_compact, sampling_probs
+from lensrl.rollout.sample import sample
 from lensrl.testbed import generate_problems
 
 
@@ -135,18 +136,18 @@ def test_sampler_logprobs_equal_the_forward_pass_up_to_round_off():
     # behaviour_logprobs="sampler": the log-probs and entropies of the logits each token was drawn
     # from, against the no-grad forward pass over the finished responses (what "forward" computes);
     # the same tokens either way, the values equal up to float32 round-off of the KV-cache path
-    from lensrl.rollout.sampler import behaviour_logprobs
+    from lensrl.policy.forward import behaviour_logprobs
 
     model, tokenizer = load_policy(ModelConfig(name_or_path="testbed:signs"))
     problems = generate_problems(6, levels=[1, 3, 5], seed=4)
     config = RolloutConfig(group_size=4, max_new_tokens=48, sampler="compact", temperature=0.9, top_p=0.95)
     forward = sample(model, tokenizer, problems, config, seed=2)
     mine = sample(model, tokenizer, problems, config.model_copy(update={"behaviour_logprobs": "sampler"}), seed=2)
-    assert forward.logprobs_old is None and torch.equal(mine.input_ids, forward.input_ids)
+    assert forward.sampler_logprobs is None and torch.equal(mine.input_ids, forward.input_ids)
     lp, ent = behaviour_logprobs(model, forward, 0.9, micro_batch_size=8)
     m = forward.response_mask
-    torch.testing.assert_close(mine.logprobs_old, lp * m, rtol=0, atol=1e-4)
-    torch.testing.assert_close(mine.entropy, ent * m, rtol=0, atol=1e-4)
-    assert (mine.logprobs_old[m == 0] == 0).all() and (mine.logprobs_old[m > 0] < 0).any()
+    torch.testing.assert_close(mine.sampler_logprobs, lp * m, rtol=0, atol=1e-4)
+    torch.testing.assert_close(mine.sampler_entropy, ent * m, rtol=0, atol=1e-4)
+    assert (mine.sampler_logprobs[m == 0] == 0).all() and (mine.sampler_logprobs[m > 0] < 0).any()
     with pytest.raises(ValueError, match='behaviour_logprobs="sampler" needs sampler=compact'):
         RolloutConfig(behaviour_logprobs="sampler")

@@ -1,4 +1,4 @@
-"""The sample log (`lensrl.research.samples`): groups chosen, values recorded, the table, the terminal view, the CLI,
+"""The sample log (`lensrl.runs.samples`): groups chosen, values recorded, the table, the terminal view, the CLI,
 on a hand-built rollout; and a real tiny run that logs samples without changing its numbers."""
 
 import json
@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from lensrl.cli import main
 from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config
 from lensrl.core.advantages import lens_rewards
-from lensrl.data.problem import Problem
-from lensrl.research.samples import (
+from lensrl.records import Problem, Rollout
+from lensrl.runs.checkpoint import latest_checkpoint
+from lensrl.runs.samples import (
     COLUMNS,
     choose_groups,
     format_samples,
@@ -21,8 +22,6 @@ from lensrl.research.samples import (
     sample_record,
     sample_table,
 )
-from lensrl.rollout.sampler import Rollout
-from lensrl.runs.checkpoint import latest_checkpoint
 from tests.conftest import tiny_overrides
 
 # Q = 5 groups of G = 2 (rows 2q, 2q+1), token log-probs chosen so that pibar is:

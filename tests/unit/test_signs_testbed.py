@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from lensrl.config import DataConfig, ModelConfig, load_config
-from lensrl.data.problem import Problem
+from lensrl.data.answers import extract_answer
 from lensrl.data.sources import load_problems
+from lensrl.evaluation.profile import Profile, measure_profile, signs_checks
 from lensrl.policy.models import load_policy
-from lensrl.rollout.verify import extract_answer, verify_math
+from lensrl.records import Problem
+from lensrl.rollout.verify import verify_math
 from lensrl.testbed import signs
 from lensrl.testbed import testbed_name as name_of
-from lensrl.testbed.profile import Profile, measure_profile, signs_checks
 
 
 def test_hand_worked_problem_and_its_dropped_signs():
@@ -105,7 +106,7 @@ def test_data_sources_select_the_testbed_by_name():
 
 def test_the_warm_start_stream_is_the_one_the_committed_policy_trained_on():
     from lensrl.testbed import warmstart_problems
-    from lensrl.testbed.warmstart import committed_config
+    from lensrl.training.warmstart import committed_config
 
     config = committed_config("signs")  # 1000 steps x 64: train_policy draws exactly these, in this order
     stream = warmstart_problems("signs")
@@ -145,7 +146,7 @@ def test_the_default_run_config_loads_by_name():
 
 
 def test_committed_warmstart_configs():
-    from lensrl.testbed.warmstart import WarmStartConfig, committed_config
+    from lensrl.training.warmstart import WarmStartConfig, committed_config
 
     assert committed_config("carry") == WarmStartConfig()  # the carry policy was built with the defaults
     signs_config = committed_config("signs")

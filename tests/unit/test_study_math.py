@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lensrl.config import GRPOAlgo, LensAlgo, UniformNegativeAlgo
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
-from lensrl.estimators import get_estimator
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.research.study import STUDIES, RunRecord, aggregate, format_study_table
 
@@ -27,8 +27,8 @@ def test_kept_groups_keep_negative_groups_only_where_they_carry_a_signal():
     correct = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # mixed, negative, all correct
     assert kept_groups(correct, 2, keep_negative=False).tolist() == [True, False, False]  # GRPO
     assert kept_groups(correct, 2, keep_negative=True).tolist() == [True, True, False]  # LENS, uniform_negative
-    assert get_estimator("lens").negative_groups_signal and get_estimator("uniform_negative").negative_groups_signal
-    assert not get_estimator("grpo").negative_groups_signal
+    assert LensAlgo.negative_groups_signal and UniformNegativeAlgo.negative_groups_signal
+    assert not GRPOAlgo.negative_groups_signal
 
 
 def _record(p1_by_step, level_p1, seed, curves=None, arm="lens"):

@@ -10,13 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lensrl.data.problem import Problem
-from lensrl.rollout.verify import extract_answer, verify_math
+from lensrl.data.answers import extract_answer
+from lensrl.evaluation.profile import measure_profile
+from lensrl.records import Problem
+from lensrl.rollout.verify import verify_math
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.carry import MAX_NUMBER, MAX_TOTAL
-from lensrl.testbed.profile import measure_profile
-from lensrl.testbed.warmstart import WarmStartConfig, build_base_policy, rebuild_command
 from lensrl.training.sft import IGNORE_INDEX, encode_batch
+from lensrl.training.warmstart import WarmStartConfig, build_base_policy, rebuild_command
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")
 
@@ -241,7 +242,7 @@ def test_config_validates_levels():
 
 
 def test_rebuild_command_names_only_changed_fields():
-    assert rebuild_command("out", WarmStartConfig()) == "python -m lensrl.testbed.warmstart --output-dir out"
+    assert rebuild_command("out", WarmStartConfig()) == "python -m lensrl.training.warmstart --output-dir out"
     command = rebuild_command("out", WarmStartConfig(steps=10, levels=(1, 2), tie_word_embeddings=False))
     assert command.endswith("--steps 10 --levels 1 2 --no-tie-word-embeddings")
 
@@ -259,7 +260,7 @@ def test_warmstart_is_deterministic_and_trains(tmp_path):
 
 
 def test_warmstart_changes_the_parameters():
-    from lensrl.testbed.warmstart import build_model, train_policy
+    from lensrl.training.warmstart import build_model, train_policy
 
     config = WarmStartConfig(**TINY)
     tokenizer = build_tokenizer()
@@ -282,7 +283,7 @@ def test_base_policy_is_committed_and_small():
 def test_a_missing_base_policy_is_an_error_that_says_how_to_rebuild_it(tmp_path, monkeypatch):
     # loading a policy never trains one: without the committed weights, "testbed" is a clear error
     import lensrl.testbed
-    import lensrl.testbed.warmstart
+    import lensrl.training.warmstart
     from lensrl.config import ModelConfig
     from lensrl.policy.models import load_policy
 
@@ -290,7 +291,7 @@ def test_a_missing_base_policy_is_an_error_that_says_how_to_rebuild_it(tmp_path,
         raise AssertionError("loading a model must not train one")
 
     monkeypatch.setitem(lensrl.testbed.POLICY_FOLDERS, "carry", str(tmp_path / "missing"))
-    monkeypatch.setattr(lensrl.testbed.warmstart, "build_base_policy", no_build)
+    monkeypatch.setattr(lensrl.training.warmstart, "build_base_policy", no_build)
     with pytest.raises(ValueError, match="lensrl testbed-build --testbed carry --output-dir DIR"):
         load_policy(ModelConfig(name_or_path="testbed"))
 

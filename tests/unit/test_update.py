@@ -7,10 +7,12 @@ from transformers import AutoModelForCausalLM
 
 from lensrl.config import RolloutConfig, load_config
 from lensrl.core.advantages import grpo_advantages
+from lensrl.policy.forward import behaviour_logprobs, trimmed_logprobs
 from lensrl.policy.models import load_policy, load_tokenizer, reference_policy
-from lensrl.policy.update import minibatch_groups, update_policy
-from lensrl.rollout.sampler import behaviour_logprobs, sample, trimmed_logprobs
+from lensrl.records import ScoredRollout
+from lensrl.rollout.sample import sample
 from lensrl.testbed import generate_problems
+from lensrl.training.update import minibatch_groups, update_policy
 from tests.conftest import tiny_overrides
 
 G = 2
@@ -34,8 +36,11 @@ def _rollout(model, tokenizer, correct_per_group):
     """A real rollout of len(correct_per_group) problems x G, with the given correctness and pi_old."""
     problems = generate_problems(len(correct_per_group), seed=3)
     rollout = sample(model, tokenizer, problems, ROLLOUT, seed=0)
-    rollout.correct = torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32)
-    rollout.logprobs_old, rollout.entropy = behaviour_logprobs(model, rollout, 1.0, 4)
+    rollout = ScoredRollout.of(
+        rollout,
+        torch.tensor([c for group in correct_per_group for c in group], dtype=torch.float32),
+        *behaviour_logprobs(model, rollout, 1.0, 4),
+    )
     return rollout
 
 

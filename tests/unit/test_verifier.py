@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from lensrl.data.problem import Problem
-from lensrl.rollout.metrics import verifier_metrics
-from lensrl.rollout.sampler import Rollout, score
+from lensrl.records import Problem, Rollout
+from lensrl.rollout.collect import score
 from lensrl.rollout.verifier import FunctionVerifier, VerifyCounts
 from lensrl.rollout.verify import MATH_VERIFIER, MathVerifier, as_verifier, verify_math
+from lensrl.training.metrics import verifier_metrics
 
 
 def flaky(completion: str, gold: str) -> bool:

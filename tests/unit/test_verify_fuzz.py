@@ -3,7 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lensrl.rollout.verify import MATH_VERIFIER, extract_answer, verify_math
+from lensrl.data.answers import extract_answer
+from lensrl.rollout.verify import MATH_VERIFIER, verify_math
 
 FRAGMENTS = [
     "\\boxed{",

@@ -1,31 +1,46 @@
-"""The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k."""
+"""The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k.
 
-from lensrl.core.advantages import (
-    LensSettings,
-    group_outcomes,
-    grpo_advantages,
-    lens_advantages,
-    lens_rewards,
-    negative_group_signal_share,
-    ngrpo_advantages,
-    w_reinforce_advantages,
-)
-from lensrl.core.logprobs import head_logprobs, selective_logprobs
-from lensrl.core.loss import k3_kl, policy_loss
-from lensrl.core.passk import pass_at_k
+`lensrl.core.settings` (LENS's settings) is plain Python; the rest imports torch. Names are imported
+on first use, so that reading the settings does not load torch.
+"""
 
-__all__ = [
-    "LensSettings",
-    "grpo_advantages",
-    "group_outcomes",
-    "head_logprobs",
-    "k3_kl",
-    "lens_advantages",
-    "lens_rewards",
-    "negative_group_signal_share",
-    "ngrpo_advantages",
-    "pass_at_k",
-    "policy_loss",
-    "selective_logprobs",
-    "w_reinforce_advantages",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LensSettings": "lensrl.core.settings",
+    "read_lens_settings": "lensrl.core.settings",
+    "GROUP_KINDS": "lensrl.core.advantages",
+    "group_kinds": "lensrl.core.advantages",
+    "group_outcomes": "lensrl.core.advantages",
+    "grpo_advantages": "lensrl.core.advantages",
+    "kept_groups": "lensrl.core.advantages",
+    "lens_advantages": "lensrl.core.advantages",
+    "lens_rewards": "lensrl.core.advantages",
+    "negative_group_signal_share": "lensrl.core.advantages",
+    "ngrpo_advantages": "lensrl.core.advantages",
+    "pibar": "lensrl.core.advantages",
+    "uniform_negative_advantages": "lensrl.core.advantages",
+    "w_reinforce_advantages": "lensrl.core.advantages",
+    "head_logprobs": "lensrl.core.logprobs",
+    "selective_logprobs": "lensrl.core.logprobs",
+    "k3_kl": "lensrl.core.loss",
+    "policy_loss": "lensrl.core.loss",
+    "pass_at_k": "lensrl.core.passk",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lensrl.core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -14,55 +14,14 @@ LENS:  pibar_i = exp(logp_i / |o_i|)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 
-AdvantageScale = Literal["group", "batch", "none"]
-LensScope = Literal["all", "mixed", "negative"]
-DEstimator = Literal["normalized", "sequence"]
+from lensrl.core.settings import AdvantageScale, DEstimator, LensScope, LensSettings
 
 LOGPROB_ROUNDOFF = 1e-3
 """A sum of token log-probs can only exceed 0 by float round-off: sums in (0, LOGPROB_ROUNDOFF] count
 as 0 (probability 1), larger ones are an error (docs/algorithm.md Sec. 4)."""
-
-
-@dataclass(frozen=True)
-class LensSettings:
-    """LENS's settings with the paper's defaults; the one definition the trainer, TRL and verl share.
-
-    Invalid values raise a ValueError naming the setting.
-    """
-
-    alpha: float = 0.25
-    """Weight of negative-group advantages (the paper uses 0.25 throughout)."""
-    scope: LensScope = "all"
-    """Ablation: recalibrate wrong answers in all groups, in mixed groups only, or in negative groups only."""
-    d_estimator: DEstimator = "normalized"
-    """D_imp from length-normalised confidences (pibar) or raw sequence probabilities (paper Eq. 14)."""
-    eps: float = 1e-6
-    """Added to the group std in mixed groups (and in negative groups with normalize_negative)."""
-    normalize_negative: bool = False
-    """Negative groups: alpha (r~ - mean) / (std + eps), normalised like mixed groups, instead of alpha (r~ - mean)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (
-            math.isfinite(self.alpha) and self.alpha >= 0
-        ):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        if self.scope not in get_args(LensScope):
-            raise ValueError(f"scope must be one of {', '.join(map(repr, get_args(LensScope)))}, got {self.scope!r}")
-        if self.d_estimator not in get_args(DEstimator):
-            raise ValueError(
-                f"d_estimator must be one of {', '.join(map(repr, get_args(DEstimator)))}, got {self.d_estimator!r}"
-            )
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (
-            math.isfinite(self.eps) and self.eps > 0
-        ):
-            raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
-        if not isinstance(self.normalize_negative, bool):
-            raise ValueError(f"normalize_negative must be true or false, got {self.normalize_negative!r}")
 
 
 def _check_groups(n: int, group_size: int) -> int:
@@ -134,6 +93,17 @@ def _check_lens_inputs(
     return q
 
 
+def log_pibar(seq_logprobs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (N,), (N,) -> (N,) float64
+    """log pibar_i = logp_i / |o_i|, the log of the policy's length-normalised confidence in a response
+    (docs/algorithm.md Sec. 3); a sum of log-probs above 0 is float round-off and reads as 0."""
+    return seq_logprobs.double().clamp(max=0.0) / lengths.double()
+
+
+def pibar(seq_logprobs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (N,), (N,) -> (N,) float64
+    """pibar_i = exp(logp_i / |o_i|), the geometric-mean token probability: LENS's confidence, in (0, 1]."""
+    return log_pibar(seq_logprobs, lengths).exp()
+
+
 def lens_rewards(
     correct: torch.Tensor,  # (N,) 0/1 or bool
     seq_logprobs: torch.Tensor,  # (N,) sum of behaviour-policy token log-probs
@@ -146,20 +116,19 @@ def lens_rewards(
     LensSettings(d_estimator=d_estimator)  # validates the name
     g = group_size
     r = correct.double().view(q, g)  # (Q, G)
-    seq = seq_logprobs.double().clamp(max=0.0)  # round-off above 0 is probability 1
-    log_pibar = (seq / lengths.double()).view(q, g)
-    pibar = log_pibar.exp()
+    log_conf = log_pibar(seq_logprobs, lengths).view(q, g)
+    conf = log_conf.exp()  # pibar
     # D_imp from pibar, or from the raw sequence probability as printed in the paper's Eq. 14
-    log_q = log_pibar if d_estimator == "normalized" else seq.view(q, g)
+    log_q = log_conf if d_estimator == "normalized" else seq_logprobs.double().clamp(max=0.0).view(q, g)
 
     # log D_imp = log G - log sum_{i correct} 1/q_i, kept in log space so tiny q_i cannot overflow
     inv_q = torch.where(r > 0, -log_q, torch.full_like(log_q, -math.inf))
     d_imp = (math.log(g) - torch.logsumexp(inv_q, dim=1, keepdim=True)).exp()  # inf in negative groups
-    floor = 2.0 * pibar.max(dim=1, keepdim=True).values
+    floor = 2.0 * conf.max(dim=1, keepdim=True).values
     has_correct = r.sum(dim=1, keepdim=True) > 0
     d = torch.where(has_correct, torch.maximum(d_imp, floor), floor)  # (Q, 1)
 
-    penalty = pibar / (d - pibar) / g  # in (0, 1/G]
+    penalty = conf / (d - conf) / g  # in (0, 1/G]
     calibrated = r - (1.0 - r) * penalty
     return calibrated.view(-1).to(_out_dtype(seq_logprobs))
 
@@ -259,31 +228,56 @@ def ngrpo_advantages(
     return adv.view(-1).to(_out_dtype(rewards))
 
 
+GROUP_KINDS = ("negative", "mixed", "all_correct")
+"""The outcomes of a group, indexed by `group_kinds`' codes: no right answer, some, all right."""
+
+
+def group_kinds(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (N,) -> (Q,) long
+    """Each group's outcome as an index into GROUP_KINDS: 0 negative (all wrong), 1 mixed, 2 all correct."""
+    q = _check_groups(correct.numel(), group_size)
+    n_correct = correct.double().view(q, group_size).sum(dim=1)
+    return (n_correct > 0).long() + (n_correct == group_size).long()
+
+
 def kept_groups(correct: torch.Tensor, group_size: int, keep_negative: bool) -> torch.Tensor:  # (Q,) bool
     """Groups that DAPO-style filtering keeps: those with both right and wrong answers, and the negative
     groups too when the estimator gives them a signal (LENS: dropping them would delete its signal;
     docs/algorithm.md Sec. 4)."""
-    q = _check_groups(correct.numel(), group_size)
-    n_correct = correct.view(q, group_size).sum(dim=1)
-    keep = (n_correct > 0) & (n_correct < group_size)
-    return keep | (n_correct == 0) if keep_negative else keep
+    kinds = group_kinds(correct, group_size)
+    keep = kinds == GROUP_KINDS.index("mixed")
+    return keep | (kinds == GROUP_KINDS.index("negative")) if keep_negative else keep
 
 
 def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:
-    """Shares of negative (all wrong), mixed and all-correct groups."""
-    q = _check_groups(correct.numel(), group_size)
-    n_correct = correct.double().view(q, group_size).sum(dim=1)
-    return {
-        "groups/negative": (n_correct == 0).double().mean().item(),
-        "groups/mixed": ((n_correct > 0) & (n_correct < group_size)).double().mean().item(),
-        "groups/all_correct": (n_correct == group_size).double().mean().item(),
-    }
+    """Shares of negative (all wrong), mixed and all-correct groups: groups/negative, groups/mixed, groups/all_correct."""
+    kinds = group_kinds(correct, group_size)
+    return {f"groups/{name}": (kinds == i).double().mean().item() for i, name in enumerate(GROUP_KINDS)}
 
 
 def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> float:
-    """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups."""
-    q = _check_groups(correct.numel(), group_size)
-    abs_adv = advantages.double().abs().view(q, group_size)
-    negative = correct.double().view(q, group_size).sum(dim=1) == 0
+    """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups;
+    0 when there is no mass."""
+    negative = group_kinds(correct, group_size) == GROUP_KINDS.index("negative")
+    abs_adv = advantages.double().abs().view(len(negative), group_size)
     total = abs_adv.sum()
     return (abs_adv[negative].sum() / total).item() if total > 0 else 0.0
+
+
+def group_metrics(
+    correct: torch.Tensor,  # (N,) 0/1
+    seq_logprobs: torch.Tensor,  # (N,)
+    lengths: torch.Tensor,  # (N,)
+    advantages: torch.Tensor,  # (N,)
+    group_size: int,
+) -> dict[str, float]:
+    """The negative-group health numbers of a batch, under the names the trainer and TRL both log:
+    groups/negative, groups/mixed, groups/all_correct (`group_outcomes`), pibar/correct and pibar/wrong
+    (mean confidence of right and wrong responses, NaN without any) and adv/negative_group_share
+    (`negative_group_signal_share`)."""
+    confidence, right = pibar(seq_logprobs, lengths), correct > 0
+    return {
+        **group_outcomes(correct, group_size),
+        "pibar/correct": confidence[right].mean().item() if right.any() else math.nan,
+        "pibar/wrong": confidence[~right].mean().item() if (~right).any() else math.nan,
+        "adv/negative_group_share": negative_group_signal_share(advantages, correct, group_size),
+    }

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from lensrl.config import PromptConfig, RolloutConfig
-from lensrl.data.problem import Problem
+from lensrl.records import Problem
 
 
 def resolve_style(tokenizer: PreTrainedTokenizerBase, config: PromptConfig) -> str:

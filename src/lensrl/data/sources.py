@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from lensrl.config import DataConfig, SourceConfig
-from lensrl.data.problem import Problem
-from lensrl.rollout.verify import extract_answer
+from lensrl.data.answers import extract_answer
+from lensrl.records import Problem
 from lensrl.seeds import EVAL_SEED, source_seed
 from lensrl.testbed import task, testbed_name, warmstart_problems
 

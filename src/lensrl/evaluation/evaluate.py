@@ -9,14 +9,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.config import RolloutConfig
+from lensrl.config import RolloutConfig, TrainConfig
 from lensrl.core.passk import pass_at_k
-from lensrl.data.problem import Problem
+from lensrl.data.answers import extract_answer
 from lensrl.policy.distributed import World, all_gather_objects
-from lensrl.rollout.sampler import Rollout, sample, score
+from lensrl.records import Problem, Rollout
+from lensrl.rollout.collect import score
+from lensrl.rollout.sample import sample
 from lensrl.rollout.verifier import VerifierLike
-from lensrl.rollout.verify import extract_answer
-from lensrl.seeds import eval_chunk_seed, first_chunk, problems_per_chunk
+from lensrl.seeds import eval_chunk_seed, eval_seed, first_chunk, problems_per_chunk
 
 
 @dataclass
@@ -112,34 +113,51 @@ def summarise(
     )
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation samples: `samples` responses per problem with the rollout config's temperature,
+    top-p, response length, generation batch size and sampler, seeded by `seed`."""
+
+    rollout: RolloutConfig
+    samples: int
+    seed: int
+    step: int = 0  # the training step the result is logged at
+    progress: bool = False
+
+    @classmethod
+    def of_run(cls, config: TrainConfig, step: int, seed: int | None = None) -> EvalSettings:
+        """A run's evaluation at training step `step`: `run.eval_samples` samples per problem, seeded by
+        `seeds.eval_seed(run.seed, step)` (`seed` replaces it for measurements outside any run)."""
+        seed = eval_seed(config.run.seed, step) if seed is None else seed
+        return cls(config.rollout, config.run.eval_samples, seed, step, config.run.progress)
+
+
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[Problem],
     verifier: VerifierLike,
-    rollout: RolloutConfig,
-    samples: int,
-    seed: int,
-    step: int = 0,
-    progress: bool = False,
+    settings: EvalSettings,
     world: World = World(),
     synced_gpus: bool = False,
-    on_chunk: Callable[[Rollout], None] | None = None,
+    on_chunk: Callable[[Rollout, torch.Tensor], None] | None = None,
 ) -> EvalResult:
-    """Sample `samples` responses per problem at the rollout temperature / top-p and summarise pass@k.
+    """Sample `settings.samples` responses per problem and summarise pass@k.
 
     With several ranks each samples an equal share of the problems (the list is padded by repeating
     its first problems, whose extra counts are dropped) and the correct counts are gathered.
-    `on_chunk` sees every scored chunk of samples (e.g. to measure their confidence).
+    `on_chunk` sees every chunk of samples with its (N,) verdicts (e.g. to measure their confidence).
     """
     if not problems:
         raise ValueError("evaluation needs at least one problem")
-    per_chunk = problems_per_chunk(rollout.generation_batch_size, samples)
+    samples, step = settings.samples, settings.step
+    per_chunk = problems_per_chunk(settings.rollout.generation_batch_size, samples)
     per_rank = -(-len(problems) // world.size)
     padded = (list(problems) * world.size)[: per_rank * world.size]
     mine = padded[world.rank * per_rank : (world.rank + 1) * per_rank]
     first = first_chunk(world.rank, per_rank, per_chunk)
     counts: list[tuple[int, int, int]] = []  # per problem: correct, unparseable, response tokens
+    progress = settings.progress and world.is_main
     chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
         batch = mine[start : start + per_chunk]
@@ -147,24 +165,24 @@ def evaluate(
             model,
             tokenizer,
             batch,
-            rollout,
-            eval_chunk_seed(seed, first + i),
+            settings.rollout,
+            eval_chunk_seed(settings.seed, first + i),
             group_size=samples,
             synced_gpus=synced_gpus,
         )
-        out.correct = score(out, verifier)
+        correct = score(out, verifier)
         if on_chunk is not None:
-            on_chunk(out)
+            on_chunk(out, correct)
         unparseable = torch.tensor([extract_answer(c) is None for c in out.completions])
         per_problem = zip(
-            out.correct.view(len(batch), samples).sum(dim=1).tolist(),
+            correct.view(len(batch), samples).sum(dim=1).tolist(),
             unparseable.view(len(batch), samples).sum(dim=1).tolist(),
             out.lengths.view(len(batch), samples).sum(dim=1).tolist(),
         )
         counts.extend((int(c), int(u), int(n)) for c, u, n in per_problem)
     gathered = [c for part in all_gather_objects(world, counts) for c in part][: len(problems)]
-    correct, unparseable, tokens = zip(*gathered)
-    return summarise(step, problems, correct, samples, unparseable, tokens)
+    correct_counts, unparseable_counts, tokens = zip(*gathered)
+    return summarise(step, problems, correct_counts, samples, unparseable_counts, tokens)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -46,7 +46,7 @@ from lensrl.core.advantages import (
     lens_advantages,
     negative_group_signal_share,
 )
-from lensrl.lens_settings import SETTING_HELP, read_lens_settings
+from lensrl.core.settings import SETTING_HELP, read_lens_settings
 
 _HOOKS = ("_generate_and_score_completions", "_calculate_rewards", "_get_per_token_logps_and_entropies")
 _missing = [name for name in _HOOKS if not hasattr(GRPOTrainer, name)]

@@ -20,7 +20,7 @@ Public API
 * `compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float`: a 0/1
   reward for verl's `reward.custom_reward_function` (`lensrl.verify_math`: last `\\boxed{}` against
   the gold answer with Math-Verify); `reward_kwargs.timeout_s` sets the verifier's time limit.
-* `write_verl_parquet(problems, path, ...)`: `lensrl.data.problem.Problem`s to verl's RL parquet layout.
+* `write_verl_parquet(problems, path, ...)`: `lensrl.records.Problem`s to verl's RL parquet layout.
 * `main()` / `python -m lensrl.integrations.verl`: verl's PPO entry point with LENS installed.
 
 What the estimator does. Correctness is the sequence score, the sum of `token_level_rewards`,
@@ -102,7 +102,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without verl
     ) from exc
 
 from lensrl.core.advantages import LensSettings, lens_advantages
-from lensrl.lens_settings import read_lens_settings
+from lensrl.core.settings import read_lens_settings
 
 __all__ = [
     "ESTIMATOR_NAME",
@@ -356,7 +356,7 @@ def write_verl_parquet(
     data_source: str = "lensrl",
     split: str = "train",
 ) -> int:
-    """Write `lensrl.data.problem.Problem`s in verl's RL parquet layout; returns the number of rows.
+    """Write `lensrl.records.Problem`s in verl's RL parquet layout; returns the number of rows.
 
     Columns: `data_source`, `prompt` (chat messages: an optional system message and the user
     message `template` with `{prompt}` replaced by the question; verl applies the tokenizer's chat

@@ -23,9 +23,9 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import TrainConfig
-from lensrl.data.problem import Problem
 from lensrl.data.prompts import check_prompt_lengths, format_problems
 from lensrl.policy.models import load_policy
+from lensrl.records import Problem
 from lensrl.seeds import DataOrder
 
 

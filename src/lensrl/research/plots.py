@@ -36,12 +36,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from lensrl.research.records import RunRecord
 from lensrl.runs.jsonl import read_jsonl
-
-if TYPE_CHECKING:
-    from lensrl.research.study import RunRecord
 
 SMOOTH = 5  # steps in the running mean drawn in bold
 GREY = "0.35"  # colour of the line-style keys in each panel's legend

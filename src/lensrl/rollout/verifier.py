@@ -2,7 +2,7 @@
 
 A `Verifier` is called like a plain function and keeps its own `counts` (`VerifyCounts`): calls, and
 the ones that went wrong (no readable answer, timeouts, errors). The trainer logs how they change
-over each step as `verify/*` in metrics.jsonl (`lensrl.rollout.metrics.verifier_metrics`), whichever
+over each step as `verify/*` in metrics.jsonl (`lensrl.training.metrics.verifier_metrics`), whichever
 verifier it was given. `FunctionVerifier` wraps a user's plain function; `lensrl.rollout.verify`
 holds the Math-Verify one (`MathVerifier`) and `as_verifier`, which turns whatever a caller passes
 into a verifier.
@@ -60,7 +60,7 @@ class FunctionVerifier(Verifier):
     as wrong. Any other exception is counted in `errors` and then, with `on_error="raise"` (the
     default), raised again (the trainer stops with an error naming the problem, never a silently wrong
     reward), or with `on_error="wrong"` scored as wrong. The verdict itself is returned as the function
-    gave it (`lensrl.rollout.sampler.score` checks it is True/False or 0/1).
+    gave it (`lensrl.rollout.collect.score` checks it is True/False or 0/1).
     """
 
     def __init__(self, function: Callable[[str, str], bool], on_error: Literal["raise", "wrong"] = "raise") -> None:

@@ -1,6 +1,7 @@
 """Answer checking: the final answer of a completion against a gold answer, with Math-Verify.
 
-The final answer is the content of the last balanced `\\boxed{...}` (or a GSM8K-style `#### N`).
+The final answer is the content of the last balanced `\\boxed{...}` (or a GSM8K-style `#### N`:
+`lensrl.data.answers.extract_answer`).
 Model output is untrusted: it is never executed, and a final answer longer than `MAX_ANSWER_CHARS`
 is unparseable (a wrong answer).
 
@@ -60,16 +61,15 @@ from pathlib import Path
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 
+from lensrl.data.answers import extract_answer
 from lensrl.rollout.verifier import FunctionVerifier, Verifier, VerifierLike, VerifyCounts
 
 MAX_ANSWER_CHARS = 256  # a longer "final answer" is treated as unparseable
-MAX_BOX_TRIES = 16  # unbalanced `\\boxed{` openings skipped before giving up
 DEFAULT_TIMEOUT_S = 3.0
 SOFT_TIMEOUT_FRACTION = 0.8  # the worker gives up by itself this far into the time limit
 MEMORY_LIMIT_BYTES = 4 << 30  # worker address space allowed on top of its loaded size
 WORKER_START_TIMEOUT_S = 120.0  # importing Math-Verify (and SymPy) on a loaded machine can be slow
 MEMO_SIZE = 65536  # definite verdicts kept, least recently used dropped first
-_GSM8K = re.compile(r"####\s*([^\n]+)")
 _PLAIN_NUMBER = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?")  # commas only as thousands separators
 # The worker's whole program: argv is [-c, folder holding the lensrl package, socket fd]. The folder goes
 # first on sys.path, ahead of the working directory, so the worker imports the parent's lensrl, installed or not.
@@ -78,27 +78,6 @@ _WORKER_CODE = (
     "from multiprocessing.connection import Connection; import lensrl.rollout.verify as v; "
     "v._worker_main(Connection(int(sys.argv[2])))"
 )
-
-
-def extract_answer(completion: str) -> str | None:
-    """Content of the last balanced `\\boxed{...}`, else the text after the last `####`, else None."""
-    start, end = completion.rfind("\\boxed{"), len(completion)
-    for _ in range(MAX_BOX_TRIES):  # bounded: hostile text can hold thousands of unbalanced boxes
-        if start == -1:
-            break
-        depth = 0
-        for i in range(start + len("\\boxed"), end):
-            c = completion[i]
-            depth += (c == "{") - (c == "}")
-            if depth == 0:
-                return completion[start + len("\\boxed{") : i].strip()
-        # unbalanced: try an earlier box. It cannot close after this one opens (this one never gets
-        # back to depth 0), so it is scanned only up to here and all tries together read the text once.
-        start, end = completion.rfind("\\boxed{", 0, start), start
-    matches = _GSM8K.findall(completion)
-    if matches:
-        return matches[-1].strip().replace(",", "")
-    return None
 
 
 def verify_math(completion: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -6,7 +6,7 @@ Every command that writes a run folder (`train`, `sft`, `lensrl eval --output-di
     config.yaml      the resolved config
     metrics.jsonl    one record per step ({"step": s, ...})
     eval.jsonl       one `EvalResult` per evaluation
-    samples.jsonl    every `run.sample_every` steps, some whole groups of the rollout (`lensrl.research.samples`)
+    samples.jsonl    every `run.sample_every` steps, some whole groups of the rollout (`lensrl.runs.samples`)
     summary.json     first and last evaluation and run facts, written at the end
     checkpoints/     `lensrl.runs.checkpoint`
     run.lock         the live process that owns the folder (removed when it is done)
@@ -14,8 +14,8 @@ Every command that writes a run folder (`train`, `sft`, `lensrl eval --output-di
 Ownership: `owned(folder)` admits one live process at a time; a second one is refused with a message
 naming the owner, and a lock left by a process that no longer runs is taken over. Resume: a run goes
 on from its newest complete checkpoint only with the same config (bookkeeping and `run.steps` aside),
-and its logs are cut back to that step. Evaluation: `evaluate_and_log` samples with
-`seeds.eval_seed(run seed, step)` and appends the result to eval.jsonl. Trackers (`run.report_to`,
+and its logs are cut back to that step. Evaluation: `evaluate_and_log` samples as its `EvalSettings` say (a run's:
+`seeds.eval_seed(run seed, step)`) and appends the result to eval.jsonl. Trackers (`run.report_to`,
 `lensrl.runs.trackers`) get everything the files get, from the same calls.
 """
 
@@ -30,25 +30,23 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.config import BOOKKEEPING, TrainConfig, config_differences, load_config, save_config
-from lensrl.data.problem import Problem
-from lensrl.evaluation.evaluate import EvalResult, evaluate
+from lensrl.config import BOOKKEEPING, ModelConfig, TrainConfig, config_differences, load_config, save_config
+from lensrl.evaluation.evaluate import EvalResult, EvalSettings, evaluate
 from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.policy.models import autocast, frozen_weights_cast
-from lensrl.research.samples import sample_table
-from lensrl.rollout.sampler import Rollout
+from lensrl.records import Problem
 from lensrl.rollout.verifier import VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.runs.jsonl import append_jsonl, read_jsonl, write_atomic
+from lensrl.runs.samples import sample_table
 from lensrl.runs.trackers import Tracker, open_trackers
-from lensrl.seeds import eval_seed
 
 LOCK = "run.lock"
 LOGS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl")
@@ -192,7 +190,7 @@ class RunFolder:
                 tracker.log(eval_metrics(result), result.step)
 
     def log_samples(self, record: dict) -> None:
-        """One sample-log entry (`lensrl.research.samples.sample_record`): samples.jsonl and a tracker table."""
+        """One sample-log entry (`lensrl.runs.samples.sample_record`): samples.jsonl and a tracker table."""
         if self.is_main:
             append_jsonl(self.path / "samples.jsonl", record)
             columns, rows = sample_table(record)
@@ -297,36 +295,17 @@ def evaluate_and_log(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     problems: Sequence[Problem],
-    config: TrainConfig,
-    step: int,
+    settings: EvalSettings,
+    model_config: ModelConfig,
     folder: RunFolder | None = None,
     verifier: VerifierLike = MATH_VERIFIER,
     world: World = World(),
     synced_gpus: bool = False,
-    seed: int | None = None,
-    on_chunk: Callable[[Rollout], None] | None = None,
 ) -> EvalResult:
-    """Evaluate the policy at training step `step` and append the result to the folder's eval.jsonl.
-
-    Samples `run.eval_samples` responses per problem at the rollout's temperature and top-p, seeded
-    by `seeds.eval_seed(run.seed, step)` (`seed` replaces it for measurements outside any run, such
-    as the testbed profile). `on_chunk` sees every scored chunk of samples (`evaluate`).
-    """
-    with autocast(config.model, model.device)(), frozen_weights_cast(model, config.model):
-        result = evaluate(
-            model,
-            tokenizer,
-            problems,
-            verifier,
-            config.rollout,
-            config.run.eval_samples,
-            seed=eval_seed(config.run.seed, step) if seed is None else seed,
-            step=step,
-            progress=config.run.progress and world.is_main,
-            world=world,
-            synced_gpus=synced_gpus,
-            on_chunk=on_chunk,
-        )
+    """Evaluate the policy (`evaluate`; a run's evaluation at a step is `EvalSettings.of_run`), with the
+    autocast and weight casts `model_config` asks for, and append the result to the folder's eval.jsonl."""
+    with autocast(model_config, model.device)(), frozen_weights_cast(model, model_config):
+        result = evaluate(model, tokenizer, problems, verifier, settings, world=world, synced_gpus=synced_gpus)
     if folder is not None:
         folder.log_eval(result)
     return result

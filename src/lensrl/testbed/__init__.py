@@ -9,19 +9,19 @@ model or a data source is named (`testbed` is `testbed:carry`):
   often computes with minus signs dropped, so that many of its mistakes are confident ones.
 
 `base_policy_path(name)` is the folder of a committed base policy (loadable with the Auto classes);
-`lensrl.testbed.warmstart` rebuilds it and `lensrl.testbed.profile` measures what RL starts from.
+`lensrl.training.warmstart` rebuilds it and `lensrl.evaluation.profile` measures what RL starts from.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from lensrl.data.problem import Problem
-from lensrl.testbed import carry, signs
-from lensrl.testbed.carry import generate_problems, make_problem
-from lensrl.testbed.tokenizer import build_tokenizer
+if TYPE_CHECKING:
+    from lensrl.records import Problem
 
 __all__ = [
     "TESTBEDS",
@@ -35,9 +35,14 @@ __all__ = [
     "warmstart_problems",
 ]
 
-TESTBEDS: dict[str, ModuleType] = {"carry": carry, "signs": signs}
-"""Testbed name -> its task module (LEVELS, generate_problems, demonstration)."""
+TESTBEDS = ("carry", "signs")
+"""The testbeds by name; `task(name)` is the task module (LEVELS, generate_problems, demonstration)."""
 POLICY_FOLDERS = {"carry": "carry_policy", "signs": "signs_policy"}
+_LAZY = {  # imported on first use: naming a testbed (the run config does) loads neither its tasks nor a tokenizer
+    "generate_problems": "lensrl.testbed.carry",
+    "make_problem": "lensrl.testbed.carry",
+    "build_tokenizer": "lensrl.testbed.tokenizer",
+}
 WEIGHTS_FILE = "model.safetensors"
 PREFIX = "testbed"
 
@@ -55,10 +60,10 @@ def testbed_name(path: str) -> str | None:
 
 
 def task(name: str) -> ModuleType:
-    """The task module of testbed `name`."""
+    """The task module of testbed `name` (`lensrl.testbed.carry`, `lensrl.testbed.signs`)."""
     if name not in TESTBEDS:
         raise ValueError(f"unknown testbed {name!r}; known: {', '.join(TESTBEDS)}")
-    return TESTBEDS[name]
+    return importlib.import_module(f"lensrl.testbed.{name}")
 
 
 def base_policy_path(name: str = "carry") -> Path:
@@ -93,3 +98,9 @@ def testbed_config(path: str) -> Path:
     if not config.is_file():
         raise ValueError(f"the {name} testbed has no default run config; the built-in defaults are its run")
     return config
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lensrl.testbed' has no attribute {name!r}")

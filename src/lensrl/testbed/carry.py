@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from lensrl.data.problem import Problem
+from lensrl.records import Problem
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 MAX_NUMBER: dict[int, int] = {1: 9, 2: 30, 3: 99, 4: 199, 5: 499}  # level -> largest term

@@ -30,7 +30,7 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from lensrl.data.problem import Problem
+from lensrl.records import Problem
 from lensrl.testbed.carry import cycle_levels
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)

@@ -48,16 +48,17 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lensrl.config import AlgoConfig, TrainConfig, load_config, switch_estimator
+from lensrl.config import AlgoConfig, GRPOAlgo, TrainConfig, load_config, switch_estimator
+from lensrl.core.advantages import GROUP_KINDS, group_kinds
 from lensrl.data.sources import load_problems
-from lensrl.estimators import compute_advantages
+from lensrl.policy.forward import by_length
 from lensrl.policy.prepare import prepare
-from lensrl.policy.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
+from lensrl.records import ScoredRollout
 from lensrl.rollout.collect import collect_rollout
-from lensrl.rollout.sampler import Rollout, by_length
 from lensrl.rollout.verify import MATH_VERIFIER
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.seeds import rollout_seed
+from lensrl.training.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
 
 TABLE_COLUMNS = {
     "cosine": "diag/cosine",
@@ -69,25 +70,15 @@ TABLE_COLUMNS = {
 # ------------------------------------------------------------------------------------ the comparison
 
 
-def first_minibatch(rollout: Rollout, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+def first_minibatch(rollout: ScoredRollout, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """Group indices of the update's first minibatch, drawn from a copy of `generator` (left as it was)."""
     return minibatch_groups(rollout, config, torch.Generator().set_state(generator.get_state()))[0]
 
 
-def estimator_advantages(rollout: Rollout, algo: AlgoConfig, name: str) -> torch.Tensor:  # (N,)
-    """The advantages estimator `name` gives with this run's settings where `name` reads them, else its
-    defaults (`config.switch_estimator`)."""
-    return compute_advantages(switch_estimator(algo, name), rollout)
-
-
-def compared_estimator(algo: AlgoConfig) -> str:
-    """The estimator the diagnostic compares with GRPO: the run's own, or LENS in a GRPO run."""
-    return "lens" if algo.advantage == "grpo" else algo.advantage
-
-
-def negative_groups(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (Q,) bool
-    """Groups without a right answer."""
-    return correct.view(-1, group_size).sum(dim=1) == 0
+def compared_estimator(algo: AlgoConfig) -> AlgoConfig:
+    """The estimator the diagnostic compares with GRPO: the run's own, or LENS (with the run's settings
+    where LENS reads them, `config.switch_estimator`) in a GRPO run."""
+    return switch_estimator(algo, "lens") if isinstance(algo, GRPOAlgo) else algo
 
 
 def trainable_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
@@ -96,7 +87,7 @@ def trainable_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
 
 
 def minibatch_gradient(
-    model: PreTrainedModel, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, config: TrainConfig
+    model: PreTrainedModel, rollout: ScoredRollout, advantages: torch.Tensor, rows: torch.Tensor, config: TrainConfig
 ) -> list[torch.Tensor]:
     """The gradient of the minibatch loss over `rows` (no KL term) for each trainable parameter.
 
@@ -159,7 +150,7 @@ def _same_random_state(device: torch.device) -> contextlib.AbstractContextManage
 
 
 def gradient_comparison(
-    model: PreTrainedModel, rollout: Rollout, config: TrainConfig, generator: torch.Generator
+    model: PreTrainedModel, rollout: ScoredRollout, config: TrainConfig, generator: torch.Generator
 ) -> dict[str, float]:
     """The diag/* metrics (module docstring) of a scored rollout with behaviour log-probs, taken on
     the update's first minibatch at the current weights; {} when that minibatch is empty (filtering
@@ -167,13 +158,12 @@ def gradient_comparison(
     groups = first_minibatch(rollout, config, generator)
     if not len(groups) or not all_finite(rollout.logprobs_old):
         return {}
-    grpo, other = (
-        estimator_advantages(rollout, config.algo, name) for name in ("grpo", compared_estimator(config.algo))
-    )
+    grpo = switch_estimator(config.algo, "grpo").advantages(rollout)
+    other = compared_estimator(config.algo).advantages(rollout)
     if not all_finite(grpo, other):
         return {}
     g = rollout.group_size
-    negative = negative_groups(rollout.correct, g)
+    negative = group_kinds(rollout.correct, g) == GROUP_KINDS.index("negative")
     other_negative = torch.where(negative.repeat_interleave(g), other, torch.zeros_like(other))
     rows = group_rows(groups, g, rollout.input_ids.device)
 

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import TrainConfig
-from lensrl.data.problem import Problem
 from lensrl.data.sources import load_problems
+from lensrl.evaluation.evaluate import EvalSettings
 from lensrl.policy.models import autocast
 from lensrl.policy.prepare import prepare
+from lensrl.records import Problem
 from lensrl.runs.checkpoint import save_checkpoint
 from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
 
@@ -66,7 +67,12 @@ def encode_batch(
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier: linear 0 -> 1 over the warm-up, then cosine 1 -> 0."""
+    """Learning-rate multiplier: linear 0 -> 1 over the warm-up, then cosine 1 -> 0.
+
+    transformers' `get_cosine_schedule_with_warmup` with its warm-up one step ahead ((step + 1) / warmup
+    rather than step / warmup, so the first step does not waste its batch at lr 0): kept because the
+    committed warm starts (the testbeds' base policies, the SmolLM2 adapters) were trained with it. The
+    RL trainer's constant schedule is transformers' own (`optim.warmup_steps`)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -161,7 +167,7 @@ def sft(config: TrainConfig) -> RunResult:
                 run.keep_checkpoints,
             )
 
-        first = evaluate_and_log(model, tokenizer, eval_set, config, 0, folder)
+        first = evaluate_and_log(model, tokenizer, eval_set, EvalSettings.of_run(config, 0), config.model, folder)
         model.train()
         bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not run.progress)
         for step in bar:
@@ -184,7 +190,10 @@ def sft(config: TrainConfig) -> RunResult:
             if run.save_every and step % run.save_every == 0 and step != cfg.steps:
                 save(step)
         model.eval()
-        last = evaluate_and_log(model, tokenizer, eval_set, config, cfg.steps, folder) if cfg.steps > 0 else first
+        last = first
+        if cfg.steps > 0:
+            settings = EvalSettings.of_run(config, cfg.steps)
+            last = evaluate_and_log(model, tokenizer, eval_set, settings, config.model, folder)
         final = save(cfg.steps)
         folder.write_summary(first, last, steps=cfg.steps, algorithm="sft", seed=run.seed, model=str(final))
         return RunResult(folder.path, first, last)

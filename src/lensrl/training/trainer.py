@@ -4,9 +4,9 @@ One step:
   1. take Q questions in a seeded order and sample G responses each at temperature T / top-p;
   2. score every response with the verifier (0/1);
   3. compute the behaviour log-probs log pi_old (tempered, response tokens only) with one no-grad pass;
-  4. advantages from the configured estimator (`lensrl.estimators`), from the same log-probs the ratio
+  4. advantages from the configured estimator (`config.algo.advantages`), from the same log-probs the ratio
      uses, so LENS costs no extra forward pass;
-  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.policy.update`);
+  5. `updates_per_rollout` clipped policy-gradient steps on minibatches of whole groups (`lensrl.training.update`);
      every `run.diagnostic_every` steps, before them, GRPO's gradient of the first minibatch is
      compared with the run's estimator's, LENS's in a GRPO run (`lensrl.training.diagnostics`; it
      changes nothing the run computes).
@@ -27,28 +27,22 @@ inf in log-probs, advantages, loss or gradients skip the update (counted) or sto
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_constant_schedule_with_warmup
 
 from lensrl.config import TrainConfig, config_differences
-from lensrl.data.problem import Problem
 from lensrl.data.sources import first_per_level, load_problems
-from lensrl.estimators import compute_advantages
-from lensrl.evaluation.evaluate import EvalResult
+from lensrl.evaluation.evaluate import EvalResult, EvalSettings
 from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.policy.models import frozen_weights_cast, is_lora, load_policy
 from lensrl.policy.prepare import prepare
-from lensrl.policy.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
-from lensrl.research.samples import sample_record
+from lensrl.records import Problem, ScoredRollout
 from lensrl.rollout.collect import collect_rollout
-from lensrl.rollout.metrics import rollout_metrics, verifier_metrics
-from lensrl.rollout.sampler import Rollout
 from lensrl.rollout.verifier import Verifier, VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
 from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -62,10 +56,14 @@ from lensrl.runs.lifecycle import (
     open_run,
     owned,
 )
+from lensrl.runs.samples import sample_record
 from lensrl.seeds import DataOrder, rollout_seed
+from lensrl.timer import Timer
 from lensrl.training.diagnostics import gradient_comparison
+from lensrl.training.metrics import rollout_metrics, verifier_metrics
+from lensrl.training.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 
-__all__ = ["NonFiniteError", "RunResult", "Session", "train", "train_or_resume"]
+__all__ = ["NonFiniteError", "RunResult", "Session", "StepResult", "train", "train_or_resume"]
 
 
 @dataclass
@@ -154,8 +152,7 @@ def setup(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr, weight_decay=config.optim.weight_decay
     )
-    warmup = config.optim.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    scheduler = get_constant_schedule_with_warmup(optimizer, config.optim.warmup_steps)
     generator = torch.Generator().manual_seed(config.run.seed)
     if checkpoint:
         state = load_trainer_state(checkpoint, optimizer, scheduler, world)
@@ -188,7 +185,10 @@ def loop(
     run = config.run
 
     def evaluate_at(step: int, problems: Sequence[Problem] = s.eval_set) -> EvalResult:
-        return evaluate_and_log(s.model, s.tokenizer, problems, config, step, folder, verifier, world, s.sharded)
+        settings = EvalSettings.of_run(config, step)
+        return evaluate_and_log(
+            s.model, s.tokenizer, problems, settings, config.model, folder, verifier, world, s.sharded
+        )
 
     between = s.eval_set if run.mid_eval_per_level is None else first_per_level(s.eval_set, run.mid_eval_per_level)
 
@@ -220,10 +220,11 @@ def loop(
     )
     for step in bar:
         with frozen_weights_cast(s.model, config.model):  # the same numbers, cast once a step
-            metrics, rollout, advantages = train_step(config, s, step, world, verifier)
+            result = train_step(config, s, step, world, verifier)
+        metrics = result.metrics
         folder.log_metrics(metrics)
         if run.sample_every and step % run.sample_every == 0:
-            folder.log_samples(sample_record(rollout, advantages, config.algo, step, run.sample_groups))
+            folder.log_samples(sample_record(result.rollout, result.advantages, config.algo, step, run.sample_groups))
         bar.set_postfix(
             {  # reward: calibrated under LENS; pass: share of correct samples
                 "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
@@ -258,53 +259,70 @@ def loop(
     return RunResult(folder.path, first, last)
 
 
-def train_step(
-    config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier
-) -> tuple[dict[str, float], Rollout, torch.Tensor]:
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step leaves: its metrics (a metrics.jsonl record), the step's whole rollout and
+    the advantages the update used."""
+
+    metrics: dict[str, float]
+    rollout: ScoredRollout
+    advantages: torch.Tensor  # (N,)
+
+
+def train_step(config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier) -> StepResult:
     """The rollout (`collect_rollout`: sample, score, behaviour log-probs), advantages and the update of
-    one step; returns its metrics, the (whole) rollout and its advantages."""
-    t0 = time.perf_counter()
-    problems = [s.train_set[i] for i in s.order.take(config.rollout.questions_per_step)]
-    collected = collect_rollout(
-        s.model,
-        s.tokenizer,
-        problems,
-        config,
-        rollout_seed(config.run.seed, step),
-        verifier,
-        world,
-        synced_gpus=s.sharded,
-    )
-    rollout, t1 = collected.rollout, time.perf_counter()
-    finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
-    advantages = compute_advantages(config.algo, rollout) if finite else torch.zeros_like(rollout.correct)
-    t2 = time.perf_counter()
-    healthy = finite and all_finite(advantages)
-    diagnostic = {}
-    if healthy and config.run.diagnostic_every and step % config.run.diagnostic_every == 0:
-        # before the update: the weights that sampled the rollout; it changes no weight and no random state
-        diagnostic = gradient_comparison(s.model, rollout, config, s.generator)
-        diagnostic["time/diagnostic"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    if healthy:
-        update = update_policy(
-            s.model, s.ref_model, s.optimizer, s.scheduler, rollout, advantages, config, s.generator, world, step
+    one step."""
+    timer = Timer()
+    with timer("step"):
+        problems = [s.train_set[i] for i in s.order.take(config.rollout.questions_per_step)]
+        collected = collect_rollout(
+            s.model,
+            s.tokenizer,
+            problems,
+            config,
+            rollout_seed(config.run.seed, step),
+            verifier,
+            world,
+            synced_gpus=s.sharded,
+            timer=timer,
         )
-    else:
-        nonfinite(config, step, "behaviour log-probs or advantages")
-        update = skip_update(s.scheduler, config.optim.updates_per_rollout)
-    t4 = time.perf_counter()
+        rollout = collected.rollout
+        with timer("logprobs"):  # the advantages come from the behaviour log-probs
+            finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
+            advantages = config.algo.advantages(rollout) if finite else torch.zeros_like(rollout.correct)
+        healthy = finite and all_finite(advantages)
+        diagnostic = {}
+        if healthy and config.run.diagnostic_every and step % config.run.diagnostic_every == 0:
+            # before the update: the weights that sampled the rollout; it changes no weight and no random state
+            with timer("diagnostic"):
+                diagnostic = gradient_comparison(s.model, rollout, config, s.generator)
+        with timer("update"):
+            if healthy:
+                update = update_policy(
+                    s.model,
+                    s.ref_model,
+                    s.optimizer,
+                    s.scheduler,
+                    rollout,
+                    advantages,
+                    config,
+                    s.generator,
+                    world,
+                    step,
+                )
+            else:
+                nonfinite(config.run.on_nonfinite, step, "behaviour log-probs or advantages")
+                update = skip_update(s.scheduler, config.optim.updates_per_rollout)
+    seconds = timer.seconds
+    if "diagnostic" in seconds:
+        diagnostic["time/diagnostic"] = seconds["diagnostic"]
     metrics = {
         "step": step,
         **rollout_metrics(rollout, advantages, config.algo),
         **all_reduce_sum(world, verifier_metrics(collected.verified)),
         **update,
         **diagnostic,
-        "time/rollout": collected.sample_s + collected.reward_s,
-        "time/sample": collected.sample_s,
-        "time/reward": collected.reward_s,
-        "time/logprobs": collected.logprobs_s + t2 - t1,
-        "time/update": t4 - t3,
-        "time/step": t4 - t0,
+        "time/rollout": seconds["sample"] + seconds["reward"],
+        **{f"time/{phase}": seconds[phase] for phase in ("sample", "reward", "logprobs", "update", "step")},
     }
-    return metrics, rollout, advantages
+    return StepResult(metrics, rollout, advantages)

@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 
 from lensrl.config import LensAlgo, ModelConfig, RolloutConfig
-from lensrl.estimators import compute_advantages
-from lensrl.evaluation.evaluate import EvalResult, evaluate, format_table
+from lensrl.core.advantages import GROUP_KINDS, group_kinds
+from lensrl.data.answers import extract_answer
+from lensrl.evaluation.evaluate import EvalResult, EvalSettings, evaluate, format_table
+from lensrl.policy.forward import behaviour_logprobs
 from lensrl.policy.models import load_policy
-from lensrl.rollout.sampler import Rollout, behaviour_logprobs
-from lensrl.rollout.verify import extract_answer, verify_math
+from lensrl.records import Rollout, ScoredRollout
+from lensrl.rollout.verify import verify_math
 from lensrl.seeds import EVAL_SEED
 from lensrl.testbed import task
 
@@ -81,12 +83,13 @@ class Profile:
     def to_json(self) -> dict:
         return {"testbed": self.testbed, **self.eval.to_json(), "confidence": self.summary()}
 
-    def observe(self, chunk: Rollout, wrong_rule_answers: list[set[str]] | None) -> None:
-        """Add one scored chunk of samples whose behaviour log-probs are computed."""
+    def observe(self, chunk: ScoredRollout, wrong_rule_answers: list[set[str]] | None) -> None:
+        """Add one scored chunk of samples with its behaviour log-probs."""
         g = chunk.group_size
-        pibar = (chunk.seq_logprobs / chunk.lengths).exp().double()
+        pibar = chunk.pibar
         correct = chunk.correct.bool()
-        advantages = compute_advantages(LensAlgo(), chunk).double()
+        negative = (group_kinds(chunk.correct, g) == GROUP_KINDS.index("negative")).tolist()
+        advantages = LensAlgo().advantages(chunk).double()
         self.pibar_right += pibar[correct].tolist()
         self.pibar_wrong += pibar[~correct].tolist()
         answers = [extract_answer(c) for c in chunk.completions]
@@ -102,7 +105,7 @@ class Profile:
                     for p, ok, a in zip(pibar[rows].tolist(), correct[rows].tolist(), answers[rows])
                     if not ok and a in wrong_rule_answers[q]
                 ]
-            if not correct[rows].any():
+            if negative[q]:
                 self.negative_group_std.append(pibar[rows].std().item())
                 self.negative_group_range.append((pibar[rows].max() - pibar[rows].min()).item())
                 self.abs_advantage_negative += advantages[rows].abs().tolist()
@@ -131,15 +134,13 @@ def measure_profile(
     wrong_rule = getattr(generator, "wrong_rule_answers", None)
     profile = Profile(testbed, eval=None)  # type: ignore[arg-type]
 
-    def observe(chunk: Rollout) -> None:
-        chunk.logprobs_old, chunk.entropy = behaviour_logprobs(
-            model, chunk, rollout_config.temperature, micro_batch_size=64
-        )
-        profile.observe(chunk, [wrong_rule(p) for p in chunk.problems] if wrong_rule else None)
+    def observe(chunk: Rollout, correct: torch.Tensor) -> None:
+        logprobs, entropy = behaviour_logprobs(model, chunk, rollout_config.temperature, micro_batch_size=64)
+        scored = ScoredRollout.of(chunk, correct, logprobs, entropy)
+        profile.observe(scored, [wrong_rule(p) for p in chunk.problems] if wrong_rule else None)
 
-    profile.eval = evaluate(
-        model, tokenizer, problems, verify_math, rollout_config, samples, seed=seed, progress=progress, on_chunk=observe
-    )
+    settings = EvalSettings(rollout_config, samples, seed, progress=progress)
+    profile.eval = evaluate(model, tokenizer, problems, verify_math, settings, on_chunk=observe)
     return profile
 
 

@@ -37,19 +37,15 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from lensrl.core.advantages import lens_rewards
+from lensrl.config import AlgoConfig, switch_estimator
+from lensrl.core.advantages import GROUP_KINDS, group_kinds, lens_rewards
+from lensrl.records import ScoredRollout
 from lensrl.runs.jsonl import read_jsonl
 
-if TYPE_CHECKING:
-    from lensrl.config import AlgoConfig
-    from lensrl.rollout.sampler import Rollout
-
 FILE = "samples.jsonl"
-KINDS = ("negative", "mixed", "all_correct")
 COLUMNS = [
     "step",
     "group",
@@ -88,26 +84,20 @@ def choose_groups(kinds: list[str], groups: int) -> list[int]:
     return sorted(order[: max(groups, 0)])
 
 
-def sample_record(rollout: Rollout, advantages: torch.Tensor, algo: AlgoConfig, step: int, groups: int) -> dict:
+def sample_record(rollout: ScoredRollout, advantages: torch.Tensor, algo: AlgoConfig, step: int, groups: int) -> dict:
     """One samples.jsonl entry: `groups` whole groups of the rollout (module docstring for the format)."""
     g, n = rollout.group_size, len(rollout.completions)
     correct = rollout.correct.detach().cpu()
     right = (correct > 0).tolist()
     lengths = rollout.lengths.detach().cpu()
-    n_correct = correct.view(-1, g).sum(dim=1).tolist()
-    kinds = ["negative" if c == 0 else "all_correct" if c == g else "mixed" for c in n_correct]
-
-    pibar = calibrated = None
-    if rollout.logprobs_old is not None:
-        from lensrl.config import switch_estimator  # here: reading a sample log needs no config
-
-        d_estimator = switch_estimator(algo, "lens").d_estimator  # the run's under LENS, else the default
-        seq = rollout.seq_logprobs.detach().double().cpu()
-        pibar = (seq.clamp(max=0.0) / lengths.double()).exp()  # round-off above 0 is probability 1, as in LENS
-        try:
-            calibrated = lens_rewards(correct, seq, lengths, g, d_estimator)
-        except ValueError:  # log-probs not finite (a skipped update): nothing to calibrate
-            calibrated = None
+    kinds = [GROUP_KINDS[k] for k in group_kinds(correct, g).tolist()]
+    d_estimator = switch_estimator(algo, "lens").d_estimator  # the run's under LENS, else the default
+    seq = rollout.seq_logprobs.detach().double().cpu()
+    pibar = rollout.pibar.detach().cpu()
+    try:
+        calibrated = lens_rewards(correct, seq, lengths, g, d_estimator)
+    except ValueError:  # log-probs not finite (a skipped update): nothing to calibrate
+        calibrated = None
     pibar_f, calibrated_f = _floats(pibar, n), _floats(calibrated, n)
     advantage_f = _floats(advantages, n)
     truncated = rollout.truncated.detach().cpu().tolist()
@@ -220,8 +210,8 @@ def format_samples(record: dict, negative_only: bool = False, limit: int | None 
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    groups = sorted(record["groups"], key=lambda grp: (KINDS.index(grp["kind"]), grp["index"]))
-    counts = {k: sum(grp["kind"] == k for grp in groups) for k in KINDS}
+    groups = sorted(record["groups"], key=lambda grp: (GROUP_KINDS.index(grp["kind"]), grp["index"]))
+    counts = {k: sum(grp["kind"] == k for grp in groups) for k in GROUP_KINDS}
     if negative_only:
         groups = [grp for grp in groups if grp["kind"] == "negative"]
     shown = groups if limit is None else groups[:limit]

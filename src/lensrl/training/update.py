@@ -17,19 +17,19 @@ from transformers import PreTrainedModel
 from lensrl.config import TrainConfig
 from lensrl.core.advantages import kept_groups
 from lensrl.core.loss import policy_loss
-from lensrl.estimators import get_estimator
 from lensrl.policy.distributed import World, all_reduce_sum, average_gradients, is_sharded
+from lensrl.policy.forward import by_length, trimmed_logprobs
 from lensrl.policy.models import autocast, reference_policy
-from lensrl.rollout.sampler import Rollout, by_length, trimmed_logprobs
+from lensrl.records import ScoredRollout
 
 
 class NonFiniteError(RuntimeError):
     """NaN or inf in a step's log-probs, advantages, loss or gradients, under `run.on_nonfinite=stop`."""
 
 
-def nonfinite(config: TrainConfig, step: int, what: str) -> None:
-    """Stop the run (`on_nonfinite=stop`) before the bad values touch the weights; else return (skip)."""
-    if config.run.on_nonfinite == "stop":
+def nonfinite(on_nonfinite: str, step: int, what: str) -> None:
+    """Stop the run (`run.on_nonfinite=stop`) before the bad values touch the weights; else return (skip)."""
+    if on_nonfinite == "stop":
         raise NonFiniteError(
             f"step {step}: non-finite {what}; the run stops with run.on_nonfinite=stop (no update was taken "
             "and the last checkpoint is intact: fix the cause and resume, or set run.on_nonfinite=skip)"
@@ -47,12 +47,14 @@ def skip_update(scheduler: torch.optim.lr_scheduler.LRScheduler, updates: int) -
     return {"skipped_updates": updates, "lr": scheduler.get_last_lr()[0]}
 
 
-def minibatch_groups(rollout: Rollout, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def minibatch_groups(
+    rollout: ScoredRollout, config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """Group indices of each of the `updates_per_rollout` minibatches (some empty after filtering)."""
     groups = torch.randperm(len(rollout.problems), generator=generator)
     if config.algo.filter_groups:
-        keep_negative = get_estimator(config.algo.advantage).negative_groups_signal
-        groups = groups[kept_groups(rollout.correct, rollout.group_size, keep_negative).cpu()[groups]]
+        keep = kept_groups(rollout.correct, rollout.group_size, config.algo.negative_groups_signal)
+        groups = groups[keep.cpu()[groups]]
     return groups.tensor_split(config.optim.updates_per_rollout)
 
 
@@ -64,7 +66,7 @@ def group_rows(groups: torch.Tensor, group_size: int, device: torch.device) -> t
 def micro_batch_loss(
     model: PreTrainedModel,
     ref_model: PreTrainedModel | None,
-    rollout: Rollout,
+    rollout: ScoredRollout,
     advantages: torch.Tensor,  # (N,)
     micro: torch.Tensor,  # rows of the rollout
     config: TrainConfig,
@@ -102,7 +104,7 @@ def update_policy(
     ref_model: PreTrainedModel | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    rollout: Rollout,
+    rollout: ScoredRollout,
     advantages: torch.Tensor,  # (N,)
     config: TrainConfig,
     generator: torch.Generator,
@@ -153,7 +155,7 @@ def update_policy(
             optimizer.step()
             grad_norms.append(grad_norm.item())
         else:  # a non-finite gradient would corrupt the weights: skip this minibatch (or stop)
-            nonfinite(config, step, "loss or gradients")
+            nonfinite(config.run.on_nonfinite, step, "loss or gradients")
             totals["skipped_updates"] += 1
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()

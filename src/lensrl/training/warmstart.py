@@ -5,22 +5,21 @@ The policy sees `prompt + solution + <eos>`, the solution being the testbed teac
 trained with cross-entropy on the solution and EOS tokens only (the prompt is context, never a target).
 AdamW with linear warm-up then cosine decay to zero, fp32, for a FIXED number of steps: the checkpoint
 must not depend on machine speed, and it is deliberately under-trained so that RL has room to improve it
-(level 1 mostly right, level 5 mostly wrong but sometimes right; see `lensrl.testbed.profile`).
+(level 1 mostly right, level 5 mostly wrong but sometimes right; see `lensrl.evaluation.profile`).
+
+`lensrl testbed-build --output-dir DIR [--testbed signs] [--steps N ...]` rebuilds one: every field
+of `WarmStartConfig` is a flag, and the testbed's committed warm-start gives the defaults.
 
 Determinism: the only randomness is the weight init (`torch.manual_seed(seed)` inside a forked RNG, so
 the caller's global state is untouched), the problem stream (`random.Random(seed)`) and the teacher's
 choices (`random.Random(seed + 1)`); there is no dropout. Training runs on `num_threads` CPU threads,
 fixed so that float reductions, and hence the weights, do not change with the machine's core count.
-
-    python -m lensrl.testbed.warmstart --output-dir DIR [--testbed signs] [--steps N ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -155,12 +154,15 @@ def train_policy(
 
 
 def rebuild_command(output_dir: str | Path, config: WarmStartConfig) -> str:
-    """The shell command that rebuilds a policy with `config` (only non-default fields are spelled out)."""
-    parts = ["python -m lensrl.testbed.warmstart", f"--output-dir {output_dir}"]
-    defaults = WarmStartConfig()
+    """The `lensrl testbed-build` command that rebuilds a policy with `config`: only the fields that differ
+    from the testbed's committed warm-start are spelled out (`warmstart_flags` names them)."""
+    parts = ["lensrl testbed-build", f"--output-dir {output_dir}"]
+    if config.testbed != "carry":
+        parts.append(f"--testbed {config.testbed}")
+    committed = committed_config(config.testbed)
     for name in WarmStartConfig.model_fields:
         value = getattr(config, name)
-        if value == getattr(defaults, name):
+        if name == "testbed" or value == getattr(committed, name):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -196,29 +198,3 @@ def build_base_policy(output_dir: str | Path, config: WarmStartConfig | None = N
     }
     (output_dir / "warmstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return output_dir
-
-
-def _parse_args(argv: list[str]) -> tuple[Path, WarmStartConfig, bool]:
-    """Command-line flags generated from `WarmStartConfig`: one `--field-name` per field."""
-    parser = argparse.ArgumentParser(description="Build the lensrl testbed base policy.")
-    parser.add_argument("--output-dir", type=Path, required=True, help="Folder to save the policy into.")
-    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-    for name, field in WarmStartConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (default: {field.default})"
-        if field.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif name == "levels":
-            parser.add_argument(flag, type=int, nargs="+", default=None, help=help_text)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None, help=help_text)
-    args = vars(parser.parse_args(argv))
-    output_dir, no_progress = args.pop("output_dir"), args.pop("no_progress")
-    overrides = {name: value for name, value in args.items() if value is not None}
-    return output_dir, WarmStartConfig(**overrides), not no_progress
-
-
-if __name__ == "__main__":
-    output_dir, config, progress = _parse_args(sys.argv[1:])
-    path = build_base_policy(output_dir, config, progress=progress)
-    print(f"saved base policy to {path}")

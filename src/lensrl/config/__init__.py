@@ -1,0 +1,70 @@
+"""The typed run configuration: the schema (`schema`, with `algo` in `algo`) and its reading, overriding
+and comparison (`io`). Plain Python: importing it loads neither torch nor transformers."""
+
+from lensrl.config.algo import (
+    ALGOS,
+    DEFAULT_ESTIMATOR,
+    AlgoBase,
+    AlgoConfig,
+    GRPOAlgo,
+    LensAlgo,
+    NGRPOAlgo,
+    NSRAlgo,
+    UniformNegativeAlgo,
+    WReinforceAlgo,
+    switch_estimator,
+)
+from lensrl.config.io import (
+    BOOKKEEPING,
+    apply_overrides,
+    config_differences,
+    flatten,
+    load_config,
+    save_config,
+    tree_differences,
+)
+from lensrl.config.schema import (
+    DataConfig,
+    LoraSettings,
+    ModelConfig,
+    OptimConfig,
+    PromptConfig,
+    RolloutConfig,
+    RunConfig,
+    SFTConfig,
+    SourceConfig,
+    TrainConfig,
+)
+from lensrl.config.section import ConfigError
+
+__all__ = [
+    "ALGOS",
+    "BOOKKEEPING",
+    "DEFAULT_ESTIMATOR",
+    "AlgoBase",
+    "AlgoConfig",
+    "ConfigError",
+    "DataConfig",
+    "GRPOAlgo",
+    "LensAlgo",
+    "LoraSettings",
+    "ModelConfig",
+    "NGRPOAlgo",
+    "NSRAlgo",
+    "OptimConfig",
+    "PromptConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "SFTConfig",
+    "SourceConfig",
+    "TrainConfig",
+    "UniformNegativeAlgo",
+    "WReinforceAlgo",
+    "apply_overrides",
+    "config_differences",
+    "flatten",
+    "load_config",
+    "save_config",
+    "switch_estimator",
+    "tree_differences",
+]

@@ -1,0 +1,94 @@
+"""The records passed between stages: a `Problem`, a sampled `Rollout`, and a `ScoredRollout`.
+
+    Problem         data sources -> prompts -> rollouts -> evaluation
+    Rollout         the sampler's output: G responses to each of Q problems (N = Q x G rows, groups
+                    contiguous), as tokens and text
+    ScoredRollout   a rollout with what the update needs: 0/1 correctness and the behaviour policy's
+                    log-probs and entropies (`lensrl.rollout.collect` makes one)
+
+Layout of a rollout's token tensors:
+    input_ids = [left-padded prompt (P) | response (R), right-padded after its first EOS]
+The response mask covers the generated tokens up to and including the first EOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Self
+
+import torch
+
+from lensrl.core.advantages import pibar
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question with its verifiable answer."""
+
+    prompt: str  # the question text (prompt formatting is applied later)
+    answer: str  # gold answer, compared by the verifier
+    level: int | None = None  # difficulty 1..5 where known
+    solution: str | None = None  # worked solution (supervised warm-start target)
+    id: str = ""
+    subject: str | None = None  # e.g. "Algebra" (MATH) where known
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Q problems with G sampled responses each."""
+
+    problems: list[Problem]  # Q
+    group_size: int  # G
+    input_ids: torch.Tensor  # (N, P+R)
+    prompt_mask: torch.Tensor  # (N, P) 1 on real prompt tokens
+    response_mask: torch.Tensor  # (N, R) 1 on generated tokens up to the first EOS
+    completions: list[str]  # N decoded responses
+    truncated: torch.Tensor  # (N,) bool, no EOS within max_new_tokens
+    # the compact sampler's own log-probs and entropies of the drawn tokens (rollout.behaviour_logprobs
+    # = "sampler"), 0 past each response; None from any other sampler
+    sampler_logprobs: torch.Tensor | None = None  # (N, R)
+    sampler_entropy: torch.Tensor | None = None  # (N, R)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_mask.shape[1]
+
+    @property
+    def lengths(self) -> torch.Tensor:  # (N,)
+        return self.response_mask.sum(dim=1)
+
+    def to(self, device: torch.device | str) -> Self:
+        """This record with every tensor on `device`."""
+        moved = {
+            f.name: value.to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoredRollout(Rollout):
+    """A rollout with its verdicts and the behaviour policy's log-probs: everything the update needs."""
+
+    correct: torch.Tensor  # (N,) float 0/1
+    logprobs_old: torch.Tensor  # (N, R) behaviour policy at the sampling temperature, 0 past each response
+    entropy: torch.Tensor  # (N, R) behaviour-policy token entropies
+
+    @classmethod
+    def of(
+        cls, rollout: Rollout, correct: torch.Tensor, logprobs_old: torch.Tensor, entropy: torch.Tensor
+    ) -> ScoredRollout:
+        """`rollout` scored: its verdicts (N,) and behaviour log-probs and entropies (N, R)."""
+        fields = {f.name: getattr(rollout, f.name) for f in dataclasses.fields(Rollout)}
+        return cls(**fields, correct=correct, logprobs_old=logprobs_old, entropy=entropy)
+
+    @property
+    def seq_logprobs(self) -> torch.Tensor:  # (N,)
+        return (self.logprobs_old * self.response_mask).sum(dim=1)
+
+    @property
+    def pibar(self) -> torch.Tensor:  # (N,) float64
+        """The behaviour policy's length-normalised confidence in each response (`core.advantages.pibar`)."""
+        return pibar(self.seq_logprobs, self.lengths)

@@ -1,0 +1,58 @@
+"""A study's committed record of one run (`runs/<arm>_seed<s>.json`): what its report and figures are
+made from, without the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lensrl.evaluation.evaluate import EvalResult
+
+# logged only every few steps (None in a run's curves at the other steps, absent from older records)
+DIAGNOSTICS = ("diag/cosine", "diag/rel_diff", "diag/negative_share")
+CURVE_METRICS = (
+    "reward",
+    "groups/negative",
+    "adv/negative_group_share",
+    "response_len/mean",
+    "entropy",
+    "grad_norm",
+    "clipfrac",
+    "groups/updated",
+    "time/step",
+    "time/update",
+    *DIAGNOSTICS,
+)
+
+
+@dataclass
+class RunRecord:
+    """One (arm, seed) run of a study, the part of it that is committed (`runs/<arm>_seed<s>.json`):
+    its evaluations, its per-step curves (`CURVE_METRICS` and "step", a list per key, None at the steps
+    that do not log the key), the samples it drew per step (None in records written before it was
+    kept: `load_records` derives it) and its resolved config (None in records written before it was
+    kept; with it, the record stands for the finished run: `train_arms` reuses it). `to_json` writes
+    back exactly the JSON `from_json` read."""
+
+    arm: str
+    seed: int
+    evals: list[EvalResult]
+    curves: dict[str, list[float | None]]
+    samples_per_step: int | None = None
+    config: dict | None = None
+
+    @classmethod
+    def from_json(cls, record: dict) -> RunRecord:
+        return cls(
+            record["arm"],
+            record["seed"],
+            [EvalResult.from_json(e) for e in record["evals"]],
+            record["curves"],
+            record.get("samples_per_step"),
+            record.get("config"),
+        )
+
+    def to_json(self) -> dict:
+        out = {"arm": self.arm, "seed": self.seed, "evals": [e.to_json() for e in self.evals], "curves": self.curves}
+        if self.samples_per_step is not None:
+            out["samples_per_step"] = self.samples_per_step
+        return out if self.config is None else {**out, "config": self.config}
