@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from lensrl.cli import main
 from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config
 from lensrl.core.advantages import lens_rewards
-from lensrl.records import Problem, Rollout
+from lensrl.records import Problem, ScoredRollout
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.runs.samples import (
     COLUMNS,
@@ -42,13 +42,13 @@ CALIBRATED = [1, 1, -1 / 6, -1 / 2, 1, -1 / 6, -0.1, -1 / 2, -1 / 2, 1]
 ADVANTAGES = [x / 4 - 1 for x in range(10)]  # exactly representable: -1, -0.75, ..., 1.25
 
 
-def _rollout() -> Rollout:
+def _rollout() -> ScoredRollout:
     lp = torch.tensor([[p, p] if n == 2 else [p, 1.0] for p, n in zip(PIBAR, LENGTHS)]).log()
     mask = torch.tensor([[1.0, 1.0] if n == 2 else [1.0, 0.0] for n in LENGTHS])
     problems = [Problem(f"Q: {q}+{q}?\nA:", str(2 * q), level=q % 5 + 1, id=f"p{q}") for q in range(5)]
     completions = [f"row {i}: \\boxed{{{i}}}" for i in range(10)]
     completions[7] = "step one\nstep two " + "x" * 300  # long, two lines, cut short
-    return Rollout(
+    return ScoredRollout(
         problems=problems,
         group_size=2,
         input_ids=torch.zeros(10, 3, dtype=torch.long),
@@ -58,6 +58,7 @@ def _rollout() -> Rollout:
         truncated=torch.tensor([i == 7 for i in range(10)]),
         correct=torch.tensor(CORRECT, dtype=torch.float),
         logprobs_old=lp * mask,
+        entropy=torch.zeros_like(mask),
     )
 
 
@@ -126,7 +127,7 @@ def test_calibrated_rewards_are_lens_whatever_the_estimator_with_the_runs_d_esti
     #   sequence:   D_imp = 1 / ((1/3)(1/0.04)) = 0.12 < floor 0.4:         r~ = -(1/3) 0.1/0.3 = -1/9
     lp = torch.tensor([[0.2, 0.2], [0.1, 1.0], [0.05, 1.0]]).log()
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    rollout = Rollout(
+    rollout = ScoredRollout(
         problems=[Problem("q", "a")],
         group_size=3,
         input_ids=torch.zeros(3, 3, dtype=torch.long),
@@ -136,6 +137,7 @@ def test_calibrated_rewards_are_lens_whatever_the_estimator_with_the_runs_d_esti
         truncated=torch.zeros(3, dtype=torch.bool),
         correct=torch.tensor([1.0, 0.0, 0.0]),
         logprobs_old=lp * mask,
+        entropy=torch.zeros_like(mask),
     )
     for estimator, expected in (("normalized", -1 / 15), ("sequence", -1 / 9)):
         record = sample_record(rollout, torch.zeros(3), LensAlgo(d_estimator=estimator), 1, 1)

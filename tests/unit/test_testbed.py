@@ -17,7 +17,7 @@ from lensrl.rollout.verify import verify_math
 from lensrl.testbed import base_policy_path, build_tokenizer, generate_problems, make_problem
 from lensrl.testbed.carry import MAX_NUMBER, MAX_TOTAL
 from lensrl.training.sft import IGNORE_INDEX, encode_batch
-from lensrl.training.warmstart import WarmStartConfig, build_base_policy, rebuild_command
+from lensrl.training.warmstart import WarmStartConfig, build_base_policy, committed_config, rebuild_command
 
 EXPRESSION = re.compile(r"\d+(?:[+-]\d+)*")
 
@@ -241,10 +241,22 @@ def test_config_validates_levels():
         WarmStartConfig(steps=0)
 
 
-def test_rebuild_command_names_only_changed_fields():
-    assert rebuild_command("out", WarmStartConfig()) == "python -m lensrl.training.warmstart --output-dir out"
+def test_rebuild_command_names_only_what_differs_from_the_testbeds_committed_warmstart():
+    assert rebuild_command("out", WarmStartConfig()) == "lensrl testbed-build --output-dir out"
     command = rebuild_command("out", WarmStartConfig(steps=10, levels=(1, 2), tie_word_embeddings=False))
     assert command.endswith("--steps 10 --levels 1 2 --no-tie-word-embeddings")
+    signs = committed_config("signs")
+    assert rebuild_command("out", signs) == "lensrl testbed-build --output-dir out --testbed signs"
+    assert rebuild_command("out", signs.model_copy(update={"lr": 0.01})).endswith("--testbed signs --lr 0.01")
+
+
+def test_testbed_build_has_a_flag_for_every_warmstart_field():
+    from lensrl.cli import _WARMSTART_FLAGS
+
+    fields = {name: f.annotation for name, f in WarmStartConfig.model_fields.items() if name != "testbed"}
+    assert list(_WARMSTART_FLAGS) == list(fields)
+    for name, (kind, _) in _WARMSTART_FLAGS.items():
+        assert kind.__name__ in str(fields[name]), name
 
 
 def test_warmstart_is_deterministic_and_trains(tmp_path):

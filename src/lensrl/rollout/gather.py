@@ -36,7 +36,11 @@ def merge_rollouts(parts: Sequence[R], pad_token_id: int) -> R:
             return None
         return torch.cat([v if v.dim() == 1 else _pad(v, w, 0.0, left=False) for v in values])
 
-    merged = {f.name: rows(f.name) for f in dataclasses.fields(parts[0])}
+    merged = {
+        f.name: rows(f.name)
+        for f in dataclasses.fields(parts[0])
+        if f.name not in ("problems", "group_size", "completions", "input_ids", "prompt_mask")
+    }
     merged |= {
         "problems": [q for r in parts for q in r.problems],
         "group_size": parts[0].group_size,

@@ -33,6 +33,7 @@ __all__ = [
     "testbed_config",
     "testbed_name",
     "warmstart_problems",
+    "warmstart_record",
 ]
 
 TESTBEDS = ("carry", "signs")
@@ -83,11 +84,17 @@ def base_policy_path(name: str = "carry") -> Path:
     return folder
 
 
+def warmstart_record(name: str) -> dict[str, Any]:
+    """The record of the warm-start that built testbed `name`'s committed base policy (its warmstart.json:
+    the `lensrl.training.warmstart.WarmStartConfig` under "config", the command, the final loss, ...)."""
+    task(name)
+    return json.loads((Path(__file__).resolve().parent / POLICY_FOLDERS[name] / "warmstart.json").read_text())
+
+
 def warmstart_problems(name: str) -> list[Problem]:
     """The task problems of testbed `name`'s committed warm-start stream, in training order, as drawn
     before the teacher wrote their solutions (`warmstart.train_policy`, from the policy's warmstart.json)."""
-    record = Path(__file__).resolve().parent / POLICY_FOLDERS[name] / "warmstart.json"
-    config = json.loads(record.read_text())["config"]
+    config = warmstart_record(name)["config"]
     return task(name).generate_problems(config["steps"] * config["batch_size"], config["levels"], seed=config["seed"])
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lensrl.testbed import POLICY_FOLDERS, TESTBEDS, task
+from lensrl.testbed import TESTBEDS, task, warmstart_record
 from lensrl.testbed.tokenizer import build_tokenizer
 from lensrl.training.sft import cosine_with_warmup, sft_step
 
@@ -87,9 +87,7 @@ class WarmStartConfig(BaseModel):
 
 def committed_config(testbed: str) -> WarmStartConfig:
     """The warm-start that built testbed `testbed`'s committed base policy (its warmstart.json)."""
-    task(testbed)
-    record = Path(__file__).resolve().parent / POLICY_FOLDERS[testbed] / "warmstart.json"
-    return WarmStartConfig(**json.loads(record.read_text())["config"])
+    return WarmStartConfig(**warmstart_record(testbed)["config"])
 
 
 def build_model(config: WarmStartConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
