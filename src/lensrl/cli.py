@@ -140,21 +140,21 @@ def _testbed_build(args: argparse.Namespace) -> int:
 
 
 def _testbed_profile(args: argparse.Namespace) -> int:
-    from lensrl.evaluation.profile import report
+    from lensrl.evaluation.profile import measure_profile, report
     from lensrl.seeds import EVAL_SEED
 
-    results = report(
+    profile = measure_profile(
         args.testbed,
         args.model_dir,
         args.problems_per_level,
         args.samples,
         EVAL_SEED if args.seed is None else args.seed,
-        args.sampler,
-        args.device,
-        Path(args.json) if args.json else None,
-        Path(args.png) if args.png else None,
-        shlex.join(["lensrl", *args.argv]),
+        device=args.device,
+        sampler=args.sampler,
+        progress=True,
     )
+    json_path, png_path = (Path(p) if p else None for p in (args.json, args.png))
+    results = report(profile, json_path, png_path, shlex.join(["lensrl", *args.argv]))
     return 0 if all(results.values()) else 1
 
 

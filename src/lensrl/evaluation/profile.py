@@ -234,22 +234,10 @@ def plot_confidence(profile: Profile, path: Path) -> None:
 
 
 def report(
-    testbed: str,
-    model_dir: str | None,
-    problems_per_level: int,
-    samples: int,
-    seed: int,
-    sampler: str,
-    device: str,
-    json_path: Path | None,
-    png_path: Path | None,
-    command: str,
+    profile: Profile, json_path: Path | None = None, png_path: Path | None = None, command: str = ""
 ) -> dict[str, bool]:
-    """Measure, print the table, the confidence lines and the checks; optionally write JSON and PNG
-    (`lensrl testbed-profile`). Returns the checks."""
-    profile = measure_profile(
-        testbed, model_dir, problems_per_level, samples, seed, device=device, sampler=sampler, progress=True
-    )
+    """Print the table, the confidence lines and the checks of a measured profile; optionally write JSON
+    (with `command`, the one that measured it) and PNG (`lensrl testbed-profile`). Returns the checks."""
     results = checks(profile)
     print(format_table({"base": profile.eval}))
     print(format_confidence(profile))

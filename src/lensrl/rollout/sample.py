@@ -84,14 +84,10 @@ def sample(
                     model,
                     tokenizer,
                     list(problems[start : start + per_chunk]),
-                    group_size,
+                    config.model_copy(update={"group_size": group_size}),
                     sampling,
-                    stop_ids,
                     chunk_seed(seed, first_chunk + c),
                     synced_gpus,
-                    config.sampler,
-                    config.share_prompts,
-                    config.behaviour_logprobs == "sampler",
                 )
             )
     return merge_rollouts(parts, tokenizer.pad_token_id)
@@ -117,21 +113,19 @@ def _sample_chunk(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     chunk: list[Problem],
-    group_size: int,
-    sampling: GenerationConfig,
-    stop_ids: list[int],
+    config: RolloutConfig,
+    sampling: GenerationConfig,  # `config` as `generate` takes it, with the stop tokens
     seed: int,
     synced_gpus: bool,
-    sampler: str,
-    share_prompts: bool = False,
-    sampler_logprobs: bool = False,
 ) -> Rollout:
+    group_size, sampler_logprobs = config.group_size, config.behaviour_logprobs == "sampler"
+    stop_ids = sampling.eos_token_id
     enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
     mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
     torch.manual_seed(seed)
     logprobs = entropy = None
-    if sampler == "compact":
+    if config.sampler == "compact":
         decoded = decode_compact(
             model,
             ids,
@@ -141,7 +135,7 @@ def _sample_chunk(
             sampling.max_new_tokens,
             stop_ids,
             sampling.pad_token_id,
-            shared_prompts=group_size if share_prompts else 1,
+            shared_prompts=group_size if config.share_prompts else 1,
             with_logprobs=sampler_logprobs,
         )
         responses, logprobs, entropy = decoded if sampler_logprobs else (decoded, None, None)
