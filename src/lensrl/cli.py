@@ -16,7 +16,8 @@ from lensrl.research.registry import STUDIES
 
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
-data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and its meaning)."""
+data, rollout, algo, optim, run, sft. Every field with its type, default and meaning: the Configuration
+page of the documentation (docs/configuration.md); a run folder's config.yaml holds every value it used."""
 
 
 # ------------------------------------------------------------------------------------ the commands

@@ -66,7 +66,7 @@ class AlgoBase(Section):
 
 
 class LensAlgo(AlgoBase):
-    """LENS (`algo.advantage=lens`, the default): the settings of `lensrl.core.advantages.LensSettings`,
+    """LENS (`algo.advantage=lens`, the default): the settings of `lensrl.core.settings.LensSettings`,
     which validates them (alpha a finite number >= 0, eps a finite number > 0)."""
 
     advantage: Literal["lens"] = "lens"

@@ -1,1 +1,1 @@
-"""Stage 1, problems: the `Problem` record, where problems come from, and how they become prompts."""
+"""Stage 1, problems: where they come from, how they become prompts, and how an answer is read back."""

@@ -1,1 +1,1 @@
-"""The policy: loading it, updating it with the clipped surrogate, and spreading it over processes."""
+"""The policy: loading it, its log-prob passes (`forward`), and spreading it over processes."""

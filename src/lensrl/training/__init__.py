@@ -1,1 +1,2 @@
-"""The training loops: RL (`trainer`), the supervised warm-start (`sft`) and the GRPO-vs-LENS gradient diagnostic."""
+"""The training loops: RL (`trainer`, its `update` and rollout `metrics`), the supervised warm-start (`sft`),
+the testbed's base-policy warm-start (`warmstart`) and the GRPO-vs-LENS gradient diagnostic."""
