@@ -23,6 +23,15 @@ def test_the_config_loads_without_torch_or_transformers():
     assert out.strip() == "[]"
 
 
+def test_the_docs_draw_the_layers_of_the_contract_in_its_order():
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    layers = [[m.strip().removeprefix("lensrl.") for m in line.split("|")] for line in contract["layers"]]
+    page = (ROOT / "docs" / "development.md").read_text()
+    picture = page[page.index("## Layout") :].split("```")[1].splitlines()
+    drawn = [[m.strip() for m in line[:26].split("|")] for line in picture if line[:1].strip()]
+    assert drawn == layers
+
+
 def test_package_data_patterns_match_files():
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lensrl"]
     for pattern in patterns:
