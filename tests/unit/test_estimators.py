@@ -17,7 +17,7 @@ from lensrl.core.advantages import (
 )
 from lensrl.core.settings import SETTING_HELP, SETTINGS, LensSettings, read_lens_settings
 from lensrl.records import Problem, ScoredRollout
-from lensrl.training.metrics import rollout_metrics
+from lensrl.training.metrics import progress_postfix, rollout_metrics
 
 
 def _rollout() -> ScoredRollout:
@@ -114,6 +114,22 @@ def test_lens_adds_its_calibrated_reward():
     #   -(1/2) 0.8 / 0.8 = -1/2 and -(1/2) 0.4 / 1.2 = -1/6.  Mean of (1, -1/6, -1/2, -1/6) = 1/24.
     m = rollout_metrics(_rollout(), torch.zeros(4), LensAlgo())
     assert m["lens/calibrated_reward"] == pytest.approx(1 / 24)
+
+
+def test_the_progress_bar_shows_the_pass_rate_as_reward_and_lens_calibrated_reward_apart():
+    # the rollout above: 1 right of 4 (reward 0.25, as in metrics.jsonl); LENS's mean calibrated
+    # reward 1/24 (test above) is shown as lens_r; half the groups are negative
+    step = {**rollout_metrics(_rollout(), torch.zeros(4), LensAlgo()), "approx_kl": 0.00123, "clipfrac": 0.0625}
+    assert progress_postfix(step) == {
+        "reward": "0.250",
+        "lens_r": "0.042",
+        "neg": "0.50",
+        "kl": "0.0012",
+        "clip": "0.062",
+    }
+    # GRPO logs no calibrated reward, and a skipped update no kl or clip fraction
+    grpo = rollout_metrics(_rollout(), torch.zeros(4), GRPOAlgo())
+    assert progress_postfix(grpo) == {"reward": "0.250", "neg": "0.50", "kl": "nan", "clip": "nan"}
 
 
 def test_lens_settings_have_one_definition():

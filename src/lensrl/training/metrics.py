@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -39,3 +40,18 @@ def verifier_metrics(counts: VerifyCounts) -> dict[str, int]:
     """verify/calls, verify/unparseable, verify/timeouts, verify/retries, verify/errors and
     verify/worker_restarts: what the verifier counted (`VerifyCounts`) while scoring one step's rollout."""
     return {f"verify/{f.name}": getattr(counts, f.name) for f in dataclasses.fields(counts)}
+
+
+def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """What the progress bar shows of a step's metrics record: reward (the share of correct responses,
+    metrics.jsonl's `reward`), lens_r (LENS's mean calibrated reward `lens/calibrated_reward`, only when
+    the estimator logs it), neg (`groups/negative`), kl (`approx_kl`) and clip (`clipfrac`), NaN when
+    the step did not update."""
+    postfix = {"reward": f"{metrics['reward']:.3f}"}
+    if "lens/calibrated_reward" in metrics:
+        postfix["lens_r"] = f"{metrics['lens/calibrated_reward']:.3f}"
+    return postfix | {
+        "neg": f"{metrics['groups/negative']:.2f}",
+        "kl": f"{metrics.get('approx_kl', math.nan):.4f}",
+        "clip": f"{metrics.get('clipfrac', math.nan):.3f}",
+    }
