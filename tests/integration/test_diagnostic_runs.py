@@ -73,7 +73,7 @@ def test_the_diagnostic_changes_nothing_in_training(dropout_model_dir, run_witho
         "diag/rel_diff",
         "diag/negative_share",
         "diag/grad_norm_grpo",
-        "diag/grad_norm_lens",
+        "diag/grad_norm_other",
         "diag/negative_groups",
         "time/diagnostic",
     }

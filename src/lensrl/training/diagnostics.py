@@ -18,8 +18,9 @@ all trainable parameters as one vector:
     diag/cosine           cos(g_grpo, g_other): 1 when the other estimator only rescales GRPO's step
     diag/rel_diff         ||g_other - g_grpo|| / ||g_grpo||: how far its step is from GRPO's
     diag/negative_share   ||g_neg|| / ||g_other||: the negative groups' part of its step
-    diag/grad_norm_grpo, diag/grad_norm_lens (g_other's norm; the name is kept from when the other
-    estimator was always LENS), and diag/negative_groups (the minibatch's share of negative groups)
+    diag/grad_norm_grpo   ||g_grpo||
+    diag/grad_norm_other  ||g_other||: the other estimator's, whichever it is (LENS, NSR, NGRPO, ...)
+    diag/negative_groups  the minibatch's share of negative groups
 
 A ratio whose denominator is 0 is NaN (a minibatch of negative groups only: GRPO's gradient is 0).
 
@@ -129,7 +130,7 @@ def gradient_stats(
         ),
         "diag/negative_share": _ratio(negative_norm, norm_other),
         "diag/grad_norm_grpo": norm_grpo,
-        "diag/grad_norm_lens": norm_other,
+        "diag/grad_norm_other": norm_other,
     }
 
 
