@@ -56,7 +56,8 @@ from lensrl.policy.forward import by_length
 from lensrl.policy.prepare import prepare
 from lensrl.records import ScoredRollout
 from lensrl.rollout.collect import collect_rollout
-from lensrl.rollout.verify import MATH_VERIFIER
+from lensrl.rollout.verifier import VerifierLike
+from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.seeds import rollout_seed
 from lensrl.training.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
@@ -199,10 +200,14 @@ def resolve_model(model: str, config_path: str | None = None, overrides: Sequenc
     return load_config(base, list(overrides)), str(checkpoint)
 
 
-def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = "") -> list[dict[str, float]]:
+def measure_model(
+    config: TrainConfig, weights: str, rollouts: int, name: str = "", verifier: VerifierLike = MATH_VERIFIER
+) -> list[dict[str, float]]:
     """`gradient_comparison` on `rollouts` fresh rollouts of a model; rollout r is step r + 1 of a run
     of `config` from these weights without updates: its problems, sampling seed and minibatch shuffle,
-    and the trainer's rollout (`collect_rollout`), scored with `MATH_VERIFIER`."""
+    and the trainer's rollout (`collect_rollout`), scored with `verifier` (as `train` takes it: a plain
+    function is wrapped by `verify.as_verifier`)."""
+    verifier = as_verifier(verifier)
     train_problems = load_problems(config.data, config.run.seed)[0]  # data errors before the model loads
     p = prepare(config, train_problems, weights=weights)
     generator = torch.Generator().manual_seed(config.run.seed)
@@ -210,7 +215,7 @@ def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = 
     for r in tqdm(range(rollouts), desc=name or weights, disable=not config.run.progress):
         problems = [p.train_set[i] for i in p.order.take(config.rollout.questions_per_step)]
         rollout = collect_rollout(
-            p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1), MATH_VERIFIER
+            p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1), verifier
         ).rollout
         results.append(gradient_comparison(p.model, rollout, config, generator))
         minibatch_groups(rollout, config, generator)  # the shuffle moves on as that step's update would
@@ -228,15 +233,21 @@ def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def measure_gradients(
-    models: Sequence[str], rollouts: int = 3, config_path: str | None = None, overrides: Sequence[str] = ()
+    models: Sequence[str],
+    rollouts: int = 3,
+    config_path: str | None = None,
+    overrides: Sequence[str] = (),
+    verifier: VerifierLike = MATH_VERIFIER,
 ) -> dict[str, Any]:
-    """`lensrl grad-diff`: {"models": {MODEL: {"rollouts": [diag metrics per rollout], "mean": {...}}}}."""
+    """`lensrl grad-diff`: {"models": {MODEL: {"rollouts": [diag metrics per rollout], "mean": {...}}}};
+    the rollouts are scored with `verifier` (that of the runs being compared, for their steps to be
+    reproduced)."""
     if rollouts < 1:
         raise ValueError(f"--rollouts must be >= 1, got {rollouts}")
     report = {}
     for name in models:
         config, weights = resolve_model(name, config_path, overrides)
-        records = measure_model(config, weights, rollouts, name)
+        records = measure_model(config, weights, rollouts, name, verifier)
         report[name] = {"rollouts": records, "mean": mean_metrics(records)}
     return {"models": report}
 
