@@ -51,13 +51,15 @@ def _sft(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from lensrl.config import save_config
-    from lensrl.data.sources import load_problems
+    from lensrl.data.sources import load_eval_problems
     from lensrl.evaluation.evaluate import EvalSettings, format_table
     from lensrl.policy.prepare import prepare
     from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
 
     config = _config(args)
-    problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
+    # the evaluation sources only (data errors before the model loads); the training sources are read
+    # only when an `unseen` evaluation source must leave their problems out
+    problems = load_eval_problems(config.data, config.run.seed)
     p = prepare(config, eval_problems=problems, weights=args.checkpoint, check_lengths=False)
     settings = EvalSettings.of_run(config, args.step)
     if not config.run.output_dir:

@@ -51,7 +51,7 @@ from transformers import PreTrainedModel
 
 from lensrl.config import AlgoConfig, GRPOAlgo, TrainConfig, load_config, switch_estimator
 from lensrl.core.advantages import GROUP_KINDS, group_kinds
-from lensrl.data.sources import load_problems
+from lensrl.data.sources import load_train_problems
 from lensrl.policy.forward import by_length
 from lensrl.policy.prepare import prepare
 from lensrl.records import ScoredRollout
@@ -208,7 +208,7 @@ def measure_model(
     and the trainer's rollout (`collect_rollout`), scored with `verifier` (as `train` takes it: a plain
     function is wrapped by `verify.as_verifier`)."""
     verifier = as_verifier(verifier)
-    train_problems = load_problems(config.data, config.run.seed)[0]  # data errors before the model loads
+    train_problems = load_train_problems(config.data, config.run.seed)  # data errors before the model loads
     p = prepare(config, train_problems, weights=weights)
     generator = torch.Generator().manual_seed(config.run.seed)
     results = []
