@@ -16,7 +16,9 @@ from lensrl.core.advantages import (
     w_reinforce_advantages,
 )
 from lensrl.core.settings import SETTING_HELP, SETTINGS, LensSettings, read_lens_settings
+from lensrl.evaluation.evaluate import summarise
 from lensrl.records import Problem, ScoredRollout
+from lensrl.runs.lifecycle import eval_metrics
 from lensrl.training.metrics import progress_postfix, rollout_metrics
 
 
@@ -102,10 +104,24 @@ def test_rollout_metrics_by_hand():
     assert m["entropy"] == pytest.approx((1 + 3 + 2 + 0 + 0 + 1 + 1) / 7)
     assert (m["response_len/mean"], m["response_len/max"]) == (1.75, 2.0)
     assert m["prompt_len/mean"] == 1.0  # every row has one real prompt token
-    assert m["truncated"] == 0.25 and m["unparseable"] == 0.25  # row 1: cut short, no \boxed{}
+    assert m["truncated"] == 0.25 and m["no_final_answer"] == 0.25  # row 1: cut short, no \boxed{}
     assert m["adv/abs_mean"] == pytest.approx(0.625)
     assert m["adv/negative_group_share"] == pytest.approx(0.5 / 2.5)  # |A| of group 1 over all |A|
     assert "lens/calibrated_reward" not in m and not math.isnan(m["pibar/wrong"])
+
+
+def test_the_share_without_a_final_answer_is_not_called_unparseable():
+    # row 1 ("3") has no \boxed{} and no ####: 1 of 4 responses. That share is measured by extraction, whatever
+    # the verifier (one reading bare numbers would parse "3"); `unparseable` is the verifier's own count
+    # (verify/unparseable), so the extraction-based share goes by another name, per step and per evaluation
+    m = rollout_metrics(_rollout(), torch.zeros(4), GRPOAlgo())
+    assert m["no_final_answer"] == 0.25 and not any("unparseable" in key for key in m)
+    # an evaluation keeps the share in eval.jsonl's `unparseable` field (the committed records' key); its
+    # tracker metric takes the per-step name: 1 of 4 samples
+    result = summarise(0, [Problem("a", "1")], n_correct=[1], samples=4, n_unparseable=[1], response_tokens=[8])
+    assert result.unparseable == 0.25 and result.to_json()["unparseable"] == 0.25
+    logged = eval_metrics(result)
+    assert logged["eval/no_final_answer"] == 0.25 and not any("unparseable" in key for key in logged)
 
 
 def test_lens_adds_its_calibrated_reward():

@@ -215,11 +215,11 @@ class RunFolder:
 
 def eval_metrics(result: EvalResult) -> dict[str, float]:
     """An evaluation as flat tracker metrics: eval/pass@k, eval/L<level>/pass@k, eval/all_wrong, and
-    eval/unparseable and eval/response_tokens when measured."""
+    when measured eval/no_final_answer (`EvalResult.unparseable`, under the per-step metric's name) and
+    eval/response_tokens."""
     metrics = {f"eval/{k}": v for k, v in result.overall.items()} | {"eval/all_wrong": result.all_wrong}
-    metrics |= {
-        f"eval/{name}": v for name in ("unparseable", "response_tokens") if (v := getattr(result, name)) is not None
-    }
+    measured = {"no_final_answer": result.unparseable, "response_tokens": result.response_tokens}
+    metrics |= {f"eval/{name}": v for name, v in measured.items() if v is not None}
     for level, by_k in result.per_level.items():
         metrics |= {f"eval/L{level}/{k}": v for k, v in by_k.items()}
     return metrics

@@ -18,8 +18,10 @@ def rollout_metrics(rollout: ScoredRollout, advantages: torch.Tensor, algo: Algo
     """One step's rollout metrics (keys as in metrics.jsonl), plus the estimator's own, if it has any.
 
     reward: share of correct responses; groups/*: shares of negative, mixed and all-correct groups;
-    pibar/*: mean confidence of right and wrong responses; adv/negative_group_share: the negative
-    groups' share of the advantage mass sum |A_i|.
+    pibar/*: mean confidence of right and wrong responses; no_final_answer: share of responses with
+    no `\\boxed{}` or `####` final answer (`data.answers.extract_answer`), whatever the verifier (its
+    own count of answers it could not read is `verify/unparseable`, `verifier_metrics`);
+    adv/negative_group_share: the negative groups' share of the advantage mass sum |A_i|.
     """
     mask, lengths = rollout.response_mask, rollout.lengths
     metrics = {
@@ -30,7 +32,7 @@ def rollout_metrics(rollout: ScoredRollout, advantages: torch.Tensor, algo: Algo
         "response_len/mean": lengths.mean().item(),
         "response_len/max": lengths.max().item(),
         "truncated": rollout.truncated.float().mean().item(),
-        "unparseable": sum(extract_answer(c) is None for c in rollout.completions) / len(rollout.completions),
+        "no_final_answer": sum(extract_answer(c) is None for c in rollout.completions) / len(rollout.completions),
         "adv/abs_mean": advantages.abs().mean().item(),
     }
     return metrics | algo.metrics(rollout)
