@@ -23,27 +23,28 @@ data, rollout, algo, optim, run, sft (see lensrl/config.py for every field and i
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lensrl.evaluation.evaluate import format_table
     from lensrl.training.trainer import train
 
-    result = train(_config(args), resume=args.resume)
-    if result.stopped_by:
-        print(
-            f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
-            f"lensrl train --resume --output-dir {result.output_dir}",
-            file=sys.stderr,
-        )
-        return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
-    print(format_table({"before": result.first_eval, "after": result.last_eval}))
-    print(f"run folder: {result.output_dir}")
-    return 0
+    return _finished(train(_config(args), resume=args.resume), "train")
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from lensrl.evaluation.evaluate import format_table
     from lensrl.training.sft import sft
 
-    result = sft(_config(args))
+    return _finished(sft(_config(args), resume=args.resume), "sft")
+
+
+def _finished(result, command: str) -> int:  # noqa: ANN001 (RunResult: imported only here)
+    """Print a run's before / after table and folder, or, stopped by a signal, how to go on; the exit status."""
+    from lensrl.evaluation.evaluate import format_table
+
+    if result.stopped_by:
+        print(
+            f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
+            f"lensrl {command} --resume --output-dir {result.output_dir}",
+            file=sys.stderr,
+        )
+        return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
     print(format_table({"before": result.first_eval, "after": result.last_eval}))
     print(f"run folder: {result.output_dir}")
     return 0
@@ -283,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sft", help="supervised warm-start on worked solutions (teaches the answer format)", epilog=EPILOG
     )
     _common(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
+        "config unless --config is given); overrides may only change bookkeeping (sft.steps sets the "
+        "learning-rate schedule and stays)",
+    )
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("samples", help="print a run's sample log (samples.jsonl): most confident mistakes first")
