@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lensrl.config import load_config
 from lensrl.data.prompts import format_problems
-from lensrl.data.sources import load_problems
+from lensrl.data.sources import load_eval_problems
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.policy.models import load_policy
 from lensrl.records import Rollout
@@ -59,7 +59,7 @@ def style_table(counts: Counter) -> dict:
 
 def analyse(adapter: Path, step: int, config_path: Path) -> dict:
     config = load_config(config_path, ["model.adapter=null", "run.output_dir=null", "run.progress=false"])
-    problems = load_problems(config.data, config.run.seed)[1]
+    problems = load_eval_problems(config.data, config.run.seed)
     model, tokenizer = load_policy(config.model, str(adapter))
     problems = format_problems(problems, tokenizer, config.prompt)
     counts: Counter = Counter()

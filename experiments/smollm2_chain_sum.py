@@ -102,7 +102,7 @@ def lr_probes(rl_config: TrainConfig, runs: Path) -> dict:
             "reward": [m["reward"] for m in metrics],
             "reward_first_half": statistics.fmean(m["reward"] for m in first),
             "reward_second_half": statistics.fmean(m["reward"] for m in second),
-            "max_unparseable_second_half": max(m["unparseable"] for m in second),
+            "max_unparseable_second_half": max(m["no_final_answer"] for m in second),
             "evals": read_jsonl(folder / "eval.jsonl"),
         }
     return {"probes": probes, "chosen_lr": choose_lr(probes)}

@@ -78,7 +78,7 @@ def _curves(run_dir: Path) -> list[dict]:
         "groups/negative",
         "adv/negative_group_share",
         "response_len/mean",
-        "unparseable",
+        "no_final_answer",
         "verify/timeouts",
         "time/step",
     )

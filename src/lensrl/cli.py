@@ -24,14 +24,25 @@ page of the documentation (docs/configuration.md); a run folder's config.yaml ho
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lensrl.evaluation.evaluate import format_table
     from lensrl.training.trainer import train
 
-    result = train(_config(args), resume=args.resume)
+    return _finished(train(_config(args), resume=args.resume), "train")
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from lensrl.training.sft import sft
+
+    return _finished(sft(_config(args), resume=args.resume), "sft")
+
+
+def _finished(result, command: str) -> int:  # noqa: ANN001 (RunResult: imported only here)
+    """Print a run's before / after table and folder, or, stopped by a signal, how to go on; the exit status."""
+    from lensrl.evaluation.evaluate import format_table
+
     if result.stopped_by:
         print(
             f"stopped by {result.stopped_by} after saving a checkpoint; go on with: "
-            f"lensrl train --resume --output-dir {result.output_dir}",
+            f"lensrl {command} --resume --output-dir {result.output_dir}",
             file=sys.stderr,
         )
         return 128 + getattr(signal.Signals, result.stopped_by, signal.SIGTERM).value
@@ -40,25 +51,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sft(args: argparse.Namespace) -> int:
-    from lensrl.evaluation.evaluate import format_table
-    from lensrl.training.sft import sft
-
-    result = sft(_config(args))
-    print(format_table({"before": result.first_eval, "after": result.last_eval}))
-    print(f"run folder: {result.output_dir}")
-    return 0
-
-
 def _eval(args: argparse.Namespace) -> int:
     from lensrl.config import save_config
-    from lensrl.data.sources import load_problems
+    from lensrl.data.sources import load_eval_problems
     from lensrl.evaluation.evaluate import EvalSettings, format_table
     from lensrl.policy.prepare import prepare
     from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
 
     config = _config(args)
-    problems = load_problems(config.data, config.run.seed)[1]  # data errors before the model loads
+    # the evaluation sources only (data errors before the model loads); the training sources are read
+    # only when an `unseen` evaluation source must leave their problems out
+    problems = load_eval_problems(config.data, config.run.seed)
     p = prepare(config, eval_problems=problems, weights=args.checkpoint, check_lengths=False)
     settings = EvalSettings.of_run(config, args.step)
     if not config.run.output_dir:
@@ -282,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         "sft", help="supervised warm-start on worked solutions (teaches the answer format)", epilog=EPILOG
     )
     _common(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the newest complete checkpoint in --output-dir (whose config.yaml is the "
+        "config unless --config is given); overrides may only change bookkeeping (sft.steps sets the "
+        "learning-rate schedule and stays)",
+    )
     p.set_defaults(func=_sft)
 
     p = sub.add_parser("samples", help="print a run's sample log (samples.jsonl): most confident mistakes first")

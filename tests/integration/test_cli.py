@@ -48,6 +48,18 @@ def test_eval_writes_pass_at_k_by_level(tiny_model_dir, tmp_path, capsys):
     assert "level" in printed and "response tokens on average" in printed
 
 
+def test_eval_reads_only_the_evaluation_sources(tiny_model_dir, tmp_path):
+    # data.train names a file that does not exist (it could as well be a hub dataset): eval never opens it,
+    # and evaluates exactly as with any other training set
+    rows = []
+    for train in (str(tmp_path / "missing.jsonl"), "testbed"):
+        out = tmp_path / ("eval_" + str(len(rows)))
+        args = ["eval", str(tiny_model_dir), *tiny_overrides(tiny_model_dir, out, f"data.train={train}")]
+        assert main(args) == 0
+        rows.append(json.loads((out / "eval.jsonl").read_text()))
+    assert rows[0] == rows[1]
+
+
 def test_eval_of_a_checkpoint_at_its_step_reproduces_the_runs_row(tiny_model_dir, tmp_path):
     # `--step 2` seeds the sampling as the run's own evaluation after step 2 did: the same row exactly
     run, again = tmp_path / "run", tmp_path / "again"

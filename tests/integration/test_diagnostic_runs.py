@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from lensrl.cli import main
 from lensrl.config import load_config
 from lensrl.testbed import build_tokenizer
+from lensrl.training.diagnostics import measure_gradients
 from lensrl.training.trainer import train
 from tests.conftest import nan_behaviour_logprobs_at, tiny_overrides
 
@@ -73,7 +74,7 @@ def test_the_diagnostic_changes_nothing_in_training(dropout_model_dir, run_witho
         "diag/rel_diff",
         "diag/negative_share",
         "diag/grad_norm_grpo",
-        "diag/grad_norm_lens",
+        "diag/grad_norm_other",
         "diag/negative_groups",
         "time/diagnostic",
     }
@@ -170,3 +171,24 @@ def test_grad_diff_on_a_run_folder_without_a_checkpoint_is_a_clear_error(tmp_pat
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     assert main(["grad-diff", str(tmp_path / "run"), "--output", str(tmp_path / "x.json")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_grad_diff_scores_with_the_verifier_it_is_given(tiny_model_dir, tmp_path):
+    # a run trained with _odd_length; grad-diff with the same plain function reproduces its step 1
+    # (Math-Verify would score every response of this random model wrong: no mixed group at all)
+    run = tmp_path / "run"
+    train(
+        load_config(overrides=tiny_overrides(tiny_model_dir, run, "run.steps=1", "run.diagnostic_every=1")),
+        verifier=_odd_length,
+    )
+    step_1 = {k: v for k, v in _metrics(run)[0].items() if k.startswith("diag/")}
+    calls = []
+
+    def odd_length(completion: str, gold: str) -> bool:
+        calls.append(completion)
+        return _odd_length(completion, gold)
+
+    report = measure_gradients([str(tiny_model_dir)], 1, str(run / "config.yaml"), verifier=odd_length)
+    assert len(calls) == 4 * 4  # questions_per_step x group_size, every one through the given verifier
+    assert report["models"][str(tiny_model_dir)]["rollouts"][0] == pytest.approx(step_1, rel=1e-9)
+    assert 0 < step_1["diag/negative_groups"] < 1  # mixed groups: _odd_length's verdicts, not Math-Verify's

@@ -94,7 +94,7 @@ def test_tensorboard_gets_metrics_evaluations_config_and_samples(tiny_model_dir,
         "eval/pass@1",
         "eval/all_wrong",
         "eval/L1/pass@2",
-        "eval/unparseable",
+        "eval/no_final_answer",
         "eval/response_tokens",
     ):
         assert {e.step for e in events.Scalars(key)} == ({0, 2} if key.startswith("eval/") else {1, 2}), key

@@ -16,7 +16,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from lensrl import lens_advantages, selective_logprobs  # noqa: E402
-from lensrl.core.advantages import LOGPROB_ROUNDOFF, LensSettings  # noqa: E402
+from lensrl.core.advantages import LOGPROB_ROUNDOFF, LensSettings, group_metrics  # noqa: E402
 from lensrl.integrations.trl import LensGRPOConfig, LensGRPOTrainer, math_reward  # noqa: E402
 
 G = 4
@@ -104,6 +104,16 @@ class RecordingGRPOTrainer(_Recorder, GRPOTrainer):
     pass
 
 
+NATIVE_METRICS = (
+    "groups/negative",
+    "groups/mixed",
+    "groups/all_correct",
+    "pibar/correct",
+    "pibar/wrong",
+    "adv/negative_group_share",
+)
+
+
 def _params(trainer):
     return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 
@@ -131,14 +141,15 @@ def test_lens_trainer_trains_tiny_chat_model_and_logs_lens_metrics(tiny_chat_mod
     before = _params(trainer)
     trainer.train()
 
-    logs = [entry for entry in trainer.state.log_history if "lens/groups/negative" in entry]
+    logs = [entry for entry in trainer.state.log_history if "groups/negative" in entry]
     assert len(logs) == 2
-    assert any("eval_lens/groups/negative" in entry for entry in trainer.state.log_history)
-    for key in ("lens/groups/mixed", "lens/groups/all_correct", "lens/negative_signal_share", "lens/confidence/mean"):
+    assert any("eval_groups/negative" in entry for entry in trainer.state.log_history)
+    for key in NATIVE_METRICS:  # the native trainer's names (pibar/correct: None, as no answer is right)
         assert key in logs[0], key
+    assert not any(key.startswith("lens/") for entry in trainer.state.log_history for key in entry)
     # a random model never boxes the right answer: every group is negative, so GRPO would not move at all
-    assert all(entry["lens/groups/negative"] == 1.0 for entry in logs)
-    assert all(entry["lens/negative_signal_share"] == 1.0 for entry in logs)
+    assert all(entry["groups/negative"] == 1.0 for entry in logs)
+    assert all(entry["adv/negative_group_share"] == 1.0 for entry in logs)
     after = _params(trainer)
     assert any(not torch.equal(before[n], after[n]) for n in before), "no parameter changed"
     assert trainer.lens_last_batch["advantages"].abs().max() > 0
@@ -204,6 +215,43 @@ def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir,
         neg = torch.tensor([a == "neg" for a in rec["answers"]])
         assert neg.any()
         assert torch.equal(rec["advantages"][neg], torch.zeros(int(neg.sum())))
+
+
+class EvenConfidenceLensTrainer(_Recorder, LensGRPOTrainer):
+    """Its second generation batch has every completion equally confident (as when the G samples of every
+    prompt coincide): LENS gives those all-wrong groups no advantage at all."""
+
+    def _lens_sequence_logprobs(self, output, mode):
+        seq, lengths = super()._lens_sequence_logprobs(output, mode)
+        if len(self.records) == 1:
+            seq, lengths = torch.full_like(seq, -2.0), torch.full_like(lengths, 4)
+        return seq, lengths
+
+
+def test_a_logging_window_logs_the_native_metrics_and_the_share_of_its_whole_advantage_mass(tiny_model_dir, tmp_path):
+    # every reward 0: every group of both generation batches (one a step, two steps a log) is negative.
+    # Batch 1 gets LENS advantages; batch 2 none (equal confidences). The negative groups hold the whole
+    # advantage mass of the window, so the share is 1; averaging the batches' shares (1 and 0, TRL's mean of
+    # a metric's values over the window) read 0.5, in a run where every group was negative.
+    trainer = EvenConfidenceLensTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=lambda completions, **kwargs: [0.0] * len(completions),
+        train_dataset=_text_dataset(),
+        args=_config(LensGRPOConfig, tmp_path, logging_steps=2),
+    )
+    trainer.train()
+    first, second = (rec["lens"] for rec in trainer.records)
+    assert first["advantages"].abs().sum() > 0 and torch.equal(second["advantages"], torch.zeros(2 * G))
+    (logged,) = [entry for entry in trainer.state.log_history if "groups/negative" in entry]
+    assert logged["adv/negative_group_share"] == 1.0
+    # every other metric is the shared function's, per batch, averaged over the window as TRL averages its own
+    per_batch = [
+        group_metrics(b["correct"], b["seq_logprobs"], b["lengths"], b["advantages"], G) for b in (first, second)
+    ]
+    for key in ("groups/negative", "groups/mixed", "groups/all_correct", "pibar/wrong"):
+        assert logged[key] == pytest.approx((per_batch[0][key] + per_batch[1][key]) / 2, rel=1e-12), key
+    assert logged["groups/negative"] == 1.0 and logged["pibar/correct"] is None  # no right answer in the window
+    assert per_batch[1]["pibar/wrong"] == pytest.approx(math.exp(-2.0 / 4))
 
 
 def test_non_binary_rewards_raise(tiny_model_dir, tmp_path):

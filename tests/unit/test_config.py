@@ -86,6 +86,19 @@ def test_data_source_shorthands():
     assert SourceConfig().row_slice() == slice(None)
 
 
+def test_a_testbed_mapping_without_a_count_gets_the_bare_names_defaults():
+    # {path: testbed} is the bare "testbed" spelled as a mapping: the same default size (train, 20,000)
+    # and per-level count (eval, 100); a count given in the mapping is kept, and so is every other field
+    for spelled in ({"path": "testbed"}, [{"path": "testbed"}], SourceConfig(path="testbed")):
+        assert DataConfig(train=spelled, eval=spelled) == DataConfig(train="testbed", eval="testbed")
+    by_key = load_config(overrides=["data.train={path: testbed:signs}", "data.eval={path: testbed:signs, levels: [3]}"])
+    assert by_key.data.train == [SourceConfig(path="testbed:signs", size=20_000)]
+    assert by_key.data.eval == [SourceConfig(path="testbed:signs", per_level=100, levels=[3])]
+    assert DataConfig(train={"path": "testbed", "per_level": 4}).train == [SourceConfig(path="testbed", per_level=4)]
+    assert DataConfig(eval={"path": "testbed", "size": 9}).eval == [SourceConfig(path="testbed", size=9)]
+    assert DataConfig(train={"path": "t.jsonl"}).train == [SourceConfig(path="t.jsonl")]  # files: no testbed count
+
+
 def test_algo_holds_the_common_settings_and_only_the_chosen_estimators():
     common = {"advantage", "filter_groups", "clip_low", "clip_high", "loss_agg", "kl_coef"}
     dumps = {

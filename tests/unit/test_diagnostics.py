@@ -95,7 +95,7 @@ def _expected(model, rollout, config, generator):
         "diag/rel_diff": ((g_lens - g_grpo).norm() / g_grpo.norm()).item(),
         "diag/negative_share": (g_neg.norm() / g_lens.norm()).item(),
         "diag/grad_norm_grpo": g_grpo.norm().item(),
-        "diag/grad_norm_lens": g_lens.norm().item(),
+        "diag/grad_norm_other": g_lens.norm().item(),
         "diag/negative_groups": negative_group[groups].double().mean().item(),
     }
 
@@ -130,6 +130,19 @@ def test_the_comparison_equals_a_direct_computation(tiny_model_dir, groups, extr
         assert got["diag/negative_share"] > 0 and got["diag/negative_groups"] > 0
 
 
+def test_the_other_estimators_norm_is_named_for_no_estimator_in_particular(tiny_model_dir):
+    # an NGRPO run compares GRPO with NGRPO: the second norm is NGRPO's gradient's, so no key may call it LENS's
+    config = _config(tiny_model_dir, "algo.advantage=ngrpo")
+    model, tokenizer = load_policy(config.model)
+    rollout = _rollout(model, tokenizer, [MIXED, NEGATIVE] * 4)
+    generator = torch.Generator().manual_seed(5)
+    got = gradient_comparison(model, rollout, config, generator)
+    rows = group_rows(first_minibatch(rollout, config, generator), G, rollout.input_ids.device)
+    ngrpo = _direct_gradient(model, rollout, config.algo.advantages(rollout), rows, config)
+    assert got["diag/grad_norm_other"] == pytest.approx(ngrpo.norm().item(), rel=1e-5)
+    assert not any("lens" in key for key in got)
+
+
 def _dropout_model(model_dir):
     model = AutoModelForCausalLM.from_pretrained(model_dir, attention_dropout=0.5)
     return model, load_tokenizer(str(model_dir))
@@ -147,7 +160,7 @@ def test_equal_advantages_give_cosine_one_and_no_difference_even_with_dropout(ti
     # the passes draw the same dropout masks: identical gradients, not merely close ones
     assert got["diag/rel_diff"] == 0.0 and got["diag/negative_share"] == 0.0
     assert got["diag/cosine"] == pytest.approx(1.0, abs=1e-12)
-    assert got["diag/grad_norm_grpo"] == got["diag/grad_norm_lens"] > 0
+    assert got["diag/grad_norm_grpo"] == got["diag/grad_norm_other"] > 0
     odd = [int(q) % 2 for q in first_minibatch(rollout, config, generator)]  # the odd groups are negative
     assert got["diag/negative_groups"] == sum(odd) / 4 > 0
 
@@ -165,7 +178,7 @@ def test_weights_gradients_generator_and_random_state_are_left_as_they_were(tiny
     generator_state, random_state = generator.get_state(), torch.get_rng_state()
     model.eval()
     got = gradient_comparison(model, rollout, config, generator)
-    assert got["diag/grad_norm_lens"] > 0
+    assert got["diag/grad_norm_other"] > 0
     assert all(torch.equal(p, w) for p, w in zip(params, weights))
     assert params[0].grad is None and all(torch.equal(p.grad, g) for p, g in zip(params[1:], grads[1:]))
     assert torch.equal(generator.get_state(), generator_state) and torch.equal(torch.get_rng_state(), random_state)
@@ -195,7 +208,7 @@ def test_gradient_stats_by_hand():
             "diag/rel_diff": 4 / 3,
             "diag/negative_share": 2 / 5,
             "diag/grad_norm_grpo": 3.0,
-            "diag/grad_norm_lens": 5.0,
+            "diag/grad_norm_other": 5.0,
         }
     )
     zero = [torch.zeros(2), torch.zeros(1)]  # e.g. a minibatch of negative groups: GRPO's gradient is 0

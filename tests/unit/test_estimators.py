@@ -16,8 +16,10 @@ from lensrl.core.advantages import (
     w_reinforce_advantages,
 )
 from lensrl.core.settings import SETTING_HELP, SETTINGS, LensSettings, read_lens_settings
+from lensrl.evaluation.evaluate import summarise
 from lensrl.records import Problem, ScoredRollout
-from lensrl.training.metrics import rollout_metrics
+from lensrl.runs.lifecycle import eval_metrics
+from lensrl.training.metrics import progress_postfix, rollout_metrics
 
 
 def _rollout() -> ScoredRollout:
@@ -102,10 +104,24 @@ def test_rollout_metrics_by_hand():
     assert m["entropy"] == pytest.approx((1 + 3 + 2 + 0 + 0 + 1 + 1) / 7)
     assert (m["response_len/mean"], m["response_len/max"]) == (1.75, 2.0)
     assert m["prompt_len/mean"] == 1.0  # every row has one real prompt token
-    assert m["truncated"] == 0.25 and m["unparseable"] == 0.25  # row 1: cut short, no \boxed{}
+    assert m["truncated"] == 0.25 and m["no_final_answer"] == 0.25  # row 1: cut short, no \boxed{}
     assert m["adv/abs_mean"] == pytest.approx(0.625)
     assert m["adv/negative_group_share"] == pytest.approx(0.5 / 2.5)  # |A| of group 1 over all |A|
     assert "lens/calibrated_reward" not in m and not math.isnan(m["pibar/wrong"])
+
+
+def test_the_share_without_a_final_answer_is_not_called_unparseable():
+    # row 1 ("3") has no \boxed{} and no ####: 1 of 4 responses. That share is measured by extraction, whatever
+    # the verifier (one reading bare numbers would parse "3"); `unparseable` is the verifier's own count
+    # (verify/unparseable), so the extraction-based share goes by another name, per step and per evaluation
+    m = rollout_metrics(_rollout(), torch.zeros(4), GRPOAlgo())
+    assert m["no_final_answer"] == 0.25 and not any("unparseable" in key for key in m)
+    # an evaluation keeps the share in eval.jsonl's `unparseable` field (the committed records' key); its
+    # tracker metric takes the per-step name: 1 of 4 samples
+    result = summarise(0, [Problem("a", "1")], n_correct=[1], samples=4, n_unparseable=[1], response_tokens=[8])
+    assert result.unparseable == 0.25 and result.to_json()["unparseable"] == 0.25
+    logged = eval_metrics(result)
+    assert logged["eval/no_final_answer"] == 0.25 and not any("unparseable" in key for key in logged)
 
 
 def test_lens_adds_its_calibrated_reward():
@@ -114,6 +130,22 @@ def test_lens_adds_its_calibrated_reward():
     #   -(1/2) 0.8 / 0.8 = -1/2 and -(1/2) 0.4 / 1.2 = -1/6.  Mean of (1, -1/6, -1/2, -1/6) = 1/24.
     m = rollout_metrics(_rollout(), torch.zeros(4), LensAlgo())
     assert m["lens/calibrated_reward"] == pytest.approx(1 / 24)
+
+
+def test_the_progress_bar_shows_the_pass_rate_as_reward_and_lens_calibrated_reward_apart():
+    # the rollout above: 1 right of 4 (reward 0.25, as in metrics.jsonl); LENS's mean calibrated
+    # reward 1/24 (test above) is shown as lens_r; half the groups are negative
+    step = {**rollout_metrics(_rollout(), torch.zeros(4), LensAlgo()), "approx_kl": 0.00123, "clipfrac": 0.0625}
+    assert progress_postfix(step) == {
+        "reward": "0.250",
+        "lens_r": "0.042",
+        "neg": "0.50",
+        "kl": "0.0012",
+        "clip": "0.062",
+    }
+    # GRPO logs no calibrated reward, and a skipped update no kl or clip fraction
+    grpo = rollout_metrics(_rollout(), torch.zeros(4), GRPOAlgo())
+    assert progress_postfix(grpo) == {"reward": "0.250", "neg": "0.50", "kl": "nan", "clip": "nan"}
 
 
 def test_lens_settings_have_one_definition():

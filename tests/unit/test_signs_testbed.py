@@ -11,7 +11,7 @@ import torch
 
 from lensrl.config import DataConfig, ModelConfig, load_config
 from lensrl.data.answers import extract_answer
-from lensrl.data.sources import load_problems
+from lensrl.data.sources import load_eval_problems, load_problems
 from lensrl.evaluation.profile import Profile, measure_profile, signs_checks
 from lensrl.policy.models import load_policy
 from lensrl.records import Problem
@@ -126,6 +126,7 @@ def test_unseen_evaluation_problems_are_in_no_training_stage():
     assert [p.level for p in evals] == [4] * 20 + [5] * 20  # level by level, distinct, none seen
     assert len({p.id for p in evals}) == 40 and not seen & {p.id for p in evals}
     assert evals == load_problems(data, seed=3)[1]  # seeded
+    assert load_eval_problems(data, seed=3) == evals  # alone, it still reads the training problems to exclude
     # a level without enough unseen problems is an error naming it
     with pytest.raises(ValueError, match="level 1 has only 0 of 20 problems outside the warm-start stream"):
         load_problems(DataConfig(eval=[{**unseen, "levels": [1]}]), seed=0)

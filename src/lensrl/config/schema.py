@@ -123,16 +123,25 @@ class DataConfig(Section):
     @field_validator("train", "eval", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any, info: ValidationInfo) -> Any:
-        # A path string or one mapping is shorthand for a one-element list; a bare "testbed" string
-        # gets the default size (train) or per-level count (eval).
+        # A path string or one mapping is shorthand for a one-element list. A testbed source given
+        # without a count ("testbed", {path: testbed}, {path: testbed:signs, levels: [3]}) gets the
+        # default size (train) or per-level count (eval).
         if isinstance(value, (str, dict, SourceConfig)):
             value = [value]
         if not isinstance(value, list):
             return value
-        testbed = {"train": {"size": 20_000}, "eval": {"per_level": 100}}[info.field_name]
-        return [
-            ({"path": v, **testbed} if testbed_name(v) else {"path": v}) if isinstance(v, str) else v for v in value
-        ]
+        counts = {"train": {"size": 20_000}, "eval": {"per_level": 100}}[info.field_name]
+
+        def with_count(source: Any) -> Any:
+            fields = {"path": source} if isinstance(source, str) else source
+            if isinstance(fields, SourceConfig):
+                fields = fields.model_dump(exclude_unset=True)
+            if not isinstance(fields, dict) or not isinstance(fields.get("path", "testbed"), str):
+                return source  # not a source: the field's own validation names the problem
+            counted = fields.get("size") is not None or fields.get("per_level") is not None
+            return fields if counted or not testbed_name(fields.get("path", "testbed")) else {**fields, **counts}
+
+        return [with_count(v) for v in value]
 
 
 class RolloutConfig(Section):

@@ -161,9 +161,7 @@ def lens_advantages(
     mixed = (n_correct > 0) & (n_correct < group_size)
 
     mixed_source = r if scope == "negative" else rt
-    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (
-        mixed_source.std(dim=1, keepdim=True) + eps
-    )
+    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (mixed_source.std(dim=1, keepdim=True) + eps)
     negative_adv = alpha * (rt - rt.mean(dim=1, keepdim=True))
     if normalize_negative:
         negative_adv = negative_adv / (rt.std(dim=1, keepdim=True) + eps)
@@ -254,13 +252,20 @@ def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:
     return {f"groups/{name}": (kinds == i).double().mean().item() for i, name in enumerate(GROUP_KINDS)}
 
 
-def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> float:
-    """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups;
-    0 when there is no mass."""
+def advantage_mass(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> tuple[float, float]:
+    """The advantage mass sum |A_i| (the per-sample policy-gradient weight) of the negative groups, and
+    of all groups."""
     negative = group_kinds(correct, group_size) == GROUP_KINDS.index("negative")
     abs_adv = advantages.double().abs().view(len(negative), group_size)
-    total = abs_adv.sum()
-    return (abs_adv[negative].sum() / total).item() if total > 0 else 0.0
+    return abs_adv[negative].sum().item(), abs_adv.sum().item()
+
+
+def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> float:
+    """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups;
+    0 when there is no mass. Over several batches, the share of their summed mass (`advantage_mass`),
+    which a mean of the batches' shares is not: a batch without mass would count as a 0."""
+    negative, total = advantage_mass(advantages, correct, group_size)
+    return negative / total if total > 0 else 0.0
 
 
 def group_metrics(

@@ -61,18 +61,33 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 
 def load_problems(config: DataConfig, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """Train and eval problems: the concatenation of the configured train and eval sources.
+    """Train and eval problems: the concatenation of the configured train and eval sources
+    (`load_train_problems`, `load_eval_problems`)."""
+    train = load_train_problems(config, seed)
+    return train, load_eval_problems(config, seed, train)
 
-    Train source i is loaded with `seeds.source_seed(seed, i)` (a single source uses the run seed
-    itself); eval sources use `seeds.EVAL_SEED` in place of the run seed, so the evaluation set is the
-    same for every run seed.
-    """
-    train = [
+
+def load_train_problems(config: DataConfig, seed: int) -> list[Problem]:
+    """The training problems: train source i is loaded with `seeds.source_seed(seed, i)` (a single
+    source uses the run seed itself)."""
+    return [
         p
         for i, source in enumerate(config.train)
         for p in load_source(source, source_seed(seed, i), config.skip_bad_rows)
     ]
-    evals = [
+
+
+def load_eval_problems(config: DataConfig, seed: int, train: list[Problem] | None = None) -> list[Problem]:
+    """The evaluation problems: eval sources use `seeds.EVAL_SEED` in place of the run seed, so the
+    evaluation set is the same for every run seed.
+
+    The training sources are read only when an `unseen` source must leave their problems out (`train`:
+    those problems when the caller has them already), so evaluating alone (`lensrl eval`) touches no
+    training file or dataset otherwise.
+    """
+    if train is None:
+        train = load_train_problems(config, seed) if any(source.unseen for source in config.eval) else []
+    return [
         p
         for i, source in enumerate(config.eval)
         for p in (
@@ -81,7 +96,6 @@ def load_problems(config: DataConfig, seed: int) -> tuple[list[Problem], list[Pr
             else load_source(source, source_seed(EVAL_SEED, i), config.skip_bad_rows)
         )
     ]
-    return train, evals
 
 
 UNSEEN_DRAWS = 200

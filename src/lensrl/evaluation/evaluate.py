@@ -31,7 +31,10 @@ class EvalResult:
     all_wrong_per_level: dict[str, float]
     n_problems: int
     samples: int
-    unparseable: float | None = None  # share of samples without a final answer the verifier can read
+    # share of samples with no \boxed{} or #### final answer (`data.answers.extract_answer`), whatever the
+    # verifier: metrics.jsonl's per-step `no_final_answer`, not the verifier's own `verify/unparseable`
+    # count (the field keeps its name, the key of eval.jsonl and of the committed records)
+    unparseable: float | None = None
     response_tokens: float | None = None  # mean response length in tokens (EOS included)
 
     # the optional measurements absent from the JSON this result was read from (records written before
@@ -85,8 +88,9 @@ def summarise(
     n_unparseable: Sequence[int] | None = None,
     response_tokens: Sequence[int] | None = None,
 ) -> EvalResult:
-    """Average the unbiased pass@k of each problem, overall and by level; per-problem counts of unparseable
-    samples and sums of response tokens, when given, become the overall unparseable share and mean length."""
+    """Average the unbiased pass@k of each problem, overall and by level; per-problem counts of samples
+    without a final answer and sums of response tokens, when given, become the overall share without
+    one (`EvalResult.unparseable`) and the mean length."""
     ks = ks_for(samples)
 
     def mean_pass(idx: list[int]) -> dict[str, float]:
@@ -156,7 +160,7 @@ def evaluate(
     padded = (list(problems) * world.size)[: per_rank * world.size]
     mine = padded[world.rank * per_rank : (world.rank + 1) * per_rank]
     first = first_chunk(world.rank, per_rank, per_chunk)
-    counts: list[tuple[int, int, int]] = []  # per problem: correct, unparseable, response tokens
+    counts: list[tuple[int, int, int]] = []  # per problem: correct, without a final answer, response tokens
     progress = settings.progress and world.is_main
     chunks = tqdm(range(0, len(mine), per_chunk), desc=f"eval step {step}", leave=False, disable=not progress)
     for i, start in enumerate(chunks):
@@ -173,23 +177,24 @@ def evaluate(
         correct = score(out, verifier)
         if on_chunk is not None:
             on_chunk(out, correct)
-        unparseable = torch.tensor([extract_answer(c) is None for c in out.completions])
+        no_answer = torch.tensor([extract_answer(c) is None for c in out.completions])
         per_problem = zip(
             correct.view(len(batch), samples).sum(dim=1).tolist(),
-            unparseable.view(len(batch), samples).sum(dim=1).tolist(),
+            no_answer.view(len(batch), samples).sum(dim=1).tolist(),
             out.lengths.view(len(batch), samples).sum(dim=1).tolist(),
         )
         counts.extend((int(c), int(u), int(n)) for c, u, n in per_problem)
     gathered = [c for part in all_gather_objects(world, counts) for c in part][: len(problems)]
-    correct_counts, unparseable_counts, tokens = zip(*gathered)
-    return summarise(step, problems, correct_counts, samples, unparseable_counts, tokens)
+    correct_counts, no_answer_counts, tokens = zip(*gathered)
+    return summarise(step, problems, correct_counts, samples, no_answer_counts, tokens)
 
 
 def format_table(results: dict[str, EvalResult]) -> str:
     """A plain-text pass@k table by level (in %), one block of rows per named result (e.g. before / after).
 
     The last column is the share of problems with no correct sample: the negative groups. A line per
-    result below the table gives its unparseable share and mean response length, when measured.
+    result below the table gives its share of samples without a final answer and mean response length,
+    when measured.
     """
     first = next(iter(results.values()))
     ks = list(first.overall)

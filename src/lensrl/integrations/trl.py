@@ -16,7 +16,6 @@ confidence log-probs come from, how groups that span processes are handled, and 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,9 +41,9 @@ from lensrl.core.advantages import (
     DEstimator,
     LensScope,
     LensSettings,
-    group_outcomes,
+    advantage_mass,
+    group_metrics,
     lens_advantages,
-    negative_group_signal_share,
 )
 from lensrl.core.settings import SETTING_HELP, read_lens_settings
 
@@ -71,6 +70,7 @@ _FORWARD_KEYS = (
     "image_position_ids",
 )
 _BINARY_ATOL = 1e-6  # a weighted sum of 0/1 rewards in float32 may miss 0 or 1 by rounding
+_SHARE = "adv/negative_group_share"  # of a logging window's advantage mass, not a mean of its batches' shares
 
 __all__ = ["LensGRPOConfig", "LensGRPOTrainer", "math_reward"]
 
@@ -127,6 +127,7 @@ class LensGRPOTrainer(GRPOTrainer):
         _reject_truncation_masking(self.args)
         self._lens_rewards_per_func: torch.Tensor | None = None
         self.lens_last_batch: dict[str, Any] | None = None
+        self._lens_mass: dict[str, list[float]] = {}  # per mode: the logging window's negative and total sum |A|
 
     @property
     def lens_alpha(self) -> float:
@@ -253,19 +254,32 @@ class LensGRPOTrainer(GRPOTrainer):
         advantages: torch.Tensor,
         group_size: int,
     ) -> None:
+        """The native trainer's metrics of one generation batch (`group_metrics`, the same names), which
+        TRL averages over the batches of a logging window (NaN values left out) in `log`; the negative
+        groups' share of the advantage mass is summed over the window instead (`log`)."""
         metrics = self._metrics[mode]
-        for key, value in group_outcomes(correct, group_size).items():
-            metrics[f"lens/{key}"].append(value)
-        metrics["lens/negative_signal_share"].append(negative_group_signal_share(advantages, correct, group_size))
-        pibar = (seq_logprobs.double() / lengths.double()).exp()
-        wrong = correct == 0
-        metrics["lens/confidence/mean"].append(pibar.mean().item())
-        metrics["lens/confidence/wrong_mean"].append(pibar[wrong].mean().item() if wrong.any() else math.nan)
+        for key, value in group_metrics(correct, seq_logprobs, lengths, advantages, group_size).items():
+            if key != _SHARE:
+                metrics[key].append(value)
+        window = self._lens_mass.setdefault(mode, [0.0, 0.0])
+        for i, mass in enumerate(advantage_mass(advantages, correct, group_size)):
+            window[i] += mass
         # TRL has just appended its GRPO advantages for the completions table: show LENS's instead
         logged = self._logs["advantages"]
         for _ in range(min(advantages.numel(), len(logged))):
             logged.pop()
         logged.extend(advantages.tolist())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # adv/negative_group_share of the window: its negative groups' sum |A| over its whole sum |A| (0 without
+        # any), as the native trainer's share of one step. A mean of the batches' shares would count a batch
+        # without advantage mass (every sample of each group equally confident) as a share of 0.
+        mode = "train" if self.model.training else "eval"  # as TRL's own `log` picks the metrics
+        mass = self._lens_mass.pop(mode, None)
+        if mass is not None:
+            negative, total = mass
+            self._metrics[mode][_SHARE] = [negative / total if total > 0 else 0.0]
+        super().log(logs, start_time)
 
 
 def _completion_text(completion: Any) -> str:

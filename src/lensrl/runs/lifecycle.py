@@ -215,11 +215,11 @@ class RunFolder:
 
 def eval_metrics(result: EvalResult) -> dict[str, float]:
     """An evaluation as flat tracker metrics: eval/pass@k, eval/L<level>/pass@k, eval/all_wrong, and
-    eval/unparseable and eval/response_tokens when measured."""
+    when measured eval/no_final_answer (`EvalResult.unparseable`, under the per-step metric's name) and
+    eval/response_tokens."""
     metrics = {f"eval/{k}": v for k, v in result.overall.items()} | {"eval/all_wrong": result.all_wrong}
-    metrics |= {
-        f"eval/{name}": v for name in ("unparseable", "response_tokens") if (v := getattr(result, name)) is not None
-    }
+    measured = {"no_final_answer": result.unparseable, "response_tokens": result.response_tokens}
+    metrics |= {f"eval/{name}": v for name, v in measured.items() if v is not None}
     for level, by_k in result.per_level.items():
         metrics |= {f"eval/L{level}/{k}": v for k, v in by_k.items()}
     return metrics
@@ -235,11 +235,12 @@ def run_folder_path(config: TrainConfig, kind: str) -> Path:
 def resume_checkpoint(config: TrainConfig) -> Path | None:
     """The checkpoint a resumed run goes on from, after checking the run is the same.
 
-    The saved config may differ from `config` only in bookkeeping and `run.steps` (a run can be
-    extended). No complete checkpoint yet: None (the run starts from the beginning, with a warning).
+    The saved config may differ from `config` only in bookkeeping and `run.steps` (an RL run can be
+    extended; a warm-start's length is `sft.steps`, which may not change: its learning-rate schedule
+    depends on it). No complete checkpoint yet: None (the run starts from the beginning, with a warning).
     """
     if not config.run.output_dir:
-        raise ValueError("resuming needs the run folder: set run.output_dir (lensrl train --resume RUN_DIR)")
+        raise ValueError("resuming needs the run folder: set run.output_dir (--resume --output-dir RUN_DIR)")
     out = Path(config.run.output_dir)
     changed = config_differences(out, config, (*BOOKKEEPING, "run.steps"))
     if changed:
@@ -255,25 +256,28 @@ def resume_checkpoint(config: TrainConfig) -> Path | None:
 
 @contextlib.contextmanager
 def open_run(
-    config: TrainConfig, kind: str, world: World = World(), resume: bool = False
+    config: TrainConfig, kind: str, world: World = World(), resume: bool = False, steps_key: str = "run.steps"
 ) -> Iterator[tuple[RunFolder, Path | None]]:
     """Own the run folder, apply the resume rules and start its logs; yields the folder and the
     checkpoint to go on from (None: a fresh start).
 
     A fresh run refuses a folder that holds an earlier run's checkpoints; a resumed one checks its
-    config (`resume_checkpoint`) and must not be past `run.steps` already.
+    config (`resume_checkpoint`) and must not be past its length already (`steps_key`: the config
+    field that holds it, `sft.steps` for a warm-start).
     """
+    command = "sft" if kind == "sft" else "train"
     path = Path(all_gather_objects(world, str(run_folder_path(config, kind)))[0])  # rank 0 names it
     with owned(path) if world.is_main else contextlib.nullcontext():
         checkpoint = resume_checkpoint(config) if resume else None
         if not resume and latest_checkpoint(path) is not None:
             raise ValueError(
-                f"{path} holds checkpoints of an earlier run: continue it with --resume "
-                "(train(config, resume=True)), or start this one in a new run.output_dir"
+                f"{path} holds checkpoints of an earlier run: continue it with lensrl {command} --resume "
+                f"({command}(config, resume=True)), or start this one in a new run.output_dir"
             )
-        start = checkpoint_step(checkpoint)
-        if start > config.run.steps:
-            raise ValueError(f"{checkpoint} is past run.steps={config.run.steps}; resume with run.steps >= {start}")
+        section, field = steps_key.split(".")
+        start, steps = checkpoint_step(checkpoint), getattr(getattr(config, section), field)
+        if start > steps:
+            raise ValueError(f"{checkpoint} is past {steps_key}={steps}; resume with {steps_key} >= {start}")
         trackers = open_trackers(config, path, kind, resumed=checkpoint is not None) if world.is_main else []
         folder = RunFolder(path, world.is_main, trackers)
         try:

@@ -18,8 +18,9 @@ all trainable parameters as one vector:
     diag/cosine           cos(g_grpo, g_other): 1 when the other estimator only rescales GRPO's step
     diag/rel_diff         ||g_other - g_grpo|| / ||g_grpo||: how far its step is from GRPO's
     diag/negative_share   ||g_neg|| / ||g_other||: the negative groups' part of its step
-    diag/grad_norm_grpo, diag/grad_norm_lens (g_other's norm; the name is kept from when the other
-    estimator was always LENS), and diag/negative_groups (the minibatch's share of negative groups)
+    diag/grad_norm_grpo   ||g_grpo||
+    diag/grad_norm_other  ||g_other||: the other estimator's, whichever it is (LENS, NSR, NGRPO, ...)
+    diag/negative_groups  the minibatch's share of negative groups
 
 A ratio whose denominator is 0 is NaN (a minibatch of negative groups only: GRPO's gradient is 0).
 
@@ -50,12 +51,13 @@ from transformers import PreTrainedModel
 
 from lensrl.config import AlgoConfig, GRPOAlgo, TrainConfig, load_config, switch_estimator
 from lensrl.core.advantages import GROUP_KINDS, group_kinds
-from lensrl.data.sources import load_problems
+from lensrl.data.sources import load_train_problems
 from lensrl.policy.forward import by_length
 from lensrl.policy.prepare import prepare
 from lensrl.records import ScoredRollout
 from lensrl.rollout.collect import collect_rollout
-from lensrl.rollout.verify import MATH_VERIFIER
+from lensrl.rollout.verifier import VerifierLike
+from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.seeds import rollout_seed
 from lensrl.training.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
@@ -129,7 +131,7 @@ def gradient_stats(
         ),
         "diag/negative_share": _ratio(negative_norm, norm_other),
         "diag/grad_norm_grpo": norm_grpo,
-        "diag/grad_norm_lens": norm_other,
+        "diag/grad_norm_other": norm_other,
     }
 
 
@@ -198,18 +200,22 @@ def resolve_model(model: str, config_path: str | None = None, overrides: Sequenc
     return load_config(base, list(overrides)), str(checkpoint)
 
 
-def measure_model(config: TrainConfig, weights: str, rollouts: int, name: str = "") -> list[dict[str, float]]:
+def measure_model(
+    config: TrainConfig, weights: str, rollouts: int, name: str = "", verifier: VerifierLike = MATH_VERIFIER
+) -> list[dict[str, float]]:
     """`gradient_comparison` on `rollouts` fresh rollouts of a model; rollout r is step r + 1 of a run
     of `config` from these weights without updates: its problems, sampling seed and minibatch shuffle,
-    and the trainer's rollout (`collect_rollout`), scored with `MATH_VERIFIER`."""
-    train_problems = load_problems(config.data, config.run.seed)[0]  # data errors before the model loads
+    and the trainer's rollout (`collect_rollout`), scored with `verifier` (as `train` takes it: a plain
+    function is wrapped by `verify.as_verifier`)."""
+    verifier = as_verifier(verifier)
+    train_problems = load_train_problems(config.data, config.run.seed)  # data errors before the model loads
     p = prepare(config, train_problems, weights=weights)
     generator = torch.Generator().manual_seed(config.run.seed)
     results = []
     for r in tqdm(range(rollouts), desc=name or weights, disable=not config.run.progress):
         problems = [p.train_set[i] for i in p.order.take(config.rollout.questions_per_step)]
         rollout = collect_rollout(
-            p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1), MATH_VERIFIER
+            p.model, p.tokenizer, problems, config, rollout_seed(config.run.seed, r + 1), verifier
         ).rollout
         results.append(gradient_comparison(p.model, rollout, config, generator))
         minibatch_groups(rollout, config, generator)  # the shuffle moves on as that step's update would
@@ -227,15 +233,21 @@ def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def measure_gradients(
-    models: Sequence[str], rollouts: int = 3, config_path: str | None = None, overrides: Sequence[str] = ()
+    models: Sequence[str],
+    rollouts: int = 3,
+    config_path: str | None = None,
+    overrides: Sequence[str] = (),
+    verifier: VerifierLike = MATH_VERIFIER,
 ) -> dict[str, Any]:
-    """`lensrl grad-diff`: {"models": {MODEL: {"rollouts": [diag metrics per rollout], "mean": {...}}}}."""
+    """`lensrl grad-diff`: {"models": {MODEL: {"rollouts": [diag metrics per rollout], "mean": {...}}}};
+    the rollouts are scored with `verifier` (that of the runs being compared, for their steps to be
+    reproduced)."""
     if rollouts < 1:
         raise ValueError(f"--rollouts must be >= 1, got {rollouts}")
     report = {}
     for name in models:
         config, weights = resolve_model(name, config_path, overrides)
-        records = measure_model(config, weights, rollouts, name)
+        records = measure_model(config, weights, rollouts, name, verifier)
         report[name] = {"rollouts": records, "mean": mean_metrics(records)}
     return {"models": report}
 

@@ -6,6 +6,12 @@ formatted exactly as in RL) and is trained with cross-entropy on the solution an
 AdamW with linear warm-up then cosine decay to zero, for a fixed number of steps. The run folder gets
 config.yaml, metrics.jsonl, eval.jsonl (pass@k before and after), summary.json and checkpoints/; the
 final checkpoint is an ordinary Hugging Face folder that `model.name_or_path` can point at.
+
+Reliability as in `train` (`lensrl.runs.lifecycle`): a checkpoint every `run.save_every` steps holds
+the weights (a LoRA run: the adapter), optimizer, scheduler, data position and random states, so
+`sft(config, resume=True)` (`lensrl sft --resume`) goes on from the newest one and ends exactly where
+an uninterrupted run would; SIGINT / SIGTERM finish the current step, save and return (`stopped_by`).
+A resumed warm-start keeps its `sft.steps`: the learning-rate schedule depends on it.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import TrainConfig
 from lensrl.data.sources import load_problems
-from lensrl.evaluation.evaluate import EvalSettings
+from lensrl.evaluation.evaluate import EvalResult, EvalSettings
 from lensrl.policy.models import autocast
 from lensrl.policy.prepare import prepare
 from lensrl.records import Problem
-from lensrl.runs.checkpoint import save_checkpoint
-from lensrl.runs.lifecycle import RunResult, evaluate_and_log, open_run
+from lensrl.runs.checkpoint import load_trainer_state, save_checkpoint
+from lensrl.runs.lifecycle import GracefulStop, RunResult, checkpoint_step, evaluate_and_log, open_run
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt and padding)
 
@@ -133,19 +139,22 @@ def sft_step(
     return total
 
 
-def sft(config: TrainConfig) -> RunResult:
+def sft(config: TrainConfig, resume: bool = False) -> RunResult:
     """Warm-start `config.model` on the worked solutions of `config.data.train`; evaluates before and after.
 
-    Data errors are reported before the model is loaded.
+    `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
+    `lifecycle.resume_checkpoint`). Data errors are reported before the model is loaded.
     """
     run, cfg = config.run, config.sft
     train_problems, eval_problems = load_problems(config.data, run.seed)
     if not any(p.solution for p in train_problems):
         raise ValueError("no training problem has a worked solution; sft needs a `solution` field")
-    with open_run(config, "sft") as (folder, _):
+    with GracefulStop() as stop, open_run(config, "sft", resume=resume, steps_key="sft.steps") as (folder, checkpoint):
         torch.manual_seed(run.seed)
         # rows are bounded by sft.max_length, not by the rollout's prompt limit
-        prepared = prepare(config, [p for p in train_problems if p.solution], eval_problems, check_lengths=False)
+        prepared = prepare(
+            config, [p for p in train_problems if p.solution], eval_problems, weights=checkpoint, check_lengths=False
+        )
         model, tokenizer, train_set, order = prepared.model, prepared.tokenizer, prepared.train_set, prepared.order
         eval_set = prepared.eval_set
         amp = autocast(config.model, model.device)
@@ -154,6 +163,8 @@ def sft(config: TrainConfig) -> RunResult:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.steps)
         )
+        if checkpoint:  # and the random states, as they were after the checkpoint's step
+            order.position = load_trainer_state(checkpoint, optimizer, scheduler)["data_position"]
 
         def save(step: int) -> Path:
             return save_checkpoint(
@@ -167,9 +178,20 @@ def sft(config: TrainConfig) -> RunResult:
                 run.keep_checkpoints,
             )
 
-        first = evaluate_and_log(model, tokenizer, eval_set, EvalSettings.of_run(config, 0), config.model, folder)
+        def evaluate_at(step: int) -> EvalResult:
+            settings = EvalSettings.of_run(config, step)
+            return evaluate_and_log(model, tokenizer, eval_set, settings, config.model, folder)
+
+        start = checkpoint_step(checkpoint)
+        if checkpoint:  # the evaluation before training is in the log already
+            evals = folder.evals()
+            first, last = evals[0], evals[-1]
+        else:
+            first = last = evaluate_at(0)
         model.train()
-        bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not run.progress)
+        bar = tqdm(
+            range(start + 1, cfg.steps + 1), desc="sft", disable=not run.progress, initial=start, total=cfg.steps
+        )
         for step in bar:
             t0 = time.perf_counter()
             batch = [train_set[i] for i in order.take(cfg.batch_size)]
@@ -187,13 +209,18 @@ def sft(config: TrainConfig) -> RunResult:
             }
             folder.log_metrics(record)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
-            if run.save_every and step % run.save_every == 0 and step != cfg.steps:
+            if step == cfg.steps:
+                break
+            if stop.requested or (run.save_every and step % run.save_every == 0):
                 save(step)
+            if stop.requested:
+                return RunResult(folder.path, first, last, stopped_by=stop.requested)
         model.eval()
-        last = first
-        if cfg.steps > 0:
-            settings = EvalSettings.of_run(config, cfg.steps)
-            last = evaluate_and_log(model, tokenizer, eval_set, settings, config.model, folder)
-        final = save(cfg.steps)
+        if checkpoint is None or start < cfg.steps:
+            if cfg.steps > 0:
+                last = evaluate_at(cfg.steps)
+            final = save(cfg.steps)
+        else:  # resumed from the final checkpoint of a run stopped before its summary
+            final = checkpoint
         folder.write_summary(first, last, steps=cfg.steps, algorithm="sft", seed=run.seed, model=str(final))
         return RunResult(folder.path, first, last)

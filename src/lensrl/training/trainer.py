@@ -26,7 +26,6 @@ inf in log-probs, advantages, loss or gradients skip the update (counted) or sto
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ from lensrl.runs.samples import sample_record
 from lensrl.seeds import DataOrder, rollout_seed
 from lensrl.timer import Timer
 from lensrl.training.diagnostics import gradient_comparison
-from lensrl.training.metrics import rollout_metrics, verifier_metrics
+from lensrl.training.metrics import progress_postfix, rollout_metrics, verifier_metrics
 from lensrl.training.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 
 __all__ = ["NonFiniteError", "RunResult", "Session", "StepResult", "train", "train_or_resume"]
@@ -225,15 +224,7 @@ def loop(
         folder.log_metrics(metrics)
         if run.sample_every and step % run.sample_every == 0:
             folder.log_samples(sample_record(result.rollout, result.advantages, config.algo, step, run.sample_groups))
-        bar.set_postfix(
-            {  # reward: calibrated under LENS; pass: share of correct samples
-                "reward": f"{metrics.get('lens/calibrated_reward', metrics['reward']):.3f}",
-                "pass": f"{metrics['reward']:.3f}",
-                "neg": f"{metrics['groups/negative']:.2f}",
-                "kl": f"{metrics.get('approx_kl', math.nan):.4f}",
-                "clip": f"{metrics.get('clipfrac', math.nan):.3f}",
-            }
-        )
+        bar.set_postfix(progress_postfix(metrics))
         if step == run.steps:
             break
         if run.eval_every and step % run.eval_every == 0:
