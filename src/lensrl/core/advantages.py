@@ -161,7 +161,9 @@ def lens_advantages(
     mixed = (n_correct > 0) & (n_correct < group_size)
 
     mixed_source = r if scope == "negative" else rt
-    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (mixed_source.std(dim=1, keepdim=True) + eps)
+    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (
+        mixed_source.std(dim=1, keepdim=True) + eps
+    )
     negative_adv = alpha * (rt - rt.mean(dim=1, keepdim=True))
     if normalize_negative:
         negative_adv = negative_adv / (rt.std(dim=1, keepdim=True) + eps)
