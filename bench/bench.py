@@ -20,7 +20,7 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM;
 * ENGINE+keepmem (any engine): the same in a process whose allocator keeps freed memory
-  (`lensrl.allocator.keep_freed_memory`, opt-in: faster, but resident memory only grows).
+  (`bench.allocator.keep_freed_memory`, opt-in: faster, but resident memory only grows).
 
 TRL's phases come from timing its own methods: `_generate` (sample), `_calculate_rewards` (reward),
 the rest of `_generate_and_score_completions` (behaviour log-probs and advantages) and the rest of
@@ -118,7 +118,7 @@ def resolved_dtype(args) -> str:
     """`--dtype auto`: bfloat16 on CUDA and on a CPU with bf16 instructions, else float32."""
     if args.dtype != "auto":
         return args.dtype
-    from lensrl.machine import cpu_has_bf16
+    from bench.machine import cpu_has_bf16
 
     return "bfloat16" if args.device.startswith("cuda") or cpu_has_bf16() else "float32"
 
@@ -333,8 +333,8 @@ def run_trl(args, fast: bool) -> dict:
 def run_engine(args) -> dict:
     engine = args.engine.partition("@")[0]  # "@REV": the same engine on lensrl at git revision REV
     name, *options = engine.split("+")
-    if "keepmem" in options:  # the opt-in allocator setting (lensrl.allocator)
-        from lensrl.allocator import keep_freed_memory
+    if "keepmem" in options:  # the opt-in allocator setting (bench/allocator.py)
+        from bench.allocator import keep_freed_memory
 
         keep_freed_memory()
         options.remove("keepmem")
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(line[6:]))
     advantages = advantage_cost(args.questions, args.group_size)
     text = report(results, advantages)
-    from lensrl.machine import describe_machine
+    from bench.machine import describe_machine
 
     machine = describe_machine()
     print(f"settings: {settings}\nmachine: {machine}\n\n{text}")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from lensrl.config import load_config
-from lensrl.machine import describe_machine
+from bench.machine import describe_machine
 from lensrl.training.diagnostics import mean_metrics, measure_model
 
 CANDIDATES: dict[str, tuple[str, ...]] = {

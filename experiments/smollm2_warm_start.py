@@ -22,7 +22,7 @@ from pathlib import Path
 from smollm2_chain_sum import CONFIGS, keep_adapter, keep_logs
 
 from lensrl.config import load_config
-from lensrl.machine import describe_machine
+from bench.machine import describe_machine
 from lensrl.research.registry import SMOLLM2_WARM_START
 from lensrl.runs.jsonl import read_jsonl
 from lensrl.training.sft import sft
