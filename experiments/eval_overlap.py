@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.studies import UNSEEN_EVAL
 from lensrl.config import load_config
 from lensrl.data.sources import load_problems
-from lensrl.research.registry import UNSEEN_EVAL
 from lensrl.testbed import warmstart_problems
 
 DEFAULT_CONFIGS = {"carry": None, "signs": "testbed:signs"}  # the default run of each testbed

@@ -19,8 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from experiments.studies import STUDIES
 from lensrl.research.plots import finite
-from lensrl.research.registry import get_study
 from lensrl.research.stats import PairedDifference, paired_difference
 from lensrl.research.study import RunRecord
 
@@ -82,7 +82,7 @@ def replay_check(arm: str, records: list[RunRecord]) -> dict[str, bool] | None:
 
 
 def answer(results: Path) -> dict:
-    study = get_study(STUDY)
+    study = STUDIES[STUDY]
     loaded = {arm.name: load(results, arm.name, study.seeds) for arm in study.arms}
     reference = loaded[REFERENCE]
     if reference is None:

@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from lensrl.config import load_config
 from bench.machine import describe_machine
+from lensrl.config import load_config
 from lensrl.training.diagnostics import mean_metrics, measure_model
 
 CANDIDATES: dict[str, tuple[str, ...]] = {

@@ -29,8 +29,8 @@ from smollm2_chain_sum import keep_adapter
 from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
 from smollm2_lr5e5_report import pairs
 
+from experiments.studies import STUDIES
 from lensrl.research.plots import finite
-from lensrl.research.registry import get_study
 from lensrl.research.stats import paired_difference
 from lensrl.research.study import RunRecord
 
@@ -54,7 +54,7 @@ DESCRIPTIVE = (
 
 
 def answer(results: Path, seeds: tuple[int, ...]) -> dict:
-    study = get_study(STUDY)
+    study = STUDIES[STUDY]
     records = {arm.name: load(results, arm.name, seeds) for arm in study.arms}
     finished = {arm: r for arm, r in records.items() if r is not None}
     out: dict = {"seeds": list(seeds), "unfinished": [arm for arm, r in records.items() if r is None], "arms": {}}
@@ -139,12 +139,12 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", default=str(get_study(STUDY).results_dir))
-    parser.add_argument("--seeds", default=",".join(map(str, get_study(STUDY).seeds)))
+    parser.add_argument("--results-dir", default=str(STUDIES[STUDY].results_dir))
+    parser.add_argument("--seeds", default=",".join(map(str, STUDIES[STUDY].seeds)))
     parser.add_argument("--runs-dir", default=f"runs/study/{STUDY}")
     args = parser.parse_args(argv)
     results, seeds = Path(args.results_dir), tuple(int(s) for s in args.seeds.split(","))
-    for arm in get_study(STUDY).arms:
+    for arm in STUDIES[STUDY].arms:
         run = Path(args.runs_dir) / f"{arm.name}_seed{KEPT_SEED}"
         if (run / "summary.json").exists():
             keep_adapter(run, results / "adapters" / run.name)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from smollm2_chain_sum import CONFIGS, keep_adapter, keep_logs
 
-from lensrl.config import load_config
 from bench.machine import describe_machine
-from lensrl.research.registry import SMOLLM2_WARM_START
+from experiments.studies import SMOLLM2_WARM_START
+from lensrl.config import load_config
 from lensrl.runs.jsonl import read_jsonl
 from lensrl.training.sft import sft
 

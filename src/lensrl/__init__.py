@@ -36,6 +36,7 @@ _EXPORTS = {
     "sft": "lensrl.training.sft",
     "TrainConfig": "lensrl.config",
     "load_config": "lensrl.config",
+    "apply_overrides": "lensrl.config",
     "train": "lensrl.training.trainer",
     "evaluate": "lensrl.evaluation.evaluate",
     "EvalSettings": "lensrl.evaluation.evaluate",
@@ -44,14 +45,19 @@ _EXPORTS = {
     "paired_difference": "lensrl.research.stats",
     "sign_flip_p": "lensrl.research.stats",
     "gradient_comparison": "lensrl.training.diagnostics",
+    "Study": "lensrl.research.arms",
+    "Arm": "lensrl.research.arms",
+    "load_studies": "lensrl.research.arms",
     "run_study": "lensrl.research.study",
+    "report_from_records": "lensrl.research.study",
+    "RunRecord": "lensrl.research.records",
     "measure_profile": "lensrl.evaluation.profile",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from lensrl.config import TrainConfig, load_config
+    from lensrl.config import TrainConfig, apply_overrides, load_config
     from lensrl.core.advantages import (
         grpo_advantages,
         lens_advantages,
@@ -70,8 +76,10 @@ if TYPE_CHECKING:
     from lensrl.evaluation.profile import measure_profile
     from lensrl.policy.models import load_policy
     from lensrl.records import Problem, Rollout, ScoredRollout
+    from lensrl.research.arms import Arm, Study, load_studies
+    from lensrl.research.records import RunRecord
     from lensrl.research.stats import paired_difference, sign_flip_p
-    from lensrl.research.study import run_study
+    from lensrl.research.study import report_from_records, run_study
     from lensrl.rollout.verifier import FunctionVerifier, Verifier
     from lensrl.rollout.verify import MathVerifier, verify_math
     from lensrl.training.diagnostics import gradient_comparison

@@ -180,7 +180,12 @@ def _old_dump(tmp_path, advantage, tree=None, **algo):
 )
 def test_a_run_saved_under_the_flat_schema_is_the_same_run_as_todays_arm(tmp_path, study, arm, old_algo):
     # what a study asks before it reuses a finished run (`finished_run`): its old config.yaml against the arm
-    from lensrl.research.study import STUDIES, arm_config
+    from pathlib import Path
+
+    from lensrl.research.arms import load_studies
+    from lensrl.research.study import arm_config
+
+    STUDIES = load_studies(Path(__file__).resolve().parents[2] / "experiments" / "studies.py")
 
     arms = {a.name: a for a in STUDIES[study].arms}
     config = arm_config(STUDIES[study], arms[arm], 1, tmp_path / "runs", None, [])
