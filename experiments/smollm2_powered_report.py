@@ -1,7 +1,7 @@
 """The powered SmolLM2 comparison read by its plan (results/smollm2/chain_sum/powered/PLAN.md).
 
     lensrl study smollm2-powered --jobs 2 run.progress=false   # the runs, the study report
-    python experiments/smollm2_powered_report.py               # answer.json and answer.md beside it
+    python -m experiments.smollm2_powered_report               # answer.json and answer.md beside it
 
 It also copies each arm's seed-2 run (the study's first seed) from runs/study/smollm2-powered/, where
 it is finished, to adapters/<arm>_seed2/ (its final LoRA adapter and config), which reproduces the
@@ -24,15 +24,12 @@ import json
 import sys
 from pathlib import Path
 
-from signs_negative_answer import load, reading, seeds_mean
-from smollm2_chain_sum import keep_adapter
-from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
-from smollm2_lr5e5_report import pairs
-
+from experiments.signs_negative_answer import finite, load, reading, seeds_mean
+from experiments.smollm2_chain_sum import keep_adapter
+from experiments.smollm2_lr5e5_report import RESULTS as FOLLOW_UP
+from experiments.smollm2_lr5e5_report import pairs
 from experiments.studies import STUDIES
-from lensrl.research.plots import finite
-from lensrl.research.stats import paired_difference
-from lensrl.research.study import RunRecord
+from lensrl import RunRecord, paired_difference
 
 STUDY = "smollm2-powered"
 KEPT_SEED = 2  # the seed whose adapters are committed
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(args.runs_dir) / f"{arm.name}_seed{KEPT_SEED}"
         if (run / "summary.json").exists():
             keep_adapter(run, results / "adapters" / run.name)
-    command = "python experiments/smollm2_powered_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m experiments.smollm2_powered_report " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, **answer(results, seeds)}
     (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)

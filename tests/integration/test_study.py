@@ -259,11 +259,8 @@ def test_committed_run_records_load_and_write_back_unchanged():
 
 
 def test_the_long_study_gains_regenerate_byte_for_byte_from_its_records(tmp_path, capsys):
-    import importlib.util
+    import experiments.signs_long_gains as module
 
-    spec = importlib.util.spec_from_file_location("signs_long_gains", ROOT / "experiments" / "signs_long_gains.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     shutil.copytree(ROOT / "results/signs/long/runs", tmp_path / "runs")
     assert module.main([str(tmp_path)]) == 0
     assert (tmp_path / "gains.json").read_bytes() == (ROOT / "results/signs/long/gains.json").read_bytes()
