@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lensrl.config import GRPOAlgo, LensAlgo, UniformNegativeAlgo
+from lensrl.config import GRPOAlgo, LensAlgo, TrainConfig, UniformNegativeAlgo
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
 from lensrl.evaluation.evaluate import EvalResult
 from lensrl.research.arms import load_studies
@@ -49,7 +49,9 @@ def _record(p1_by_step, level_p1, seed, curves=None, arm="lens"):
         )
         for s, v in p1_by_step
     ]
-    return RunRecord(arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16)
+    return RunRecord(
+        arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16, config={}
+    )
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
@@ -306,11 +308,9 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     for arm, p in (("grpo", 0.30), ("lens", 0.33)):
         for seed in (0, 1):
             record = _record([(0, 0.3), (10, p + seed / 100)], 0.1, seed, arm=arm)
-            record.samples_per_step = None  # a record written before the field existed
             (results / "runs" / f"{arm}_seed{seed}.json").write_text(json.dumps(record.to_json()))
-    # the records' samples per step come from the arms' resolved configs: 32 questions x G = 4
-    records = load_records(STUDIES["main"], [0, 1], results / "runs", None, ["rollout.group_size=4"])
-    assert [r.samples_per_step for r in records["lens"]] == [128, 128]
+    records = load_records(STUDIES["main"], [0, 1], results / "runs")
+    assert [r.samples_per_step for r in records["lens"]] == [16, 16]
     assert [r.seed for r in records["grpo"]] == [0, 1]
 
     args = ["--report-only", "--seeds", "0,1", "--results-dir", str(results), "--studies", str(STUDIES_FILE)]
@@ -329,8 +329,7 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
 
 
 def test_a_run_record_writes_back_the_json_it_read():
-    # two layouts are committed: records without samples_per_step and evaluations without the optional
-    # measurements (older), and records with both, the measurements null where not measured
+    # every field explicit: the optional measurements null where not measured, the resolved config
     evaluation = {
         "step": 0,
         "overall": {"pass@1": 0.25},
@@ -340,12 +339,20 @@ def test_a_run_record_writes_back_the_json_it_read():
         "n_problems": 2,
         "samples": 1,
     }
-    older = {"arm": "grpo", "seed": 0, "evals": [evaluation], "curves": {"step": [1], "reward": [0.5]}}
-    newer = {**older, "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}], "samples_per_step": 8}
-    for record in (older, newer):
-        assert json.dumps(RunRecord.from_json(record).to_json()) == json.dumps(record)
-    assert RunRecord.from_json(older).samples_per_step is None
-    assert RunRecord.from_json(newer).evals[0].response_tokens == 12.5
+    record = {
+        "arm": "grpo",
+        "seed": 0,
+        "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}],
+        "curves": {"step": [1], "reward": [0.5]},
+        "samples_per_step": 8,
+        "config": TrainConfig().model_dump(),
+    }
+    assert json.dumps(RunRecord.from_json(record).to_json()) == json.dumps(record)
+    assert RunRecord.from_json(record).evals[0].response_tokens == 12.5
+    # a record lacks nothing: one without its config or samples per step is not a record
+    for key in ("config", "samples_per_step"):
+        with pytest.raises(KeyError, match=key):
+            RunRecord.from_json({k: v for k, v in record.items() if k != key})
 
 
 def test_a_studies_file_is_read_by_name_and_its_errors_say_where_it_looked(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,6 @@ samples differ only through the policies, and seed s of one arm is paired with s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -160,12 +159,12 @@ def train_arms(
 
 def reusable_record(records_dir: Path, arm: str, seed: int, config: TrainConfig) -> RunRecord | None:
     """The record `records_dir/<arm>_seed<s>.json` when it holds a config that is `config` up to
-    bookkeeping (`config.tree_differences`), else None (no record, or one without its config)."""
+    bookkeeping (`config.tree_differences`), else None (no record, or one of another config)."""
     path = records_dir / f"{arm}_seed{seed}.json"
     if not path.exists():
         return None
     record = RunRecord.from_json(json.loads(path.read_text()))
-    return record if record.config is not None and tree_differences(record.config, config) == [] else None
+    return record if tree_differences(record.config, config) == [] else None
 
 
 def train_one(config: TrainConfig, search_root: Path | None = None) -> Path:
@@ -380,17 +379,13 @@ def report_from_records(
     `studies` as in `run_study`."""
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     results = Path(results_dir or study.results_dir)
-    records = load_records(study, seeds, results / "runs", config_path, extra)
+    records = load_records(study, seeds, results / "runs")
     return _report(study, seeds, records, results, _command(study.name, seeds, config_path, extra), figures, studies)
 
 
-def load_records(
-    study: Study, seeds: list[int], records_dir: Path, config_path: str | None = None, extra: list[str] | None = None
-) -> dict[str, list[RunRecord]]:
+def load_records(study: Study, seeds: list[int], records_dir: Path) -> dict[str, list[RunRecord]]:
     """The run records `records_dir/<arm>_seed<s>.json` by arm, in seed order (as `train_arms` returns
-    them). Records written before they held `samples_per_step` get it from the arm's resolved config
-    (give the `config_path` and overrides the study was run with). A missing record is an error
-    naming every one missing."""
+    them). A missing record is an error naming every one missing."""
     records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     missing = []
     for seed in seeds:
@@ -399,11 +394,7 @@ def load_records(
             if not path.exists():
                 missing.append(str(path))
                 continue
-            record = RunRecord.from_json(json.loads(path.read_text()))
-            if record.samples_per_step is None:
-                config = arm_config(study, arm, seed, Path(f"runs/study/{study.name}"), config_path, list(extra or []))
-                record = dataclasses.replace(record, samples_per_step=samples_per_step(config))
-            records[arm.name].append(record)
+            records[arm.name].append(RunRecord.from_json(json.loads(path.read_text())))
     if missing:
         raise ValueError(
             f"study {study.name}: no run record {', '.join(missing)}; `lensrl study {study.name}` "
