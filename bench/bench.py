@@ -1,8 +1,8 @@
 """RL step benchmark: lensrl (GRPO and LENS) against TRL's GRPOTrainer at equal settings.
 
-    python bench/bench.py                      # CPU: the testbed model (see bench/README.md)
-    python bench/bench.py --preset cpu-smollm2 # CPU: SmolLM2-135M-Instruct with LoRA on chain sums
-    python bench/bench.py --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (experiments/gpu/gpu_bench.sh)
+    python -m bench.bench                      # CPU: the testbed model (see bench/README.md)
+    python -m bench.bench --preset cpu-smollm2 # CPU: SmolLM2-135M-Instruct with LoRA on chain sums
+    python -m bench.bench --preset gpu-smollm2 # one GPU: SmolLM2-135M-Instruct (experiments/gpu/gpu_bench.sh)
 
 Every engine trains on the same model, the same prompts in the same order, with the same G, Q,
 response length, optimizer steps per rollout (minibatches of whole groups), micro-batch and
@@ -20,7 +20,7 @@ precision, for `--warmup` untimed rollouts and then `--rollouts` timed ones, eac
 * trl-fast: the same with a static KV cache (`cache_implementation="static"`) and without gradient
   checkpointing, TRL's fastest settings without vLLM;
 * ENGINE+keepmem (any engine): the same in a process whose allocator keeps freed memory
-  (`lensrl.allocator.keep_freed_memory`, opt-in: faster, but resident memory only grows).
+  (`bench.allocator.keep_freed_memory`, opt-in: faster, but resident memory only grows).
 
 TRL's phases come from timing its own methods: `_generate` (sample), `_calculate_rewards` (reward),
 the rest of `_generate_and_score_completions` (behaviour log-probs and advantages) and the rest of
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -42,6 +43,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: the child processes run `python -m bench.bench` from it."""
 PRESETS = {
     # the testbed's own shape (the Quickstart run): Q=32, G=16, 96 tokens, 4 updates per rollout
     "cpu-testbed": dict(
@@ -118,7 +121,7 @@ def resolved_dtype(args) -> str:
     """`--dtype auto`: bfloat16 on CUDA and on a CPU with bf16 instructions, else float32."""
     if args.dtype != "auto":
         return args.dtype
-    from lensrl.machine import cpu_has_bf16
+    from bench.machine import cpu_has_bf16
 
     return "bfloat16" if args.device.startswith("cuda") or cpu_has_bf16() else "float32"
 
@@ -126,30 +129,28 @@ def resolved_dtype(args) -> str:
 # ------------------------------------------------------------------------------------ shared set-up
 
 
-def _problems(args):
+def _problems(args, tokenizer):
     """The formatted training prompts, in the order lensrl's data order takes them."""
-    from lensrl.data.prompts import format_problems
-    from lensrl.data.sources import load_problems
-    from lensrl.policy.models import load_tokenizer, resolve_model_path
-    from lensrl.seeds import DataOrder
+    from lensrl import DataOrder, format_prompt, load_problems
 
     config = _config(args, "unused", "grpo")
-    tokenizer = load_tokenizer(resolve_model_path(args.model), args.gguf_file)
     train, _ = load_problems(config.data, config.run.seed)
-    train = format_problems(train, tokenizer, config.prompt)
     order = DataOrder(len(train), config.run.seed)
     n = args.questions * (args.warmup + args.rollouts)
-    return [train[i] for i in order.take(n)]
+    chosen = [train[i] for i in order.take(n)]
+    return [dataclasses.replace(p, prompt=format_prompt(tokenizer, p.prompt, config.prompt)) for p in chosen]
 
 
 def _config(args, out: str, advantage: str, sampling: tuple[str, ...] = ()):
-    """The lensrl config of an engine: the preset's base config (if any) and the equalised settings."""
-    from lensrl.config import apply_overrides, load_config
+    """The lensrl config of an engine: the preset's base config (if any) and the equalised settings. Only
+    `lensrl.load_config`, which every revision has (an `ENGINE@REV` child imports lensrl at REV)."""
+    from lensrl import load_config
 
-    config = load_config(args.config or None, [*_lensrl_overrides(args, out, advantage), *sampling])
+    overrides = [*_lensrl_overrides(args, out, advantage), *sampling]
+    config = load_config(args.config or None, overrides)
     if args.config:  # one problem of the base config's evaluation set: the benchmark times training steps
         first = {**config.data.eval[0].model_dump(exclude_defaults=True), "rows": "0:1"}
-        config = apply_overrides(config, [f"data.eval=[{json.dumps(first)}]"])
+        config = load_config(args.config, [*overrides, f"data.eval=[{json.dumps(first)}]"])
     return config
 
 
@@ -192,7 +193,7 @@ def _peak_memory_gib(device: str) -> float:
 
 
 def run_lensrl(args, advantage: str, sampling: str) -> dict:
-    from lensrl.training.trainer import train
+    from lensrl import train
 
     with tempfile.TemporaryDirectory() as out:
         train(_config(args, out, advantage, tuple(SAMPLERS[sampling])))
@@ -235,14 +236,13 @@ def run_trl(args, fast: bool) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from lensrl.config import LoraSettings
+    from lensrl import apply_overrides, load_policy
     from lensrl.integrations.trl import math_reward
-    from lensrl.policy.models import load_policy
 
-    problems = _problems(args)
     config = _config(args, "unused", "grpo")
     # the same weights (a GGUF file is de-quantised the same way), without lensrl's LoRA: TRL adds its own
-    model, tokenizer = load_policy(config.model.model_copy(update={"lora": LoraSettings()}))
+    model, tokenizer = load_policy(apply_overrides(config, ["model.lora.r=0"]).model)
+    problems = _problems(args, tokenizer)
     peft = None
     if args.lora_r:
         from peft import LoraConfig
@@ -333,8 +333,8 @@ def run_trl(args, fast: bool) -> dict:
 def run_engine(args) -> dict:
     engine = args.engine.partition("@")[0]  # "@REV": the same engine on lensrl at git revision REV
     name, *options = engine.split("+")
-    if "keepmem" in options:  # the opt-in allocator setting (lensrl.allocator)
-        from lensrl.allocator import keep_freed_memory
+    if "keepmem" in options:  # the opt-in allocator setting (bench/allocator.py)
+        from bench.allocator import keep_freed_memory
 
         keep_freed_memory()
         options.remove("keepmem")
@@ -360,7 +360,7 @@ def advantage_cost(questions: int, group_size: int, repeats: int = 200) -> dict[
     """
     import torch
 
-    from lensrl.core.advantages import grpo_advantages, lens_advantages
+    from lensrl import grpo_advantages, lens_advantages
 
     gen = torch.Generator().manual_seed(0)
     n = questions * group_size
@@ -458,14 +458,13 @@ def lensrl_at(revision: str) -> Iterator[dict[str, str] | None]:
     if not revision:
         yield None
         return
-    root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "lensrl"
-        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), revision], check=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True)
         try:
             yield {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")])}
         finally:
-            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=True)
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -493,14 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     for engine in args.engines.split(","):
         cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.bench",
             "--engine",
             engine,
             *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in settings.items() if v is not None), []),
         ]
         print(f"running {engine} ...", file=sys.stderr, flush=True)
         with lensrl_at(engine.partition("@")[2]) as env:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
         if proc.returncode or line is None:
             print(proc.stderr[-4000:], file=sys.stderr)
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(line[6:]))
     advantages = advantage_cost(args.questions, args.group_size)
     text = report(results, advantages)
-    from lensrl.machine import describe_machine
+    from bench.machine import describe_machine
 
     machine = describe_machine()
     print(f"settings: {settings}\nmachine: {machine}\n\n{text}")
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(
             json.dumps(
                 {
-                    "command": " ".join(["python bench/bench.py", *(argv or sys.argv[1:])]),
+                    "command": " ".join(["python -m bench.bench", *(argv or sys.argv[1:])]),
                     "machine": machine,
                     "settings": settings,
                     "resolved_dtype": resolved_dtype(args),

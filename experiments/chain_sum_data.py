@@ -1,7 +1,7 @@
 """The chain-sum task for SmolLM2-135M-Instruct: problems from reasoning-gym, written as lensrl data files.
 
     pip install reasoning-gym==0.1.25
-    python experiments/chain_sum_data.py            # writes data/chain_sum/{sft,rl,heldout}.jsonl
+    python -m experiments.chain_sum_data            # writes data/chain_sum/{sft,rl,heldout}.jsonl
 
 reasoning-gym's `chain_sum` asks for the value of a chain of additions and subtractions of 1-digit
 numbers ("State the final answer to the following arithmetic problem: 2 - 8 + 7 ="). Level L has

@@ -1,6 +1,6 @@
 """What RL changed in SmolLM2's chain-sum answers: worked or direct, and how often each is right.
 
-    python experiments/chain_sum_styles.py NAME=ADAPTER@STEP [...] [--config YAML] [--out FILE]
+    python -m experiments.chain_sum_styles NAME=ADAPTER@STEP [...] [--config YAML] [--out FILE]
 
 Each adapter is evaluated on its config's held-out set exactly as `lensrl eval ADAPTER --step STEP`
 does (the config is ADAPTER/config.yaml when there is one, else --config), so its pass@k reproduce
@@ -13,27 +13,33 @@ file already holds: adapters it has are not evaluated again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 
-from lensrl.config import load_config
-from lensrl.data.prompts import format_problems
-from lensrl.data.sources import load_eval_problems
-from lensrl.evaluation.evaluate import EvalResult
-from lensrl.policy.models import load_policy
-from lensrl.records import Rollout
-from lensrl.runs.lifecycle import evaluate_and_log
+import torch
+
+from lensrl import (
+    EvalResult,
+    EvalSettings,
+    Rollout,
+    evaluate_and_log,
+    format_prompt,
+    load_config,
+    load_eval_problems,
+    load_policy,
+)
 
 DIRECT = "The final answer"
 
 
-def style_counts(rollout: Rollout, counts: Counter) -> None:
-    """Add each sample of the chunk to counts[(level, style, correct)]."""
+def style_counts(rollout: Rollout, correct: torch.Tensor, counts: Counter) -> None:
+    """Add each sample of the chunk (with its verdicts `correct`) to counts[(level, style, correct)]."""
     for i, completion in enumerate(rollout.completions):
         level = rollout.problems[i // rollout.group_size].level
         style = "direct" if completion.lstrip().startswith(DIRECT) else "worked"
-        counts[(level, style, bool(rollout.correct[i]))] += 1
+        counts[(level, style, bool(correct[i]))] += 1
 
 
 def style_table(counts: Counter) -> dict:
@@ -61,10 +67,16 @@ def analyse(adapter: Path, step: int, config_path: Path) -> dict:
     config = load_config(config_path, ["model.adapter=null", "run.output_dir=null", "run.progress=false"])
     problems = load_eval_problems(config.data, config.run.seed)
     model, tokenizer = load_policy(config.model, str(adapter))
-    problems = format_problems(problems, tokenizer, config.prompt)
+    problems = [dataclasses.replace(p, prompt=format_prompt(tokenizer, p.prompt, config.prompt)) for p in problems]
     counts: Counter = Counter()
+    settings = EvalSettings.of_run(config, step)  # the run's own evaluation at that step
     result = evaluate_and_log(
-        model, tokenizer, problems, config, step=step, on_chunk=lambda chunk: style_counts(chunk, counts)
+        model,
+        tokenizer,
+        problems,
+        settings,
+        config.model,
+        on_chunk=lambda chunk, correct: style_counts(chunk, correct, counts),
     )
     return {
         "adapter": str(adapter),

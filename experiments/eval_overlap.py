@@ -6,7 +6,7 @@ trained on (`lensrl.testbed.warmstart_problems`) and in the RL pool of each run 
 run's 20,000 training problems), and the distinct problems of the level in both. The held-out set of
 `signs-negative` (`unseen: true`) is checked the same way (it must be 0 everywhere).
 
-    python experiments/eval_overlap.py [--seeds 0,1,2,3,4] [--output results/eval_overlap.json]
+    python -m experiments.eval_overlap [--seeds 0,1,2,3,4] [--output results/eval_overlap.json]
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from lensrl.config import load_config
-from lensrl.data.sources import load_problems
-from lensrl.research.registry import UNSEEN_EVAL
-from lensrl.testbed import warmstart_problems
+from experiments.studies import UNSEEN_EVAL
+from lensrl import load_config, load_problems, warmstart_problems
 
 DEFAULT_CONFIGS = {"carry": None, "signs": "testbed:signs"}  # the default run of each testbed
 
@@ -47,7 +45,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     report = {
-        "command": "python experiments/eval_overlap.py " + " ".join(argv),
+        "command": "python -m experiments.eval_overlap " + " ".join(argv),
         "default_eval": {testbed: overlap(testbed, seeds) for testbed in DEFAULT_CONFIGS},
         "signs_negative_unseen_eval": overlap("signs", seeds, (UNSEEN_EVAL,)),
     }

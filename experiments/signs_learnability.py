@@ -1,8 +1,8 @@
 """GRPO on the signs testbed: the learning-rate sweep that chose the default run, and the learnability
 targets on three seeds (results/signs/learnability/).
 
-    python experiments/signs_learnability.py --sweep 3e-6=RUN 1e-5=RUN ... --seeds RUN RUN RUN
-    python experiments/signs_learnability.py --report-only   # learnability.md and .png from learnability.json
+    python -m experiments.signs_learnability --sweep 3e-6=RUN 1e-5=RUN ... --seeds RUN RUN RUN
+    python -m experiments.signs_learnability --report-only   # learnability.md and .png from learnability.json
 
 learnability.md is the table below; notes written above it by hand in an existing learnability.md are
 kept when it is rewritten.
@@ -21,17 +21,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 from importlib.metadata import version
 from pathlib import Path
 
-from lensrl.config import flatten
-from lensrl.research.plots import running_mean
-from lensrl.runs.jsonl import read_jsonl
-
 BLOCK, SLACK = 10, 0.02
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested mapping (a config.yaml's) as one level of dotted keys (`run.steps`)."""
+    out: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a finished run's JSON-lines log (metrics.jsonl, eval.jsonl)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` points (fewer at the start), skipping NaNs."""
+    out = []
+    for i in range(len(values)):
+        finite = [v for v in values[max(0, i + 1 - window) : i + 1] if not math.isnan(v)]
+        out.append(sum(finite) / len(finite) if finite else math.nan)
+    return out
 
 
 def run_summary(folder: Path) -> dict:

@@ -1,6 +1,6 @@
 """Secondary endpoint 3 of results/signs/PLAN.md: does LENS keep improving after GRPO saturates?
 
-    python experiments/signs_long_gains.py [results/signs/long]
+    python -m experiments.signs_long_gains [results/signs/long]
 
 Reads the signs-long study's per-run records (runs/<arm>_seed<S>.json, written by
 `lensrl study signs-long`) and, per seed, each arm's gain in overall pass@1 from the default length
@@ -19,8 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from lensrl.research.stats import PairedDifference, paired_difference
-from lensrl.research.study import RunRecord
+from lensrl import PairedDifference, RunRecord, paired_difference
 
 DEFAULT_STEPS = 60
 

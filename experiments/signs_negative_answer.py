@@ -8,21 +8,20 @@ plan's reading of each, and the descriptive numbers (token entropy, step and upd
 norm, share of negative groups). It also checks that grpo and lens, trained again for this study,
 followed the committed signs-main runs step for step (the same per-step rewards).
 
-    python experiments/signs_negative_answer.py [--results results/signs/negative]
+    python -m experiments.signs_negative_answer [--results results/signs/negative]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 
-from lensrl.research.plots import finite
-from lensrl.research.registry import get_study
-from lensrl.research.stats import PairedDifference, paired_difference
-from lensrl.research.study import RunRecord
+from experiments.studies import STUDIES
+from lensrl import PairedDifference, RunRecord, paired_difference
 
 STUDY = "signs-negative"
 REFERENCE = "grpo"
@@ -51,6 +50,11 @@ def load(results: Path, arm: str, seeds: tuple[int, ...]) -> list[RunRecord] | N
     if not all(p.exists() for p in paths):
         return None
     return [RunRecord.from_json(json.loads(p.read_text())) for p in paths]
+
+
+def finite(values: list[float | None]) -> list[float]:
+    """The values that are numbers: None (a step that does not log the key) and NaN left out."""
+    return [v for v in values if v is not None and not math.isnan(v)]
 
 
 def seeds_mean(records: list[RunRecord], key: str, steps: slice = slice(None)) -> float | None:
@@ -82,7 +86,7 @@ def replay_check(arm: str, records: list[RunRecord]) -> dict[str, bool] | None:
 
 
 def answer(results: Path) -> dict:
-    study = get_study(STUDY)
+    study = STUDIES[STUDY]
     loaded = {arm.name: load(results, arm.name, study.seeds) for arm in study.arms}
     reference = loaded[REFERENCE]
     if reference is None:
@@ -163,7 +167,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--results", default="results/signs/negative")
     args = parser.parse_args(argv)
     results = Path(args.results)
-    report = {"command": "python experiments/signs_negative_answer.py " + " ".join(argv), **answer(results)}
+    report = {"command": "python -m experiments.signs_negative_answer " + " ".join(argv), **answer(results)}
     (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(report)
     (results / "answer.md").write_text(f"`{report['command'].strip()}`\n\n{text}\n")

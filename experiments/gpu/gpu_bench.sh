@@ -15,4 +15,4 @@ if [ ! -f "$GGUF_DIR/$GGUF" ] && compgen -G "$GGUF_DIR/$GGUF.part-*" >/dev/null;
   cat "$GGUF_DIR/$GGUF".part-* > "$GGUF_DIR/$GGUF"
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/device.txt"
-python3 bench/bench.py --preset gpu-smollm2 --model "$GGUF_DIR" --out "$OUT/bench.json" 2>&1 | tee "$OUT/log.txt"
+python3 -m bench.bench --preset gpu-smollm2 --model "$GGUF_DIR" --out "$OUT/bench.json" 2>&1 | tee "$OUT/log.txt"

@@ -19,5 +19,5 @@ if [ -n "$GGUF_DIR" ] && [ ! -f "$GGUF_DIR/$GGUF" ] && compgen -G "$GGUF_DIR/$GG
   cat "$GGUF_DIR/$GGUF".part-* > "$GGUF_DIR/$GGUF"
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/device.txt"
-python3 experiments/smollm2_gsm8k.py --scale gpu --no-progress ${DATA_DIR:+--data-dir "$DATA_DIR"} --runs-dir /tmp/smollm2_runs \
+python3 -m experiments.smollm2_gsm8k --scale gpu --no-progress ${DATA_DIR:+--data-dir "$DATA_DIR"} --runs-dir /tmp/smollm2_runs \
   --results-dir "$OUT" ${GGUF_DIR:+--gguf-dir "$GGUF_DIR"} 2>&1 | tee "$OUT/log.txt"

@@ -31,27 +31,45 @@ _EXPORTS = {
     "load_jsonl": "lensrl.data.sources",
     "load_source": "lensrl.data.sources",
     "load_problems": "lensrl.data.sources",
+    "load_eval_problems": "lensrl.data.sources",
+    "load_train_problems": "lensrl.data.sources",
     "format_prompt": "lensrl.data.prompts",
     "load_policy": "lensrl.policy.models",
     "sft": "lensrl.training.sft",
     "TrainConfig": "lensrl.config",
     "load_config": "lensrl.config",
+    "apply_overrides": "lensrl.config",
     "train": "lensrl.training.trainer",
     "evaluate": "lensrl.evaluation.evaluate",
     "EvalSettings": "lensrl.evaluation.evaluate",
+    "EvalResult": "lensrl.evaluation.evaluate",
+    "evaluate_and_log": "lensrl.runs.lifecycle",
+    "train_or_resume": "lensrl.training.trainer",
+    "DataOrder": "lensrl.seeds",
+    "warmstart_problems": "lensrl.testbed",
     "Rollout": "lensrl.records",
     "ScoredRollout": "lensrl.records",
     "paired_difference": "lensrl.research.stats",
+    "PairedDifference": "lensrl.research.stats",
     "sign_flip_p": "lensrl.research.stats",
     "gradient_comparison": "lensrl.training.diagnostics",
+    "measure_gradients": "lensrl.training.diagnostics",
+    "Study": "lensrl.research.arms",
+    "Arm": "lensrl.research.arms",
+    "load_studies": "lensrl.research.arms",
     "run_study": "lensrl.research.study",
+    "report_from_records": "lensrl.research.study",
+    "run_record": "lensrl.research.study",
+    "finished_run": "lensrl.research.study",
+    "compare": "lensrl.research.compare",
+    "RunRecord": "lensrl.research.records",
     "measure_profile": "lensrl.evaluation.profile",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from lensrl.config import TrainConfig, load_config
+    from lensrl.config import TrainConfig, apply_overrides, load_config
     from lensrl.core.advantages import (
         grpo_advantages,
         lens_advantages,
@@ -65,18 +83,24 @@ if TYPE_CHECKING:
     from lensrl.core.settings import LensSettings
     from lensrl.data.answers import extract_answer
     from lensrl.data.prompts import format_prompt
-    from lensrl.data.sources import load_jsonl, load_problems, load_source
-    from lensrl.evaluation.evaluate import EvalSettings, evaluate
+    from lensrl.data.sources import load_eval_problems, load_jsonl, load_problems, load_source, load_train_problems
+    from lensrl.evaluation.evaluate import EvalResult, EvalSettings, evaluate
     from lensrl.evaluation.profile import measure_profile
     from lensrl.policy.models import load_policy
     from lensrl.records import Problem, Rollout, ScoredRollout
-    from lensrl.research.stats import paired_difference, sign_flip_p
-    from lensrl.research.study import run_study
+    from lensrl.research.arms import Arm, Study, load_studies
+    from lensrl.research.compare import compare
+    from lensrl.research.records import RunRecord
+    from lensrl.research.stats import PairedDifference, paired_difference, sign_flip_p
+    from lensrl.research.study import finished_run, report_from_records, run_record, run_study
     from lensrl.rollout.verifier import FunctionVerifier, Verifier
     from lensrl.rollout.verify import MathVerifier, verify_math
-    from lensrl.training.diagnostics import gradient_comparison
+    from lensrl.runs.lifecycle import evaluate_and_log
+    from lensrl.seeds import DataOrder
+    from lensrl.testbed import warmstart_problems
+    from lensrl.training.diagnostics import gradient_comparison, measure_gradients
     from lensrl.training.sft import sft
-    from lensrl.training.trainer import train
+    from lensrl.training.trainer import train, train_or_resume
 
 
 def __getattr__(name: str) -> Any:

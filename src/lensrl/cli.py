@@ -12,8 +12,6 @@ import signal
 import sys
 from pathlib import Path
 
-from lensrl.research.registry import STUDIES
-
 EPILOG = """Overrides are key=value pairs over the typed defaults, e.g. algo.alpha=0.5 run.steps=100
 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct data.train=train.jsonl. Sections: model, prompt,
 data, rollout, algo, optim, run, sft. Every field with its type, default and meaning: the Configuration
@@ -84,13 +82,17 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from lensrl.research.arms import find_study, load_studies
     from lensrl.research.study import report_from_records, run_study
 
+    studies = load_studies(args.studies)
+    study = find_study(args.name, studies, args.studies)
+    overrides, others = list(args.overrides), list(studies.values())
     if args.report_only:
-        result = report_from_records(args.name, args.seeds, args.config, list(args.overrides), args.results_dir)
+        result = report_from_records(study, args.seeds, args.config, overrides, args.results_dir, studies=others)
     else:
         result = run_study(
-            args.name, args.seeds, args.config, list(args.overrides), args.runs_dir, args.results_dir, args.jobs
+            study, args.seeds, args.config, overrides, args.runs_dir, args.results_dir, args.jobs, studies=others
         )
     print(result.table)
     print(f"results: {result.output_dir}")
@@ -255,12 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "study",
-        help=f"a resumable multi-seed study ({', '.join(STUDIES)}): JSON, table and plots in its results folder",
+        help="a resumable multi-seed study of a studies file: JSON, table and plots in its results folder",
         epilog=EPILOG,
     )
-    p.add_argument("name", help=f"which study: {', '.join(STUDIES)}")
+    p.add_argument("name", help="which study: a name in the studies file's STUDIES")
+    p.add_argument(
+        "--studies",
+        default="experiments/studies.py",
+        help="Python file that defines STUDIES, a dict of lensrl.Study by name (default: experiments/studies.py "
+        "in the current directory)",
+    )
     p.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default: the study's)")
-    p.add_argument("--results-dir", help="default: the study's (results/carry/NAME, results/signs/SHORT)")
+    p.add_argument("--results-dir", help="default: the study's results folder (results/NAME unless it names one)")
     p.add_argument("--runs-dir", help="default: runs/study/NAME")
     p.add_argument(
         "--jobs",

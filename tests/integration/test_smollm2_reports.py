@@ -3,9 +3,9 @@ regenerate their committed numbers from the committed records alone: rerun into 
 every number of the JSON and every line of the Markdown come out as committed (the `command` field
 differs only in the arguments that point the script at the copy)."""
 
+import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,12 +33,10 @@ def without_command(path: Path) -> dict:
 
 @pytest.mark.parametrize(("script", "folder", "inputs", "outputs", "extra"), REPORTS, ids=[r[0] for r in REPORTS])
 def test_a_smollm2_report_regenerates_from_its_records(script, folder, inputs, outputs, extra, tmp_path, monkeypatch):
-    # the scripts import their neighbours by name and read the follow-up's records by a path relative
-    # to the repository root, as when run from it
+    # the scripts read the follow-up's records by a path relative to the repository root, as when run
+    # from it (python -m experiments.NAME)
     monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    monkeypatch.delitem(sys.modules, script, raising=False)
-    module = __import__(script)
+    module = importlib.import_module(f"experiments.{script}")
     for name in inputs:
         shutil.copytree(ROOT / folder / name, tmp_path / name)
     assert module.main(["--results-dir", str(tmp_path), *(a.format(tmp=tmp_path) for a in extra)]) == 0

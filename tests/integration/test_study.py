@@ -9,12 +9,14 @@ import pytest
 
 from lensrl.cli import build_parser, main
 from lensrl.config import load_config
-from lensrl.research.registry import STUDIES
+from lensrl.research.arms import find_study, load_studies
 from lensrl.research.study import RunRecord, report_from_records
 from lensrl.training.trainer import train
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
+STUDIES_FILE = ROOT / "experiments" / "studies.py"
+STUDIES = load_studies(STUDIES_FILE)  # this repository's studies
 REGISTERED = [(name, study.results_dir) for name, study in STUDIES.items()]
 COMMITTED = [(n, f) for n, f in REGISTERED if (ROOT / f / "study.json").exists()]  # every finished study's report
 STUDIES_WITHOUT_REPORT = [(n, f) for n, f in REGISTERED if (n, f) not in COMMITTED]  # in progress
@@ -28,6 +30,8 @@ def _study_args(model_dir, tmp_path, *extra, name="main", seeds="0,1", runs="run
     return [
         "study",
         name,
+        "--studies",
+        str(STUDIES_FILE),
         "--seeds",
         seeds,
         "--runs-dir",
@@ -106,8 +110,15 @@ def test_a_study_reuses_the_runs_another_study_already_trained(tiny_model_dir, t
 
 
 def test_unknown_study_is_a_clear_error(capsys):
-    assert main(["study", "nope"]) == 2
-    assert "unknown study 'nope'" in capsys.readouterr().err
+    assert main(["study", "nope", "--studies", str(STUDIES_FILE)]) == 2
+    assert f"unknown study 'nope' in {STUDIES_FILE}; known: main, ablation" in capsys.readouterr().err
+
+
+def test_the_study_help_lists_no_study():
+    # the studies are the studies file's, read when the command runs: --help names none of them
+    help_text = build_parser()._subparsers._group_actions[0].choices["study"].format_help()
+    assert "--studies" in help_text and "signs-negative" not in help_text and "smollm2" not in help_text
+    assert "signs-negative" not in build_parser().format_help()
 
 
 def test_filtered_groups_leave_an_all_negative_rollout_without_update(tiny_model_dir, tmp_path):
@@ -231,8 +242,9 @@ def test_a_committed_study_report_regenerates_byte_for_byte_from_its_records(nam
     args, overrides = build_parser().parse_known_args(command[1:])
     assert (command[0], args.command, args.name) == ("lensrl", "study", name) and all("=" in o for o in overrides)
     shutil.copytree(committed / "runs", tmp_path / folder.name / "runs")
+    study = find_study(args.name, load_studies(ROOT / args.studies), ROOT / args.studies)  # from the repository root
     report_from_records(
-        name, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name, figures=False
+        study, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name, figures=False
     )
     for file in ("study.json", "study.md"):
         assert (tmp_path / folder.name / file).read_bytes() == (committed / file).read_bytes(), file
@@ -247,11 +259,8 @@ def test_committed_run_records_load_and_write_back_unchanged():
 
 
 def test_the_long_study_gains_regenerate_byte_for_byte_from_its_records(tmp_path, capsys):
-    import importlib.util
+    import experiments.signs_long_gains as module
 
-    spec = importlib.util.spec_from_file_location("signs_long_gains", ROOT / "experiments" / "signs_long_gains.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     shutil.copytree(ROOT / "results/signs/long/runs", tmp_path / "runs")
     assert module.main([str(tmp_path)]) == 0
     assert (tmp_path / "gains.json").read_bytes() == (ROOT / "results/signs/long/gains.json").read_bytes()

@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from lensrl.allocator import keep_freed_memory
+from bench.allocator import keep_freed_memory
 
 switch = keep_freed_memory.__wrapped__  # the uncached function: each call decides again
 

@@ -1,22 +1,19 @@
 """The committed chain-sum data (experiments/chain_sum_data.py): worked solutions and splits, checked
 without reasoning-gym."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+import experiments.chain_sum_data as chain_sum_data
 from lensrl.data.answers import extract_answer
 from lensrl.data.sources import load_jsonl
 from lensrl.rollout.verify import verify_math
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "chain_sum"
-spec = importlib.util.spec_from_file_location("chain_sum_data", ROOT / "experiments" / "chain_sum_data.py")
-chain_sum_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(chain_sum_data)
 
 
 def test_worked_solution_hand_worked():

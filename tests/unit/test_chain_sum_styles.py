@@ -1,22 +1,18 @@
 """experiments/chain_sum_styles.py: sorting chain-sum samples into worked and direct answers."""
 
-import importlib.util
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("chain_sum_styles", ROOT / "experiments" / "chain_sum_styles.py")
-styles = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(styles)
+import experiments.chain_sum_styles as styles
 
 
 def test_styles_counted_per_level_and_summarised():
     # Two problems (levels 1 and 2), G = 3. Level 1: direct right, worked right, worked wrong.
-    # Level 2: direct wrong, direct wrong, worked right.
+    # Level 2: direct wrong, direct wrong, worked right. The verdicts come beside the chunk, as
+    # `evaluate`'s on_chunk gives them.
     chunk = SimpleNamespace(
         problems=[SimpleNamespace(level=1), SimpleNamespace(level=2)],
         group_size=3,
@@ -28,10 +24,9 @@ def test_styles_counted_per_level_and_summarised():
             "The final answer is \\boxed{8}.",
             "5 - 1 = 4\n4 + 3 = 7\nThe final answer is \\boxed{7}.",
         ],
-        correct=torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0]),
     )
     counts = Counter()
-    styles.style_counts(chunk, counts)
+    styles.style_counts(chunk, torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0]), counts)
     assert counts == Counter(
         {
             (1, "direct", True): 1,

@@ -1,7 +1,6 @@
 """Typed config: YAML deltas, key=value overrides, and clear errors."""
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from lensrl.config import (
@@ -157,69 +156,13 @@ def test_switching_estimator_keeps_the_common_settings_and_those_shared_by_name(
     assert switch_estimator(GRPOAlgo(scale="batch"), "lens") == LensAlgo()
 
 
-def _old_dump(tmp_path, advantage, tree=None, **algo):
-    """A config.yaml as the flat schema wrote it: every algo key, whatever the estimator (the other
-    sections: `tree`'s, default: the defaults)."""
-    flat = {
-        "advantage": advantage,
-        "alpha": 0.25,
-        "filter_groups": False,
-        "scope": "all",
-        "d_estimator": "normalized",
-        "scale": "group",
-        "eps": 1.0e-06,
-        "clip_low": 0.2,
-        "clip_high": 0.2,
-        "loss_agg": "seq-mean-token-mean",
-        "kl_coef": 0.0,
-    }
-    tree = (tree or TrainConfig()).model_dump() | {"algo": flat | algo}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
-    return tmp_path / "config.yaml"
-
-
-@pytest.mark.parametrize(
-    "study, arm, old_algo",
-    [
-        ("signs-remedies", "grpo", {"advantage": "grpo"}),
-        ("signs-remedies", "grpo_filtered", {"advantage": "grpo", "filter_groups": True}),
-        ("signs-remedies", "uniform_negative", {"advantage": "uniform_negative"}),
-        ("signs-remedies", "lens", {"advantage": "lens"}),
-        ("signs-ablation", "lens_mixed_only", {"advantage": "lens", "scope": "mixed"}),
-        ("signs-ablation", "lens_negative_only", {"advantage": "lens", "scope": "negative"}),
-        ("signs-alpha", "lens_alpha4", {"advantage": "lens", "alpha": 4.0}),
-        ("d_estimator", "sequence", {"advantage": "lens", "d_estimator": "sequence"}),
-    ],
-)
-def test_a_run_saved_under_the_flat_schema_is_the_same_run_as_todays_arm(tmp_path, study, arm, old_algo):
-    # what a study asks before it reuses a finished run (`finished_run`): its old config.yaml against the arm
-    from lensrl.research.study import STUDIES, arm_config
-
-    arms = {a.name: a for a in STUDIES[study].arms}
-    config = arm_config(STUDIES[study], arms[arm], 1, tmp_path / "runs", None, [])
-    _old_dump(tmp_path, tree=config, **old_algo)
-    assert config_differences(tmp_path, config) == []
-
-
-def test_old_flat_keys_are_dropped_at_their_old_default_and_an_error_otherwise(tmp_path):
-    assert load_config(_old_dump(tmp_path, "grpo")).algo == GRPOAlgo()
-    assert load_config(_old_dump(tmp_path, "grpo", scale="none", eps=1e-3)).algo == GRPOAlgo(scale="none", eps=1e-3)
-    assert load_config(_old_dump(tmp_path, "lens", alpha=0.5, scope="negative")).algo == LensAlgo(
-        alpha=0.5, scope="negative"
-    )
-    assert load_config(_old_dump(tmp_path, "uniform_negative", alpha=1.0)).algo == UniformNegativeAlgo(alpha=1.0)
-    assert (
-        config_differences(tmp_path, load_config(overrides=["algo.advantage=uniform_negative", "algo.alpha=1.0"])) == []
-    )
-    # a GRPO run with scope: mixed ran plain GRPO; the file says otherwise, so it is an error, not a guess
-    with pytest.raises(ConfigError, match=r"algo\.scope does not apply to algo\.advantage=grpo"):
-        load_config(_old_dump(tmp_path, "grpo", scope="mixed"))
+def test_a_config_file_holds_only_what_its_estimator_reads(tmp_path):
+    # a file gets no leniency either: a setting GRPO does not read is an error, even at LENS's default
+    (tmp_path / "short.yaml").write_text("algo:\n  advantage: grpo\n  alpha: 0.25\n")
+    with pytest.raises(ConfigError, match=r"algo\.alpha does not apply to algo\.advantage=grpo"):
+        load_config(tmp_path / "short.yaml")
+    (tmp_path / "config.yaml").write_text("algo:\n  advantage: grpo\n  scope: all\n")
     assert config_differences(tmp_path, load_config(overrides=["algo.advantage=grpo"])) == ["algo.scope"]
-    with pytest.raises(ConfigError, match=r"algo\.scale does not apply to algo\.advantage=lens"):
-        load_config(_old_dump(tmp_path, "lens", scale="batch"))
-    # a short file is read the same way: an old default it does not need is dropped
-    (tmp_path / "short.yaml").write_text("algo:\n  advantage: grpo\n  alpha: 0.25\n  d_estimator: normalized\n")
-    assert load_config(tmp_path / "short.yaml").algo == GRPOAlgo()
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,12 @@
 """experiments/smollm2_chain_sum.py: the plan's learning-rate rule and the step-0 gains it reports."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+import experiments.smollm2_chain_sum as study
 from lensrl.evaluation.evaluate import EvalResult
-
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("smollm2_chain_sum", ROOT / "experiments" / "smollm2_chain_sum.py")
-study = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(study)
 
 
 def probe(first: float, second: float, unparseable: float = 0.0) -> dict:

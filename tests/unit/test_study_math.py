@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lensrl.config import GRPOAlgo, LensAlgo, UniformNegativeAlgo
+from lensrl.config import GRPOAlgo, LensAlgo, TrainConfig, UniformNegativeAlgo
 from lensrl.core.advantages import grpo_advantages, kept_groups, uniform_negative_advantages
 from lensrl.evaluation.evaluate import EvalResult
-from lensrl.research.study import STUDIES, RunRecord, aggregate, format_study_table
+from lensrl.research.arms import load_studies
+from lensrl.research.study import RunRecord, aggregate, format_study_table
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES_FILE = ROOT / "experiments" / "studies.py"
+STUDIES = load_studies(STUDIES_FILE)  # this repository's studies
 
 
 def test_uniform_negative_is_grpo_plus_a_flat_penalty_on_negative_groups():
@@ -44,7 +49,9 @@ def _record(p1_by_step, level_p1, seed, curves=None, arm="lens"):
         )
         for s, v in p1_by_step
     ]
-    return RunRecord(arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16)
+    return RunRecord(
+        arm, seed, evals, curves or {"step": [1], "groups/negative": [0.5]}, samples_per_step=16, config={}
+    )
 
 
 def test_aggregate_and_table_use_the_last_evaluation_of_every_seed():
@@ -177,11 +184,12 @@ def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
         (tmp_path / name).mkdir()
         study = {"base": {"all": {"pass@1": 0.3, "pass@16": 0.3}}, "arms": {a: cell(v) for a, v in arms.items()}}
         (tmp_path / name / "study.json").write_text(json.dumps(study))
-    # the carry studies found in their folders, in registry order (main before alpha); signs-main's folder
-    # is also named "main", but signs is another testbed: its studies are not among main's
-    carry = testbed_studies(STUDIES["main"])
+    # the carry studies found in their folders, in the studies file's order (main before alpha); signs-main's
+    # folder is also named "main", but signs is another testbed: its studies are not among main's
+    carry = testbed_studies(STUDIES["main"], STUDIES.values())
     assert "signs-main" not in [s.name for s in carry]
-    assert "signs-main" in [s.name for s in testbed_studies(STUDIES["signs-long"])]
+    assert "signs-main" in [s.name for s in testbed_studies(STUDIES["signs-long"], STUDIES.values())]
+    assert testbed_studies(STUDIES["main"]) == [STUDIES["main"]]  # no other studies given: it alone
     studies = overview_studies(tmp_path, carry)
     assert [name for name, _ in studies] == ["main", "alpha"]
     rows = overview_rows(studies, ["pass@1", "pass@16"])
@@ -193,7 +201,7 @@ def test_overview_merges_arms_that_share_runs_and_plots(tmp_path):
     # arms equal at one k only are different runs: a row each, the same rows in both panels
     studies[1][1]["arms"]["lens_alpha1"]["all"]["pass@16"] = studies[0][1]["arms"]["grpo"]["all"]["pass@16"]
     assert len(overview_rows(studies, ["pass@1", "pass@16"])) == 3
-    write_overview(tmp_path, STUDIES["main"])
+    write_overview(tmp_path, STUDIES["main"], STUDIES.values())
     assert (tmp_path / "study_overview.png").stat().st_size > 10_000
 
 
@@ -300,17 +308,13 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
     for arm, p in (("grpo", 0.30), ("lens", 0.33)):
         for seed in (0, 1):
             record = _record([(0, 0.3), (10, p + seed / 100)], 0.1, seed, arm=arm)
-            record.samples_per_step = None  # a record written before the field existed
             (results / "runs" / f"{arm}_seed{seed}.json").write_text(json.dumps(record.to_json()))
-    # the records' samples per step come from the arms' resolved configs: 32 questions x G = 4
-    records = load_records(STUDIES["main"], [0, 1], results / "runs", None, ["rollout.group_size=4"])
-    assert [r.samples_per_step for r in records["lens"]] == [128, 128]
+    records = load_records(STUDIES["main"], [0, 1], results / "runs")
+    assert [r.samples_per_step for r in records["lens"]] == [16, 16]
     assert [r.seed for r in records["grpo"]] == [0, 1]
 
-    assert (
-        main(["study", "main", "--report-only", "--seeds", "0,1", "--results-dir", str(results), "run.progress=false"])
-        == 0
-    )
+    args = ["--report-only", "--seeds", "0,1", "--results-dir", str(results), "--studies", str(STUDIES_FILE)]
+    assert main(["study", "main", *args, "run.progress=false"]) == 0
     assert "[d +3.0" in capsys.readouterr().out
     saved = json.loads((results / "study.json").read_text())
     assert saved["command"] == "lensrl study main --seeds 0,1 run.progress=false"
@@ -325,8 +329,7 @@ def test_report_only_rebuilds_the_report_from_the_records(tmp_path, capsys):
 
 
 def test_a_run_record_writes_back_the_json_it_read():
-    # two layouts are committed: records without samples_per_step and evaluations without the optional
-    # measurements (older), and records with both, the measurements null where not measured
+    # every field explicit: the optional measurements null where not measured, the resolved config
     evaluation = {
         "step": 0,
         "overall": {"pass@1": 0.25},
@@ -336,9 +339,41 @@ def test_a_run_record_writes_back_the_json_it_read():
         "n_problems": 2,
         "samples": 1,
     }
-    older = {"arm": "grpo", "seed": 0, "evals": [evaluation], "curves": {"step": [1], "reward": [0.5]}}
-    newer = {**older, "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}], "samples_per_step": 8}
-    for record in (older, newer):
-        assert json.dumps(RunRecord.from_json(record).to_json()) == json.dumps(record)
-    assert RunRecord.from_json(older).samples_per_step is None
-    assert RunRecord.from_json(newer).evals[0].response_tokens == 12.5
+    record = {
+        "arm": "grpo",
+        "seed": 0,
+        "evals": [{**evaluation, "unparseable": None, "response_tokens": 12.5}],
+        "curves": {"step": [1], "reward": [0.5]},
+        "samples_per_step": 8,
+        "config": TrainConfig().model_dump(),
+    }
+    assert json.dumps(RunRecord.from_json(record).to_json()) == json.dumps(record)
+    assert RunRecord.from_json(record).evals[0].response_tokens == 12.5
+    # a record lacks nothing: one without its config or samples per step is not a record
+    for key in ("config", "samples_per_step"):
+        with pytest.raises(KeyError, match=key):
+            RunRecord.from_json({k: v for k, v in record.items() if k != key})
+
+
+def test_a_studies_file_is_read_by_name_and_its_errors_say_where_it_looked(tmp_path, monkeypatch, capsys):
+    from lensrl.cli import main
+    from lensrl.research.arms import find_study
+
+    (tmp_path / "mine.py").write_text(
+        "from lensrl import Arm, Study\n"
+        "STUDIES = {'tiny': Study('tiny', 'q', (Arm('grpo', ('algo.advantage=grpo',)), Arm('lens')))}\n"
+    )
+    studies = load_studies(tmp_path / "mine.py")
+    assert list(studies) == ["tiny"] and studies["tiny"].results_dir == Path("results/tiny")
+    with pytest.raises(ValueError, match=r"unknown study 'main' in .*mine\.py; known: tiny"):
+        find_study("main", studies, tmp_path / "mine.py")
+    (tmp_path / "none.py").write_text("X = 1\n")
+    with pytest.raises(ValueError, match=r"none\.py defines no STUDIES"):
+        load_studies(tmp_path / "none.py")
+    # the default file is experiments/studies.py under the current directory: none here
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "main"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lensrl: no studies file experiments/studies.py") and str(tmp_path) in err
+    assert main(["study", "nope", "--studies", "mine.py"]) == 2
+    assert "unknown study 'nope' in mine.py; known: tiny" in capsys.readouterr().err

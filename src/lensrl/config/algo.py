@@ -224,27 +224,3 @@ def switch_estimator(algo: AlgoConfig, name: str) -> AlgoConfig:
 
 def _switched(algo: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in algo.items() if k in ALGOS[name].model_fields} | {"advantage": name}
-
-
-LEGACY_DEFAULTS: dict[str, Any] = {
-    "alpha": 0.25,
-    "scope": "all",
-    "d_estimator": "normalized",
-    "scale": "group",
-    "eps": 1e-6,
-}
-"""The flat `algo` keys of the schema before `algo` became a union, with their defaults then: every
-config.yaml written until then holds all of them, whatever the estimator (module docstring)."""
-
-
-def _read_legacy(tree: Any) -> Any:
-    """A config file's mapping with the old flat `algo` keys its estimator does not read dropped where they
-    hold their old default; any other value is left for validation to reject."""
-    algo = tree.get("algo") if isinstance(tree, dict) else None
-    model = ALGOS.get(algo.get("advantage", DEFAULT_ESTIMATOR)) if isinstance(algo, dict) else None
-    if model is None:  # no algo section, or an unknown estimator (validation says so)
-        return tree
-    unread_defaults = {
-        k for k, v in algo.items() if k not in model.model_fields and k in LEGACY_DEFAULTS and LEGACY_DEFAULTS[k] == v
-    }
-    return {**tree, "algo": {k: v for k, v in algo.items() if k not in unread_defaults}}

@@ -6,13 +6,6 @@ Every invalid value and unknown key raises a `ConfigError` that names the key. A
 the common settings and those the new estimator shares by name with the old one (`eps`; `alpha`
 between lens and uniform_negative; `scale` between grpo and uniform_negative) and drops the others;
 a setting the delta itself gives must apply to the new estimator.
-
-Config files written before `algo` was a union (every config.yaml saved until then) hold the old
-flat keys alpha, scope, d_estimator, scale and eps whatever the estimator. A config file
-(`load_config`, `config_differences`) is read with this mapping: an old key the file's estimator
-reads keeps its value; one it does not read is dropped when it holds its old default (alpha 0.25,
-scope all, d_estimator normalized, scale group, eps 1e-6: it changed nothing then and changes
-nothing now) and is an error otherwise. `key=value` overrides get no such leniency.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lensrl.config.algo import ALGOS, _own_settings, _read_legacy, _switched
+from lensrl.config.algo import ALGOS, _own_settings, _switched
 from lensrl.config.schema import TrainConfig
 from lensrl.config.section import ConfigError
 from lensrl.testbed import testbed_config, testbed_name
@@ -73,7 +66,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         delta = yaml.safe_load(path.read_text()) or {}
         if not isinstance(delta, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections")
-        data = _apply(data, _read_legacy(delta))
+        data = _apply(data, delta)
     return _with_overrides(data, overrides or [])
 
 
@@ -161,9 +154,8 @@ def config_differences(
     """The keys (dotted) where the run folder's config.yaml and `config` differ, besides `ignore`;
     None when the folder has no config.yaml.
 
-    The saved config is read through today's schema (with the mapping of old flat `algo` keys, module
-    docstring), so a field added since it was written takes its default, and one that no longer exists
-    is a difference.
+    The saved config is read through today's schema, so a field added since it was written takes its
+    default, and one that no longer exists is a difference.
     """
     saved = Path(run_dir) / "config.yaml"
     if not saved.exists():
@@ -175,7 +167,7 @@ def tree_differences(tree: Any, config: TrainConfig, ignore: tuple[str, ...] = B
     """The keys (dotted) where a saved config (a config.yaml's or a run record's mapping) and `config`
     differ, besides `ignore`; read as `config_differences` reads a folder's."""
     try:
-        then = flatten(TrainConfig.model_validate(_read_legacy(tree)).model_dump())
+        then = flatten(TrainConfig.model_validate(tree).model_dump())
     except ValidationError as e:
         return sorted({_key(err)[0] for err in e.errors()})
     now = flatten(config.model_dump())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -37,20 +37,13 @@ class EvalResult:
     unparseable: float | None = None
     response_tokens: float | None = None  # mean response length in tokens (EOS included)
 
-    # the optional measurements absent from the JSON this result was read from (records written before
-    # they were measured), so that `to_json` writes back exactly what `from_json` read
-    absent: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-
     @classmethod
     def from_json(cls, record: dict) -> EvalResult:
-        """The result of one eval.jsonl line (or a study record's evaluation)."""
-        optional = {"unparseable", "response_tokens"}
-        return cls(**record, absent=frozenset(optional - set(record)))
+        """The result of one eval.jsonl line (or a study record's evaluation), as `to_json` wrote it."""
+        return cls(**record)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        del out["absent"]
-        return {k: v for k, v in out.items() if k not in self.absent}
+        return asdict(self)
 
     @property
     def scopes(self) -> list[str]:

@@ -1,2 +1,2 @@
-"""Research tooling on top of runs: studies and their registry, GRPO-vs-LENS comparisons, statistics,
-plots, the sample log."""
+"""Research tooling on top of runs: studies (their definition, running and reports), GRPO-vs-LENS
+comparisons, statistics, plots, the sample log."""

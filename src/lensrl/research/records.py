@@ -28,17 +28,16 @@ CURVE_METRICS = (
 class RunRecord:
     """One (arm, seed) run of a study, the part of it that is committed (`runs/<arm>_seed<s>.json`):
     its evaluations, its per-step curves (`CURVE_METRICS` and "step", a list per key, None at the steps
-    that do not log the key), the samples it drew per step (None in records written before it was
-    kept: `load_records` derives it) and its resolved config (None in records written before it was
-    kept; with it, the record stands for the finished run: `train_arms` reuses it). `to_json` writes
-    back exactly the JSON `from_json` read."""
+    that do not log the key), the samples it drew per step and its resolved config (`TrainConfig.model_dump()`:
+    with it, the record stands for the finished run, `train_arms` reuses it). `to_json` writes back
+    exactly the JSON `from_json` read."""
 
     arm: str
     seed: int
     evals: list[EvalResult]
     curves: dict[str, list[float | None]]
-    samples_per_step: int | None = None
-    config: dict | None = None
+    samples_per_step: int
+    config: dict
 
     @classmethod
     def from_json(cls, record: dict) -> RunRecord:
@@ -47,12 +46,16 @@ class RunRecord:
             record["seed"],
             [EvalResult.from_json(e) for e in record["evals"]],
             record["curves"],
-            record.get("samples_per_step"),
-            record.get("config"),
+            record["samples_per_step"],
+            record["config"],
         )
 
     def to_json(self) -> dict:
-        out = {"arm": self.arm, "seed": self.seed, "evals": [e.to_json() for e in self.evals], "curves": self.curves}
-        if self.samples_per_step is not None:
-            out["samples_per_step"] = self.samples_per_step
-        return out if self.config is None else {**out, "config": self.config}
+        return {
+            "arm": self.arm,
+            "seed": self.seed,
+            "evals": [e.to_json() for e in self.evals],
+            "curves": self.curves,
+            "samples_per_step": self.samples_per_step,
+            "config": self.config,
+        }

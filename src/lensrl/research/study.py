@@ -1,28 +1,27 @@
 """Studies: every arm of a comparison, over several seeds, resumable, with an aggregate and plots.
 
-The studies themselves (arms, seeds, base config, folders) are defined in `lensrl.research.registry`.
-`lensrl study NAME` trains each (arm, seed) into `runs/study/NAME/<arm>_seed<s>/` (a run whose
-`summary.json` exists with the same resolved config, in this study's folder or another study's, is
-reused, so an interrupted study resumes without redoing finished runs and studies share their
-common arms) and writes the study's results folder (default `results/<testbed>/<short name>/`, the
-registry's `Study.results_dir`): `runs/<arm>_seed<s>.json` (a `RunRecord`: its evaluations, per-step
-metrics and samples per step), `study.json` (means, spreads and seed-paired differences against the
-first arm, `lensrl.research.stats`), `study.md`, and the figures of `lensrl.research.plots`:
-`study.png`, `study_curves.png` (pass@k against samples seen) and, one folder up, `study_overview.png`
-(every study of the testbed). `--report-only` (`report_from_records`) rebuilds all but the records from
-the records alone. Arms differ only in their overrides: the same base policy, the same data order and
-the same sampling seeds, so the samples differ only through the policies, and seed s of one arm is
-paired with seed s of another.
+A study (`lensrl.research.arms.Study`: arms, seeds, base config, folders) is defined in a studies
+file (this repository's: experiments/studies.py). `lensrl study NAME` trains each (arm, seed) into
+`runs/study/NAME/<arm>_seed<s>/` (a run whose `summary.json` exists with the same resolved config, in
+this study's folder or another study's, is reused, so an interrupted study resumes without redoing
+finished runs and studies share their common arms) and writes the study's results folder (default
+`Study.results_dir`): `runs/<arm>_seed<s>.json` (a `RunRecord`: its evaluations, per-step metrics
+and samples per step), `study.json` (means, spreads and seed-paired differences against the first
+arm, `lensrl.research.stats`), `study.md`, and the figures of `lensrl.research.plots`: `study.png`,
+`study_curves.png` (pass@k against samples seen) and, one folder up, `study_overview.png` (every
+study whose results folder is beside it, of those it is run with). `--report-only`
+(`report_from_records`) rebuilds all but the records from the records alone. Arms differ only in
+their overrides: the same base policy, the same data order and the same sampling seeds, so the
+samples differ only through the policies, and seed s of one arm is paired with seed s of another.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -32,9 +31,9 @@ import torch
 
 from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config, tree_differences
 from lensrl.evaluation.evaluate import ks_for
+from lensrl.research.arms import Arm, Study
 from lensrl.research.plots import finite, plot_curves, plot_overview, plot_study
 from lensrl.research.records import CURVE_METRICS, DIAGNOSTICS, RunRecord
-from lensrl.research.registry import STUDIES, Arm, Study, get_study
 from lensrl.research.stats import PairedDifference, paired_difference
 from lensrl.runs.checkpoint import latest_checkpoint
 from lensrl.runs.lifecycle import LOCK, RunFolder, checkpoint_step
@@ -160,12 +159,12 @@ def train_arms(
 
 def reusable_record(records_dir: Path, arm: str, seed: int, config: TrainConfig) -> RunRecord | None:
     """The record `records_dir/<arm>_seed<s>.json` when it holds a config that is `config` up to
-    bookkeeping (`config.tree_differences`), else None (no record, or one without its config)."""
+    bookkeeping (`config.tree_differences`), else None (no record, or one of another config)."""
     path = records_dir / f"{arm}_seed{seed}.json"
     if not path.exists():
         return None
     record = RunRecord.from_json(json.loads(path.read_text()))
-    return record if record.config is not None and tree_differences(record.config, config) == [] else None
+    return record if tree_differences(record.config, config) == [] else None
 
 
 def train_one(config: TrainConfig, search_root: Path | None = None) -> Path:
@@ -339,19 +338,20 @@ def _command(name: str, seeds: list[int], config_path: str | None, extra: list[s
 
 
 def run_study(
-    name: str,
+    study: Study,
     seeds: list[int] | None = None,
     config_path: str | None = None,
     extra: list[str] | None = None,
     runs_dir: str | Path | None = None,
     results_dir: str | Path | None = None,
     jobs: int = 1,
+    studies: Iterable[Study] = (),
 ) -> StudyResult:
-    """Train every missing (arm, seed) of study `name`, `jobs` at a time, then aggregate and plot all of
-    them. `config_path` (--config) replaces the study's own base config."""
-    study = get_study(name)
+    """Train every missing (arm, seed) of `study`, `jobs` at a time, then aggregate and plot all of
+    them. `config_path` (--config) replaces the study's own base config. `studies` are the studies
+    drawn with it in the overview beside its results folder (`write_overview`; default: it alone)."""
     seeds, extra = list(seeds or study.seeds), list(extra or [])
-    runs = Path(runs_dir or f"runs/study/{name}")
+    runs = Path(runs_dir or f"runs/study/{study.name}")
     results = Path(results_dir or study.results_dir)
     records = train_arms(
         study,
@@ -361,34 +361,31 @@ def run_study(
         search_root=runs.parent,
         jobs=jobs,
     )
-    return _report(study, seeds, records, results, _command(name, seeds, config_path, extra))
+    return _report(study, seeds, records, results, _command(study.name, seeds, config_path, extra), studies)
 
 
 def report_from_records(
-    name: str,
+    study: Study,
     seeds: list[int] | None = None,
     config_path: str | None = None,
     extra: list[str] | None = None,
     results_dir: str | Path | None = None,
     figures: bool = True,
+    studies: Iterable[Study] = (),
 ) -> StudyResult:
     """Rebuild a study's report from its committed run records alone (`load_records`), without run
     folders and without training (`lensrl study NAME --report-only`). The report's command is the
-    study's own, the one that made the records. `figures=False` writes study.json and study.md only."""
-    study = get_study(name)
+    study's own, the one that made the records. `figures=False` writes study.json and study.md only;
+    `studies` as in `run_study`."""
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     results = Path(results_dir or study.results_dir)
-    records = load_records(study, seeds, results / "runs", config_path, extra)
-    return _report(study, seeds, records, results, _command(name, seeds, config_path, extra), figures)
+    records = load_records(study, seeds, results / "runs")
+    return _report(study, seeds, records, results, _command(study.name, seeds, config_path, extra), figures, studies)
 
 
-def load_records(
-    study: Study, seeds: list[int], records_dir: Path, config_path: str | None = None, extra: list[str] | None = None
-) -> dict[str, list[RunRecord]]:
+def load_records(study: Study, seeds: list[int], records_dir: Path) -> dict[str, list[RunRecord]]:
     """The run records `records_dir/<arm>_seed<s>.json` by arm, in seed order (as `train_arms` returns
-    them). Records written before they held `samples_per_step` get it from the arm's resolved config
-    (give the `config_path` and overrides the study was run with). A missing record is an error
-    naming every one missing."""
+    them). A missing record is an error naming every one missing."""
     records: dict[str, list[RunRecord]] = {arm.name: [] for arm in study.arms}
     missing = []
     for seed in seeds:
@@ -397,11 +394,7 @@ def load_records(
             if not path.exists():
                 missing.append(str(path))
                 continue
-            record = RunRecord.from_json(json.loads(path.read_text()))
-            if record.samples_per_step is None:
-                config = arm_config(study, arm, seed, Path(f"runs/study/{study.name}"), config_path, list(extra or []))
-                record = dataclasses.replace(record, samples_per_step=samples_per_step(config))
-            records[arm.name].append(record)
+            records[arm.name].append(RunRecord.from_json(json.loads(path.read_text())))
     if missing:
         raise ValueError(
             f"study {study.name}: no run record {', '.join(missing)}; `lensrl study {study.name}` "
@@ -417,10 +410,11 @@ def _report(
     results: Path,
     command: str,
     figures: bool = True,
+    studies: Iterable[Study] = (),
 ) -> StudyResult:
     result = write_report(study, seeds, records, results, command, "study", figures)
     if figures:
-        write_overview(results.parent, study)
+        write_overview(results.parent, study, studies)
     return result
 
 
@@ -445,11 +439,14 @@ def write_report(
     return StudyResult(out, table, agg)
 
 
-def testbed_studies(study: Study) -> list[Study]:
-    """The registered studies whose default results folder is beside `study`'s (results/carry/*,
-    results/signs/*) and that evaluate on the testbed's common set (`in_overview`): the studies of
-    one testbed's overview, in registry order."""
-    return [s for s in STUDIES.values() if s.in_overview and s.results_dir.parent == study.results_dir.parent]
+def testbed_studies(study: Study, studies: Iterable[Study] = ()) -> list[Study]:
+    """Of `studies` (and `study` itself), those whose default results folder is beside `study`'s
+    (results/carry/*, results/signs/*) and that evaluate on the testbed's common set (`in_overview`):
+    the studies of one testbed's overview, in the order given (`study` last when it is not among them)."""
+    candidates = list(studies)
+    if study.name not in {s.name for s in candidates}:
+        candidates.append(study)
+    return [s for s in candidates if s.in_overview and s.results_dir.parent == study.results_dir.parent]
 
 
 def overview_studies(results_root: Path, studies: list[Study]) -> list[tuple[str, dict]]:
@@ -463,9 +460,10 @@ def overview_studies(results_root: Path, studies: list[Study]) -> list[tuple[str
     return found
 
 
-def write_overview(results_root: Path, study: Study) -> None:
-    """`results_root/study_overview.png`: every arm of every study of `study`'s testbed reported under
-    `results_root` (`lensrl.research.plots.plot_overview`); nothing when there is none."""
-    found = overview_studies(results_root, testbed_studies(study))
+def write_overview(results_root: Path, study: Study, studies: Iterable[Study] = ()) -> None:
+    """`results_root/study_overview.png`: every arm of every study of `study`'s testbed among `studies`
+    (`testbed_studies`) reported under `results_root` (`lensrl.research.plots.plot_overview`); nothing
+    when there is none."""
+    found = overview_studies(results_root, testbed_studies(study, studies))
     if found:
         plot_overview(results_root / "study_overview.png", found)

@@ -30,17 +30,18 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lensrl.config import BOOKKEEPING, ModelConfig, TrainConfig, config_differences, load_config, save_config
 from lensrl.evaluation.evaluate import EvalResult, EvalSettings, evaluate
 from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.policy.models import autocast, frozen_weights_cast
-from lensrl.records import Problem
+from lensrl.records import Problem, Rollout
 from lensrl.rollout.verifier import VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER
 from lensrl.runs.checkpoint import latest_checkpoint
@@ -305,11 +306,15 @@ def evaluate_and_log(
     verifier: VerifierLike = MATH_VERIFIER,
     world: World = World(),
     synced_gpus: bool = False,
+    on_chunk: Callable[[Rollout, torch.Tensor], None] | None = None,
 ) -> EvalResult:
     """Evaluate the policy (`evaluate`; a run's evaluation at a step is `EvalSettings.of_run`), with the
-    autocast and weight casts `model_config` asks for, and append the result to the folder's eval.jsonl."""
+    autocast and weight casts `model_config` asks for, and append the result to the folder's eval.jsonl
+    (none without a `folder`). `on_chunk` sees every chunk of samples with its verdicts, as in `evaluate`."""
     with autocast(model_config, model.device)(), frozen_weights_cast(model, model_config):
-        result = evaluate(model, tokenizer, problems, verifier, settings, world=world, synced_gpus=synced_gpus)
+        result = evaluate(
+            model, tokenizer, problems, verifier, settings, world=world, synced_gpus=synced_gpus, on_chunk=on_chunk
+        )
     if folder is not None:
         folder.log_eval(result)
     return result

@@ -1,36 +1,13 @@
-"""Which studies exist: their arms, seeds, base config and folders (`lensrl.research.study` runs them).
+"""This repository's studies: their arms, seeds, base configs and folders.
 
-No heavy imports: `lensrl study --help` lists the studies from here before anything else loads.
+`lensrl study NAME` looks NAME up here (`STUDIES`) when run from the repository root; the reports it
+writes are under results/. Plain Python over `lensrl.Study` and `lensrl.Arm`: a project of its own
+keeps a file like this one and runs `lensrl study NAME --studies FILE`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    overrides: tuple[str, ...] = ()
-    steps_factor: int = 1  # run.steps = steps_factor x the resolved config's run.steps (`study.arm_config`)
-
-
-@dataclass(frozen=True)
-class Study:
-    name: str
-    question: str
-    arms: tuple[Arm, ...]  # the first is the reference the others are compared with
-    seeds: tuple[int, ...] = (0, 1, 2)
-    overrides: tuple[str, ...] = ("run.eval_every=10",)  # common to every arm
-    config: str | None = None  # base config of every arm (`load_config`'s path), unless --config is given
-    results: str | None = None  # default results folder (None: results/carry/<name>, a study on the carry testbed)
-    in_overview: bool = True  # drawn in its testbed's study_overview.png (False: it evaluates on another set)
-
-    @property
-    def results_dir(self) -> Path:
-        """Where the study's report and run records go by default: results/<testbed>/<short name>/."""
-        return Path(self.results or f"results/carry/{self.name}")
+from lensrl import Arm, Study
 
 
 def _alpha(a: float) -> Arm:
@@ -67,6 +44,11 @@ ABLATION_QUESTION = "Which part of LENS helps: the mixed-group or the negative-g
 REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong groups?"
 
 
+def _carry(name: str, question: str, arms: tuple[Arm, ...]) -> Study:
+    """A study on the carry testbed (the typed defaults), evaluated every 10 steps, in results/carry/<name>."""
+    return Study(name, question, arms, overrides=("run.eval_every=10",), results=f"results/carry/{name}")
+
+
 def _signs(short: str, question: str, arms: tuple[Arm, ...], seeds: tuple[int, ...] = (0, 1, 2)) -> Study:
     """A study on the signs testbed: its config decides everything the arms do not (eval_every too)."""
     return Study(
@@ -74,22 +56,22 @@ def _signs(short: str, question: str, arms: tuple[Arm, ...], seeds: tuple[int, .
     )
 
 
-STUDIES = {
+STUDIES: dict[str, Study] = {
     s.name: s
     for s in (
-        Study("main", MAIN_QUESTION, (GRPO, LENS)),
-        Study("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
-        Study(
+        _carry("main", MAIN_QUESTION, (GRPO, LENS)),
+        _carry("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
+        _carry(
             "alpha",
             "How does LENS depend on alpha, the weight of negative groups?",
             tuple(_alpha(a) for a in (0.25, 0.0, 0.1, 0.5, 1.0)),
         ),
-        Study(
+        _carry(
             "d_estimator",
             "Length-normalised (pibar) or raw sequence probability in D_imp?",
             (Arm("normalized", ("algo.d_estimator=normalized",)), Arm("sequence", ("algo.d_estimator=sequence",))),
         ),
-        Study(
+        _carry(
             "group_size",
             "G = 16 or G = 8 at the same number of samples per step?",
             (
@@ -97,7 +79,7 @@ STUDIES = {
                 Arm("G8", ("rollout.group_size=8", "rollout.questions_per_step=64")),
             ),
         ),
-        Study("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
+        _carry("remedies", REMEDIES_QUESTION, (GRPO, GRPO_FILTERED, UNIFORM_NEGATIVE, LENS)),
         _signs("main", MAIN_QUESTION, (GRPO, LENS), seeds=(0, 1, 2, 3, 4)),
         _signs("ablation", ABLATION_QUESTION, (GRPO, LENS, MIXED_ONLY, NEGATIVE_ONLY)),
         # alpha = 0.25 is the default: that arm's resolved config is signs-main's lens, whose runs it reuses
@@ -158,9 +140,3 @@ STUDIES = {
         ),
     )
 }
-
-
-def get_study(name: str) -> Study:
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
-    return STUDIES[name]
