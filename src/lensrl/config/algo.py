@@ -211,7 +211,7 @@ ALGOS: dict[str, type[AlgoBase]] = {m.model_fields["advantage"].default: m for m
 """Estimator name -> its model, read off the `AlgoConfig` union."""
 
 
-def _own_settings(name: str) -> list[str]:
+def own_settings(name: str) -> list[str]:
     """The settings estimator `name` reads besides the common ones (`AlgoBase`'s)."""
     return [f for f in ALGOS[name].model_fields if f not in AlgoBase.model_fields]
 
@@ -219,8 +219,9 @@ def _own_settings(name: str) -> list[str]:
 def switch_estimator(algo: AlgoConfig, name: str) -> AlgoConfig:
     """`algo` with estimator `name`: the common settings and those `name` shares with `algo`'s estimator
     (same name, same setting) kept, the rest of `name`'s at their defaults."""
-    return ALGOS[name].model_validate(_switched(algo.model_dump(), name))
+    return ALGOS[name].model_validate(switched_settings(algo.model_dump(), name))
 
 
-def _switched(algo: dict[str, Any], name: str) -> dict[str, Any]:
+def switched_settings(algo: dict[str, Any], name: str) -> dict[str, Any]:
+    """An `algo` mapping switched to estimator `name` (`switch_estimator`'s rule), not yet validated."""
     return {k: v for k, v in algo.items() if k in ALGOS[name].model_fields} | {"advantage": name}

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lensrl.config.algo import ALGOS, _own_settings, _switched
+from lensrl.config.algo import ALGOS, own_settings, switched_settings
 from lensrl.config.schema import TrainConfig
 from lensrl.config.section import ConfigError
 from lensrl.testbed import testbed_config, testbed_name
@@ -91,7 +91,7 @@ def _apply(tree: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     algo, new = tree.get("algo"), delta.get("algo")
     name = new.get("advantage") if isinstance(new, dict) else None
     if isinstance(algo, dict) and name in ALGOS and name != algo.get("advantage"):  # unknown: validation says so
-        tree = {**tree, "algo": _switched(algo, name)}
+        tree = {**tree, "algo": switched_settings(algo, name)}
     return _merge(tree, delta)
 
 
@@ -109,7 +109,7 @@ def _describe(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         name = key.rsplit(".", 1)[-1]
         if estimator is not None and any(name in model.model_fields for model in ALGOS.values()):
-            reads = ", ".join(_own_settings(estimator))
+            reads = ", ".join(own_settings(estimator))
             return f"{key} does not apply to algo.advantage={estimator} (it reads: {reads})"
         return f"{key}: unknown key"
     if err["type"] == "union_tag_invalid":
