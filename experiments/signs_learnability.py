@@ -28,18 +28,9 @@ import statistics
 from importlib.metadata import version
 from pathlib import Path
 
+from lensrl import load_config
+
 BLOCK, SLACK = 10, 0.02
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """A nested mapping (a config.yaml's) as one level of dotted keys (`run.steps`)."""
-    out: dict = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -58,18 +49,16 @@ def running_mean(values: list[float], window: int) -> list[float]:
 
 def run_summary(folder: Path) -> dict:
     """What the report needs of one run: its config's command, reward curve, evaluations and block means."""
-    import yaml
-
-    config = flatten(yaml.safe_load((folder / "config.yaml").read_text()))
+    config = load_config(folder / "config.yaml")
     metrics, evals = read_jsonl(folder / "metrics.jsonl"), read_jsonl(folder / "eval.jsonl")
     rewards = [m["reward"] for m in metrics]
     blocks = [statistics.fmean(rewards[i : i + BLOCK]) for i in range(0, len(rewards), BLOCK)]
     return {
-        "lr": config["optim.lr"],
-        "seed": config["run.seed"],
-        "advantage": config["algo.advantage"],
-        "model": config["model.name_or_path"],
-        "steps": config["run.steps"],
+        "lr": config.optim.lr,
+        "seed": config.run.seed,
+        "advantage": config.algo.advantage,
+        "model": config.model.name_or_path,
+        "steps": config.run.steps,
         "reward": rewards,
         "block_means": blocks,
         "steady": all(b >= a - SLACK for a, b in zip(blocks, blocks[1:])),
