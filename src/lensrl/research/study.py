@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from lensrl.config import TrainConfig, apply_overrides, config_differences, load_config, tree_differences
+from lensrl.config import RolloutConfig, TrainConfig, apply_overrides, config_differences, load_config, tree_differences
 from lensrl.evaluation.evaluate import ks_for
 from lensrl.research.arms import Arm, Study
 from lensrl.research.plots import finite, plot_curves, plot_overview, plot_study
@@ -65,9 +65,9 @@ def arm_config(
     return config
 
 
-def samples_per_step(config: TrainConfig) -> int:
+def samples_per_step(rollout: RolloutConfig) -> int:
     """Samples drawn per training step: questions per step x group size."""
-    return config.rollout.questions_per_step * config.rollout.group_size
+    return rollout.questions_per_step * rollout.group_size
 
 
 def finished_run(config: TrainConfig, search_root: Path | None = None) -> Path | None:
@@ -183,7 +183,7 @@ def run_record(run_dir: Path, arm: str, seed: int) -> RunRecord:
     folder = RunFolder(run_dir)
     metrics, config = folder.metrics(), folder.config()
     curves = {k: [m.get(k) for m in metrics] for k in ("step", *CURVE_METRICS)}
-    return RunRecord(arm, seed, folder.evals(), curves, samples_per_step(config), config.model_dump())
+    return RunRecord(arm, seed, folder.evals(), curves, samples_per_step(config.rollout), config.model_dump())
 
 
 def _diagnostics(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, float | None]]:

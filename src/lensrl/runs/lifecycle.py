@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lensrl.config import BOOKKEEPING, ModelConfig, TrainConfig, config_differences, load_config, save_config
+from lensrl.config import BOOKKEEPING, ModelConfig, RunConfig, TrainConfig, config_differences, load_config, save_config
 from lensrl.evaluation.evaluate import EvalResult, EvalSettings, evaluate
 from lensrl.policy.distributed import World, all_gather_objects
 from lensrl.policy.models import autocast, frozen_weights_cast
@@ -226,11 +226,11 @@ def eval_metrics(result: EvalResult) -> dict[str, float]:
     return metrics
 
 
-def run_folder_path(config: TrainConfig, kind: str) -> Path:
+def run_folder_path(run: RunConfig, kind: str) -> Path:
     """`run.output_dir`, or a new time-stamped folder under runs/."""
-    if config.run.output_dir:
-        return Path(config.run.output_dir)
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-seed{config.run.seed}"
+    if run.output_dir:
+        return Path(run.output_dir)
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-seed{run.seed}"
 
 
 def resume_checkpoint(config: TrainConfig) -> Path | None:
@@ -267,7 +267,7 @@ def open_run(
     field that holds it, `sft.steps` for a warm-start).
     """
     command = "sft" if kind == "sft" else "train"
-    path = Path(all_gather_objects(world, str(run_folder_path(config, kind)))[0])  # rank 0 names it
+    path = Path(all_gather_objects(world, str(run_folder_path(config.run, kind)))[0])  # rank 0 names it
     with owned(path) if world.is_main else contextlib.nullcontext():
         checkpoint = resume_checkpoint(config) if resume else None
         if not resume and latest_checkpoint(path) is not None:
