@@ -97,3 +97,11 @@ def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
 def test_invalid_override_is_a_clear_error(capsys):
     assert main(["train", "algo.alpha=-2"]) == 2
     assert "algo.alpha" in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_in_the_config_file_is_a_clean_error(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  steps: 3\n   seed: 1\n")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lensrl: {path}:3:") and "Traceback" not in err

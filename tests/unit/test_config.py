@@ -1,5 +1,7 @@
 """Typed config: YAML deltas, key=value overrides, and clear errors."""
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -179,3 +181,24 @@ def test_a_saved_config_loads_back_as_the_same_config(tmp_path, overrides):
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert config_differences(tmp_path, config) == []
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  steps: 3\n  seed: [1, 2\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:\d+:\d+: .*expected ',' or ']'"):
+        load_config(path)
+    path.write_text("run:\n  steps: 3\n   seed: 1\n")  # a bad indent: line 3
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:3:\d+: "):
+        load_config(path)
+
+
+def test_invalid_values_and_unknown_keys_of_a_file_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("run:\n  steps: many\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: invalid config:\n") as raised:
+        load_config(path)
+    assert "run.steps" in str(raised.value) and "run.stepz: unknown key" in str(raised.value)
+    path.write_text("run:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"^invalid config:\n  run\.stepz: unknown key"):  # an override's own
+        load_config(path, ["run.stepz=3"])

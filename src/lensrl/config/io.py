@@ -63,11 +63,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = testbed_config(str(path)) if testbed_name(str(path)) else Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        delta = yaml.safe_load(path.read_text()) or {}
+        delta = _read_yaml(path) or {}
         if not isinstance(delta, dict):
             raise ConfigError(f"{path}: expected a mapping of config sections")
         data = _apply(data, delta)
+        _validate(data, f"{path}: ")  # the file's own errors name the file, before any override is applied
     return _with_overrides(data, overrides or [])
+
+
+def _read_yaml(path: Path) -> Any:
+    """A config file's YAML; a syntax error is a `ConfigError` "FILE:LINE:COLUMN: problem" (1-based)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(x for x in (e.context, e.problem) if x) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def _validate(data: dict[str, Any], where: str = "") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        lines = "\n".join(f"  {_describe(err)}" for err in e.errors())
+        raise ConfigError(f"{where}invalid config:\n{lines}") from None
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -79,10 +101,7 @@ def _with_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
     delta: dict[str, Any] = {}
     for item in overrides:  # one delta, so that `algo.scope=mixed algo.advantage=grpo` is an error in any order
         delta = _merge(delta, _parse_override(item))
-    try:
-        return TrainConfig.model_validate(_apply(data, delta))
-    except ValidationError as e:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  {_describe(err)}" for err in e.errors())) from None
+    return _validate(_apply(data, delta))
 
 
 def _apply(tree: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
