@@ -217,6 +217,16 @@ _WARMSTART_FLAGS: dict[str, tuple[type, str]] = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata: no import of the package's modules)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lensrl")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lensrl",
@@ -224,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"lensrl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(

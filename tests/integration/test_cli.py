@@ -105,3 +105,14 @@ def test_a_yaml_syntax_error_in_the_config_file_is_a_clean_error(tmp_path, capsy
     assert main(["train", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lensrl: {path}:3:") and "Traceback" not in err
+
+
+def test_version_prints_the_installed_version_without_heavy_imports():
+    from importlib.metadata import version
+
+    code = (
+        "import sys\nfrom lensrl.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [f"lensrl {version('lensrl')}", "False 0"]
