@@ -130,3 +130,18 @@ def test_lock_owner_is_recorded_while_running(tiny_model_dir, tmp_path, monkeypa
     monkeypatch.setattr(trainer, "setup", spy)
     assert main(["train", *tiny_overrides(tiny_model_dir, tmp_path / "run", "run.steps=1")]) == 0
     assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
+
+
+def test_the_first_signal_is_one_plain_line_on_stderr_saying_what_finishes_first(capsys, recwarn):
+    import signal
+
+    from lensrl.runs.lifecycle import GracefulStop
+
+    with GracefulStop() as stop:
+        signal.raise_signal(signal.SIGINT)
+    assert stop.requested == "SIGINT" and not recwarn.list  # no UserWarning attributed to some library file
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "lensrl: SIGINT: finishing this step's update, then saving a checkpoint and stopping "
+        "(send it again to stop at once)"
+    )

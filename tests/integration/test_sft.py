@@ -132,10 +132,11 @@ def test_an_interrupted_sft_resumes_to_exactly_the_uninterrupted_run(
 
     out = tmp_path / "stopped"
     _signal_during_step(monkeypatch, 3, signal.SIGTERM)
-    with pytest.warns(UserWarning, match="SIGTERM: finishing this step"):
-        status = main(["sft", *_sft_overrides(tiny_model_dir, out, *weights)])
+    status = main(["sft", *_sft_overrides(tiny_model_dir, out, *weights)])
     assert status == 128 + signal.SIGTERM  # step 3 finished and saved, nothing after it
-    assert f"lensrl sft --resume --output-dir {out}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lensrl: SIGTERM: finishing this step's update, then saving a checkpoint and stopping" in err
+    assert f"lensrl sft --resume --output-dir {out}" in err
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000003"]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3 and not (out / "summary.json").exists()
     monkeypatch.undo()

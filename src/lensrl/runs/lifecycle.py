@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -325,7 +326,8 @@ def evaluate_and_log(
 
 class GracefulStop:
     """While active, SIGINT / SIGTERM ask the loop to stop after the current step (`requested` holds
-    the signal's name); a second signal acts at once, as it would without this."""
+    the signal's name), saying so in one line on stderr; a second signal acts at once, as it would
+    without this."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -344,10 +346,11 @@ class GracefulStop:
             signal.raise_signal(signum)
             return
         self.requested = signal.Signals(signum).name
-        warnings.warn(
-            f"{self.requested}: finishing this step, then saving a checkpoint and stopping "
+        print(
+            f"\nlensrl: {self.requested}: finishing this step's update, then saving a checkpoint and stopping "
             "(send it again to stop at once)",
-            stacklevel=2,
+            file=sys.stderr,
+            flush=True,
         )
 
     def _restore(self) -> None:
