@@ -13,6 +13,7 @@ import pytest
 import lensrl.policy.prepare as prepare
 import lensrl.training.trainer as trainer
 from lensrl.cli import main
+from lensrl.config import load_config
 from tests.conftest import tiny_overrides
 
 
@@ -145,3 +146,34 @@ def test_the_first_signal_is_one_plain_line_on_stderr_saying_what_finishes_first
         "lensrl: SIGINT: finishing this step's update, then saving a checkpoint and stopping "
         "(send it again to stop at once)"
     )
+
+
+def test_resume_without_a_run_folder_names_the_flag_that_gives_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in tiny_overrides(tiny_model_dir, "x") if not o.startswith("run.output_dir")]
+    assert main(["train", "--resume", *overrides]) == 2
+    assert "lensrl train --resume --output-dir RUN_DIR" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no new folder was made for it
+
+
+def test_resume_of_a_folder_that_holds_no_run_is_an_error_naming_it(tiny_model_dir, tmp_path, capsys):
+    typo, empty = tmp_path / "typo", tmp_path / "empty"
+    empty.mkdir()
+    for folder, reason in ((typo, "no such folder"), (empty, "it holds no config.yaml and no checkpoints/")):
+        assert main(["train", "--resume", "--output-dir", str(folder), *tiny_overrides(tiny_model_dir, folder)]) == 2
+        assert f"lensrl: no run to resume in {folder} ({reason})" in capsys.readouterr().err
+    assert not typo.exists() and list(empty.iterdir()) == []  # no fresh run was started in either
+
+
+def test_a_resumed_run_says_from_which_step(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_overrides(tiny_model_dir, out, "run.steps=1")]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert main(["train", "--resume", "--output-dir", str(out), "run.steps=2"]) == 0
+    assert f"resuming {out} from step 1\n" in capsys.readouterr().err
+
+
+def test_a_tool_that_owns_its_folders_still_starts_a_new_run_by_resuming(tiny_model_dir, tmp_path):
+    out = tmp_path / "study" / "lens_seed0"
+    result = trainer.train_or_resume(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=1")))
+    assert result.output_dir == out and (out / "summary.json").exists()

@@ -56,8 +56,9 @@ def test_random_kills_and_resumes_lose_and_repeat_nothing(tiny_model_dir, tmp_pa
     while not (soaked / "summary.json").exists():
         assert launches < 4 * steps, "the run never finished"
         start, target = time.time(), _checkpointed_step(soaked) + rng.randint(1, 4)
+        resume = ["--resume"] if (soaked / "config.yaml").exists() else []  # --resume needs a run to go on from
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lensrl.cli", "train", "--resume", "--output-dir", str(soaked), *overrides],
+            [sys.executable, "-m", "lensrl.cli", "train", *resume, "--output-dir", str(soaked), *overrides],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

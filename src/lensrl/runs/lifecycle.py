@@ -234,16 +234,14 @@ def run_folder_path(run: RunConfig, kind: str) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-seed{run.seed}"
 
 
-def resume_checkpoint(config: TrainConfig) -> Path | None:
+def resume_checkpoint(config: TrainConfig, command: str = "train") -> Path | None:
     """The checkpoint a resumed run goes on from, after checking the run is the same.
 
     The saved config may differ from `config` only in bookkeeping and `run.steps` (an RL run can be
     extended; a warm-start's length is `sft.steps`, which may not change: its learning-rate schedule
     depends on it). No complete checkpoint yet: None (the run starts from the beginning, with a warning).
     """
-    if not config.run.output_dir:
-        raise ValueError("resuming needs the run folder: set run.output_dir (--resume --output-dir RUN_DIR)")
-    out = Path(config.run.output_dir)
+    out = Path(_resume_folder(config, command))
     changed = config_differences(out, config, (*BOOKKEEPING, "run.steps"))
     if changed:
         raise ValueError(
@@ -256,30 +254,69 @@ def resume_checkpoint(config: TrainConfig) -> Path | None:
     return checkpoint
 
 
+def _resume_folder(config: TrainConfig, command: str) -> str:
+    if not config.run.output_dir:
+        raise ValueError(
+            f"resuming needs the run folder: lensrl {command} --resume --output-dir RUN_DIR (in Python: run.output_dir)"
+        )
+    return config.run.output_dir
+
+
+def check_resumable(path: Path, command: str, owned_now: bool = False) -> None:
+    """A folder `--resume` can go on from: one that exists (checked before it is owned, which creates it)
+    and, once owned, holds a run (its config.yaml or checkpoints/); a `ValueError` naming it otherwise
+    (a mistyped folder must not start a fresh run)."""
+    if not path.is_dir():
+        reason = "no such folder"
+    elif owned_now and not (path / "config.yaml").exists() and latest_checkpoint(path) is None:
+        reason = "it holds no config.yaml and no checkpoints/"
+    else:
+        return
+    raise ValueError(
+        f"no run to resume in {path} ({reason}); check the folder name, or start a new run there "
+        f"without --resume (lensrl {command} --output-dir {path})"
+    )
+
+
 @contextlib.contextmanager
 def open_run(
-    config: TrainConfig, kind: str, world: World = World(), resume: bool = False, steps_key: str = "run.steps"
+    config: TrainConfig,
+    kind: str,
+    world: World = World(),
+    resume: bool = False,
+    steps_key: str = "run.steps",
+    fresh_start_ok: bool = False,
 ) -> Iterator[tuple[RunFolder, Path | None]]:
     """Own the run folder, apply the resume rules and start its logs; yields the folder and the
     checkpoint to go on from (None: a fresh start).
 
-    A fresh run refuses a folder that holds an earlier run's checkpoints; a resumed one checks its
-    config (`resume_checkpoint`) and must not be past its length already (`steps_key`: the config
-    field that holds it, `sft.steps` for a warm-start).
+    A fresh run refuses a folder that holds an earlier run's checkpoints; a resumed one needs a folder
+    that holds a run (`check_resumable`; `fresh_start_ok`: a missing or empty one starts afresh, for
+    tools that own their run folders), checks its config (`resume_checkpoint`), says on stderr from
+    which step it goes on, and must not be past its length already (`steps_key`: the config field that
+    holds it, `sft.steps` for a warm-start).
     """
     command = "sft" if kind == "sft" else "train"
+    if resume:
+        _resume_folder(config, command)  # before a new folder is named
     path = Path(all_gather_objects(world, str(run_folder_path(config.run, kind)))[0])  # rank 0 names it
+    if resume and not fresh_start_ok:
+        check_resumable(path, command)  # before `owned` creates it
     with owned(path) if world.is_main else contextlib.nullcontext():
-        checkpoint = resume_checkpoint(config) if resume else None
+        if resume and not fresh_start_ok:
+            check_resumable(path, command, owned_now=True)
+        checkpoint = resume_checkpoint(config, command) if resume else None
         if not resume and latest_checkpoint(path) is not None:
             raise ValueError(
                 f"{path} holds checkpoints of an earlier run: continue it with lensrl {command} --resume "
-                f"({command}(config, resume=True)), or start this one in a new run.output_dir"
+                f"--output-dir {path} ({command}(config, resume=True)), or start this one in a new run.output_dir"
             )
         section, field = steps_key.split(".")
         start, steps = checkpoint_step(checkpoint), getattr(getattr(config, section), field)
         if start > steps:
             raise ValueError(f"{checkpoint} is past {steps_key}={steps}; resume with {steps_key} >= {start}")
+        if checkpoint is not None and world.is_main:
+            print(f"resuming {path} from step {start}", file=sys.stderr, flush=True)
         trackers = open_trackers(config, path, kind, resumed=checkpoint is not None) if world.is_main else []
         folder = RunFolder(path, world.is_main, trackers)
         try:

@@ -86,14 +86,21 @@ def train(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER, resume: b
     `verify.as_verifier`; its counts are logged as verify/* every step); returns the first and last evaluation.
 
     `resume=True` goes on from the newest complete checkpoint in `run.output_dir` (see
-    `lifecycle.resume_checkpoint`). Launched by torchrun / accelerate with several processes, it trains
-    data-parallel (or sharded, `run.parallel=fsdp`) as `lensrl.policy.distributed` describes; rank 0 writes
-    the run folder. Data errors are reported before any model is loaded.
+    `lifecycle.resume_checkpoint`), which must hold a run (a missing folder is an error). Launched by
+    torchrun / accelerate with several processes, it trains data-parallel (or sharded,
+    `run.parallel=fsdp`) as `lensrl.policy.distributed` describes; rank 0 writes the run folder.
+    Data errors are reported before any model is loaded.
     """
+    return _train(config, verifier, resume)
+
+
+def _train(config: TrainConfig, verifier: VerifierLike, resume: bool, fresh_start_ok: bool = False) -> RunResult:
+    """`train`; `fresh_start_ok`: resuming a folder that holds no run yet starts it (`train_or_resume`)."""
     world = init_world(config.model.device)
     check_layout(config, world)
     problems = load_problems(config.data, config.run.seed)
-    with GracefulStop() as stop, open_run(config, config.algo.advantage, world, resume) as (folder, checkpoint):
+    opened = open_run(config, config.algo.advantage, world, resume, fresh_start_ok=fresh_start_ok)
+    with GracefulStop() as stop, opened as (folder, checkpoint):
         session = setup(config, world, checkpoint, problems)
         return loop(config, session, folder, world, checkpoint, as_verifier(verifier), stop)
 
@@ -110,7 +117,7 @@ def train_or_resume(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER)
         extendable = changed == ["run.steps"] and checkpoint_step(latest_checkpoint(out)) <= config.run.steps
         if changed and not extendable:
             clear_folder(out)
-        return train(config, verifier, resume=True)
+        return _train(config, verifier, resume=True, fresh_start_ok=True)
 
 
 def check_layout(config: TrainConfig, world: World) -> None:
