@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from lensrl.cli import main
-from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config
+from lensrl.config import AlgoConfig, GRPOAlgo, LensAlgo, load_config, save_config
 from lensrl.core.advantages import lens_rewards
 from lensrl.records import Problem, ScoredRollout
 from lensrl.runs.checkpoint import latest_checkpoint
@@ -295,14 +295,31 @@ def test_read_and_print_samples(tmp_path, capsys):
 
 
 def test_print_samples_errors_for_a_missing_log_and_a_missing_step(tmp_path, capsys):
-    no_log = r"has no samples\.jsonl: the run wrote no sample log \(run\.sample_every=0\?\)"
-    with pytest.raises(ValueError, match=no_log):
+    with pytest.raises(ValueError, match=r"has no samples\.jsonl and no readable config\.yaml: is it a run folder"):
         print_samples(tmp_path)
     assert main(["samples", str(tmp_path)]) == 2
     assert "has no samples.jsonl" in capsys.readouterr().err
     _write_log(tmp_path, [2, 4])
     with pytest.raises(ValueError, match="no sample-log entry for step 3; steps with one: 2, 4"):
         print_samples(tmp_path, step=3)
+
+
+def test_a_missing_sample_log_is_explained_from_the_runs_config_and_metrics(tmp_path, capsys):
+    assert main(["samples", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err == f"lensrl: no such folder {tmp_path / 'typo'}\n"
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(overrides=["run.sample_every=10"]), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(ValueError) as raised:
+        print_samples(run)
+    assert str(raised.value) == (
+        f"{run} has no samples.jsonl: the run logs samples every run.sample_every=10 steps and has logged "
+        "2 steps so far"
+    )
+    save_config(load_config(overrides=["run.sample_every=0"]), run / "config.yaml")
+    with pytest.raises(ValueError, match=r"has no samples\.jsonl: run\.sample_every=0: this run logs no samples$"):
+        print_samples(run)
 
 
 def test_a_tiny_run_logs_samples_without_changing_its_numbers(tiny_model_dir, tmp_path, capsys):

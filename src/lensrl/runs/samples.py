@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from lensrl.config import AlgoConfig, switch_estimator
+from lensrl.config import AlgoConfig, load_config, switch_estimator
 from lensrl.core.advantages import GROUP_KINDS, group_kinds, lens_rewards
 from lensrl.records import ScoredRollout
 from lensrl.runs.jsonl import read_jsonl
@@ -162,8 +162,25 @@ def read_samples(run_dir: str | Path) -> list[dict]:
     """Every entry of a run's samples.jsonl, in file order (a last line cut short is left out)."""
     path = Path(run_dir) / FILE
     if not path.is_file():
-        raise ValueError(f"{run_dir} has no {FILE}: the run wrote no sample log (run.sample_every=0?)")
+        raise ValueError(_why_no_log(Path(run_dir)))
     return read_jsonl(path)
+
+
+def _why_no_log(run_dir: Path) -> str:
+    """Why a folder has no sample log, from its config.yaml and metrics.jsonl."""
+    if not run_dir.is_dir():
+        return f"no such folder {run_dir}"
+    try:
+        every = load_config(run_dir / "config.yaml").run.sample_every
+    except ValueError:  # no config.yaml (not a run folder), or one today's schema cannot read
+        return f"{run_dir} has no {FILE} and no readable config.yaml: is it a run folder?"
+    if not every:
+        return f"{run_dir} has no {FILE}: run.sample_every=0: this run logs no samples"
+    steps = len(read_jsonl(run_dir / "metrics.jsonl"))
+    return (
+        f"{run_dir} has no {FILE}: the run logs samples every run.sample_every={every} steps and has logged "
+        f"{steps} step{'' if steps == 1 else 's'} so far"
+    )
 
 
 def _one_line(text: str) -> str:
