@@ -50,17 +50,25 @@ def _finished(result, command: str) -> int:  # noqa: ANN001 (RunResult: imported
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lensrl.config import save_config
+    from lensrl.config import load_config, save_config
     from lensrl.data.sources import load_eval_problems
     from lensrl.evaluation.evaluate import EvalSettings, format_table
     from lensrl.policy.prepare import prepare
-    from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned
+    from lensrl.runs.lifecycle import RunFolder, evaluate_and_log, owned, resolve_model
 
-    config = _config(args)
+    # the log goes where the command line says (--output-dir, or a run.output_dir= override), never to a
+    # config file's run.output_dir: a run's own config.yaml names that run's folder
+    overrides = ["run.output_dir=null", *args.overrides]
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    if args.checkpoint:  # a run folder: its newest checkpoint, with its config.yaml unless --config is given
+        config, weights = resolve_model(args.checkpoint, args.config, overrides)
+    else:
+        config, weights = load_config(args.config, overrides), None
     # the evaluation sources only (data errors before the model loads); the training sources are read
     # only when an `unseen` evaluation source must leave their problems out
     problems = load_eval_problems(config.data, config.run.seed)
-    p = prepare(config, eval_problems=problems, weights=args.checkpoint, check_lengths=False)
+    p = prepare(config, eval_problems=problems, weights=weights, check_lengths=False)
     settings = EvalSettings.of_run(config, args.step)
     if not config.run.output_dir:
         result = evaluate_and_log(p.model, p.tokenizer, p.eval_set, settings, config.model)
@@ -250,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: pass@{1,2,4,8,16} overall and per level", epilog=EPILOG)
-    p.add_argument("checkpoint", nargs="?", help="model folder or hub id (default: model.name_or_path)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="model folder, hub id, a run's checkpoint, or a run folder (its newest complete checkpoint, and "
+        "its config.yaml unless --config is given) (default: model.name_or_path)",
+    )
     p.add_argument(
         "--step",
         type=int,
@@ -258,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample with the seed of a run's evaluation at this step (with run.seed), so that a run's "
         "checkpoint reproduces that run's row of eval.jsonl (default: 0)",
     )
-    _common(p, "folder to log the evaluation to (config.yaml, eval.jsonl; default: run.output_dir, else none)")
+    _common(
+        p,
+        "folder to log the evaluation to (config.yaml, eval.jsonl; default: a run.output_dir=... override, "
+        "else none; never a config file's run.output_dir)",
+    )
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("compare", help="GRPO vs LENS with the same seeds: table and PNG plot", epilog=EPILOG)

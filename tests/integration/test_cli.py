@@ -72,6 +72,28 @@ def test_eval_of_a_checkpoint_at_its_step_reproduces_the_runs_row(tiny_model_dir
     assert last["step"] == 2 and json.loads((again / "eval.jsonl").read_text()) == last
 
 
+def test_eval_of_a_run_folder_takes_its_newest_checkpoint_and_config_and_logs_only_where_asked(
+    tiny_model_dir, tmp_path, capsys
+):
+    run, again = tmp_path / "run", tmp_path / "again"
+    assert main(["train", *tiny_overrides(tiny_model_dir, run, "run.save_every=1")]) == 0
+    rows = (run / "eval.jsonl").read_text()
+    # the run's config.yaml (its seed, data, sampling) and checkpoints/step_000002: the run's last row
+    assert main(["eval", str(run), "--step", "2", "--output-dir", str(again)]) == 0
+    assert json.loads((again / "eval.jsonl").read_text()) == json.loads(rows.splitlines()[-1])
+    # a checkpoint with the run's config.yaml and no --output-dir: printed, logged nowhere
+    checkpoint = run / "checkpoints" / "step_000001"
+    assert main(["eval", str(checkpoint), "--config", str(run / "config.yaml"), "--step", "1"]) == 0
+    assert (run / "eval.jsonl").read_text() == rows and "pass@1" in capsys.readouterr().out
+
+
+def test_eval_of_a_folder_with_no_model_and_no_checkpoints_says_so(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"lensrl: {empty} holds no model (no config.json) and no checkpoints/")
+
+
 def test_compare_writes_table_json_and_plot(tiny_model_dir, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--seeds", "0,1", *tiny_overrides(tiny_model_dir, out, "run.steps=1")]) == 0

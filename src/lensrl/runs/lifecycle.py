@@ -278,6 +278,30 @@ def check_resumable(path: Path, command: str, owned_now: bool = False) -> None:
     )
 
 
+def resolve_model(model: str, config_path: str | None = None, overrides: Sequence[str] = ()) -> tuple[TrainConfig, str]:
+    """The config and the weights of a MODEL argument (`lensrl eval`, `lensrl grad-diff`).
+
+    A run folder (one with `checkpoints/`) gives its newest complete checkpoint, with its config.yaml
+    as the base config unless `config_path` is given; anything else (a model folder, a hub id,
+    "testbed") is loaded as it is, with `config_path` or the defaults. Overrides go on top. A folder
+    that holds neither a model nor checkpoints is an error naming it.
+    """
+    folder = Path(model)
+    if not (folder / "checkpoints").is_dir():
+        if folder.is_dir() and not any((folder / name).exists() for name in ("config.json", "adapter_config.json")):
+            raise ValueError(
+                f"{model} holds no model (no config.json) and no checkpoints/: give a model folder, a hub id, "
+                '"testbed", a run folder or one of its checkpoints/step_N'
+            )
+        return load_config(config_path, list(overrides)), model
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None:
+        raise ValueError(f"{model}: no complete checkpoint under {folder / 'checkpoints'}")
+    saved = folder / "config.yaml"
+    base = config_path if config_path is not None else (saved if saved.exists() else None)
+    return load_config(base, list(overrides)), str(checkpoint)
+
+
 @contextlib.contextmanager
 def open_run(
     config: TrainConfig,

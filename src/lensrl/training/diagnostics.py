@@ -42,14 +42,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lensrl.config import AlgoConfig, GRPOAlgo, TrainConfig, load_config, switch_estimator
+from lensrl.config import AlgoConfig, GRPOAlgo, TrainConfig, switch_estimator
 from lensrl.core.advantages import GROUP_KINDS, group_kinds
 from lensrl.data.sources import load_train_problems
 from lensrl.policy.forward import by_length
@@ -58,7 +57,7 @@ from lensrl.records import ScoredRollout
 from lensrl.rollout.collect import collect_rollout
 from lensrl.rollout.verifier import VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
-from lensrl.runs.checkpoint import latest_checkpoint
+from lensrl.runs.lifecycle import resolve_model
 from lensrl.seeds import rollout_seed
 from lensrl.training.update import all_finite, group_rows, micro_batch_loss, minibatch_groups
 
@@ -180,24 +179,6 @@ def gradient_comparison(
 
 
 # ------------------------------------------------------------------------------------ lensrl grad-diff
-
-
-def resolve_model(model: str, config_path: str | None = None, overrides: Sequence[str] = ()) -> tuple[TrainConfig, str]:
-    """The config and the weights of one MODEL of `lensrl grad-diff`.
-
-    A run folder (one with `checkpoints/`) gives its newest complete checkpoint, with its config.yaml
-    as the base config unless `config_path` is given; anything else (a model folder, a hub id,
-    "testbed") is loaded as it is, with `config_path` or the defaults. Overrides go on top.
-    """
-    folder = Path(model)
-    if not (folder / "checkpoints").is_dir():
-        return load_config(config_path, list(overrides)), model
-    checkpoint = latest_checkpoint(folder)
-    if checkpoint is None:
-        raise ValueError(f"{model}: no complete checkpoint under {folder / 'checkpoints'}")
-    saved = folder / "config.yaml"
-    base = config_path if config_path is not None else (saved if saved.exists() else None)
-    return load_config(base, list(overrides)), str(checkpoint)
 
 
 def measure_model(
