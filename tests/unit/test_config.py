@@ -202,3 +202,12 @@ def test_invalid_values_and_unknown_keys_of_a_file_name_the_file(tmp_path):
     path.write_text("run:\n  steps: 3\n")
     with pytest.raises(ConfigError, match=r"^invalid config:\n  run\.stepz: unknown key"):  # an override's own
         load_config(path, ["run.stepz=3"])
+
+
+def test_the_quick_preset_is_a_short_first_run_that_writes_a_sample_log():
+    config = load_config("testbed:quick")
+    assert config.model.name_or_path == "testbed" and config.algo == LensAlgo()
+    assert config.run.steps <= 4 and config.run.steps % config.run.sample_every == 0  # a sample log is written
+    assert config.data.eval[0].per_level <= 20 and config.rollout.questions_per_step <= 16
+    with pytest.raises(ValueError, match="unknown testbed 'testbed:nope'"):
+        load_config("testbed:nope")

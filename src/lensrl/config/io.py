@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from lensrl.config.algo import ALGOS, own_settings, switched_settings
 from lensrl.config.schema import TrainConfig
 from lensrl.config.section import ConfigError
-from lensrl.testbed import testbed_config, testbed_name
+from lensrl.testbed import is_builtin_config, testbed_config
 
 
 def _merge(base: dict[str, Any], delta: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -56,11 +56,12 @@ def _parse_override(item: str) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML file's deltas, then `key=value` overrides; validated.
 
-    `path` "testbed:NAME" is a built-in testbed's default run (`lensrl/testbed/NAME.yaml`).
+    `path` "testbed:NAME" is a built-in testbed's default run or a preset such as "testbed:quick"
+    (`lensrl/testbed/NAME.yaml`).
     """
     data: dict[str, Any] = TrainConfig().model_dump()
     if path is not None:
-        path = testbed_config(str(path)) if testbed_name(str(path)) else Path(path)
+        path = testbed_config(str(path)) if is_builtin_config(str(path)) else Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
         delta = _read_yaml(path) or {}

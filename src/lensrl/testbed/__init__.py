@@ -28,6 +28,7 @@ __all__ = [
     "base_policy_path",
     "build_tokenizer",
     "generate_problems",
+    "is_builtin_config",
     "make_problem",
     "task",
     "testbed_config",
@@ -46,6 +47,8 @@ _LAZY = {  # imported on first use: naming a testbed (the run config does) loads
 }
 WEIGHTS_FILE = "model.safetensors"
 PREFIX = "testbed"
+PRESETS = ("quick",)
+"""Built-in run configs that are no testbed of their own (`--config testbed:quick`: a one-minute first run)."""
 
 
 def testbed_name(path: str) -> str | None:
@@ -98,9 +101,16 @@ def warmstart_problems(name: str) -> list[Problem]:
     return task(name).generate_problems(config["steps"] * config["batch_size"], config["levels"], seed=config["seed"])
 
 
+def is_builtin_config(path: str) -> bool:
+    """Whether a `--config` value names a built-in run config ("testbed:NAME") rather than a file."""
+    return path == PREFIX or path.startswith(PREFIX + ":")
+
+
 def testbed_config(path: str) -> Path:
-    """The YAML file of a testbed's default run (`lensrl train --config testbed:signs`)."""
-    name = testbed_name(path)
+    """The YAML file of a built-in run config: a testbed's default run (`lensrl train --config testbed:signs`)
+    or a preset (`testbed:quick`, `PRESETS`)."""
+    preset = path.removeprefix(PREFIX + ":")
+    name = preset if preset in PRESETS else testbed_name(path)
     config = Path(__file__).resolve().parent / f"{name}.yaml"
     if not config.is_file():
         raise ValueError(f"the {name} testbed has no default run config; the built-in defaults are its run")
