@@ -322,6 +322,22 @@ def test_plain_grpo_config_gets_default_lens_settings(tiny_model_dir, tmp_path):
     assert (trainer.lens_alpha, trainer.lens_scope, trainer.lens_d_estimator) == (0.25, "all", "normalized")
 
 
+def test_model_card_names_lens_with_its_tag_and_citation_beside_grpo(tiny_model_dir, tmp_path):
+    trainer = LensGRPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=_parity_reward(),
+        train_dataset=_text_dataset(),
+        args=_config(LensGRPOConfig, tmp_path),
+    )
+    trainer.create_model_card(model_name="tiny-lens")
+    card = (tmp_path / "out" / "README.md").read_text()
+    tags = card.split("---")[1]
+    assert "- lens" in tags and "- grpo" in tags and "- trl" in tags
+    assert "trained with LENS (GRPO with LENS advantages)" in card
+    assert "2510.08696" in card and "@article{feng2025lens," in card
+    assert "2402.03300" in card  # GRPO's citation is kept beside LENS's
+
+
 def _bare_trainer(**settings):
     """A LensGRPOTrainer without TRL's setup: enough for the sequence log-prob and advantage steps."""
     trainer = object.__new__(LensGRPOTrainer)

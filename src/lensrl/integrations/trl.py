@@ -74,6 +74,14 @@ _SHARE = "adv/negative_group_share"  # of a logging window's advantage mass, not
 
 __all__ = ["LensGRPOConfig", "LensGRPOTrainer", "math_reward"]
 
+_LENS_CITATION = """\
+@article{feng2025lens,
+    title        = {{Don't Waste Mistakes: Leveraging Negative RL-Groups via Confidence Reweighting}},
+    author       = {Yunzhen Feng and Parag Jain and Anthony Hartshorn and Yaqi Duan and Julia Kempe},
+    year         = 2025,
+    eprint       = {arXiv:2510.08696},
+}"""
+
 
 # LensSettings fields that LensGRPOConfig has as lens_<name>
 _CONFIG_SETTINGS = ("alpha", "scope", "d_estimator", "normalize_negative")
@@ -120,6 +128,15 @@ class LensGRPOTrainer(GRPOTrainer):
     The LENS settings come from `args` (a `LensGRPOConfig`) as one `LensSettings`, `self.lens_settings`;
     a plain `GRPOConfig` gets `LensSettings()`'s defaults. See the module docstring.
     """
+
+    # What TRL's `create_model_card` reads: the card's tags, "trained with ...", and the citations
+    _tag_names = [*GRPOTrainer._tag_names, "lens"]
+    _name = "LENS (GRPO with LENS advantages)"
+    _paper = {
+        "title": "Don't Waste Mistakes: Leveraging Negative RL-Groups via Confidence Reweighting",
+        "id": "2510.08696",
+        "citation": _LENS_CITATION + "\n\n" + GRPOTrainer._paper.get("citation", ""),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
