@@ -61,6 +61,31 @@ def test_readme_has_the_four_quickstarts_each_at_most_ten_lines():
         assert len(code.splitlines()) <= 10
 
 
+def test_readme_findings_fit_on_one_screen_and_each_links_to_its_page():
+    # a landing page: at most six one-line bullets and one figure; the readings live on the Results page
+    found = section(README.read_text(), "What we found")
+    bullets = [line for line in found.splitlines() if line.startswith("* ")]
+    assert 1 <= len(bullets) <= 6
+    assert all(re.search(r"\[More\]\(docs/[\w-]+\.md(#[\w-]+)?\)$", bullet) for bullet in bullets), bullets
+    assert found.count("![") == 1
+    assert len(found.splitlines()) <= 15
+
+
+CODE_WIDTH = 96  # characters of a code block's line that the documentation site shows without scrolling
+
+
+def test_docs_code_blocks_fit_the_page_width():
+    # a longer line is clipped on the site (a comment's end hidden behind a scroll bar): break it
+    long = [
+        f"{page.name}: {line}"
+        for page in sorted(DOCS.glob("*.md"))
+        for _, code in code_blocks(page.read_text())
+        for line in code.splitlines()
+        if len(line) > CODE_WIDTH
+    ]
+    assert long == []
+
+
 def test_readme_pure_function_quickstart_prints_what_it_shows():
     test = doctest.DocTestParser().get_doctest(quickstart(">>> "), {}, "README quickstart", str(README), 0)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
@@ -170,10 +195,11 @@ def _hook(name: str):
 
 
 def test_repo_links_are_checked_and_rewritten(tmp_path):
-    repo_links = _hook("repo_links")
+    repo_files = _hook("repo_files")
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
     (tmp_path / "results" / "main").mkdir(parents=True)
+    (tmp_path / "results" / "main" / "study.png").write_bytes(b"png")
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "a.yaml").write_text("x: 1\n")
     page = docs / "sub" / "page.md"
@@ -181,8 +207,9 @@ def test_repo_links_are_checked_and_rewritten(tmp_path):
         "[results/main/](../../results/main/) and [the config](../../configs/a.yaml#top), [a page](../index.md), "
         "[gone](../../results/gone/), [out](../../../elsewhere.md), [web](https://example.org/x)\n"
         "```\n[in code](../../results/gone/)\n```\n"
+        "![a figure](../../results/main/study.png) and [its file](../../results/main/study.png)\n"
     )
-    new, broken = repo_links.rewrite_links(text, page, docs, None)
+    new, broken, images = repo_files.rewrite_links(text, page, docs, None)
     # a folder whose label is its path: the path alone; another label: the label and the path; docs/ links,
     # web links and code blocks untouched; a missing target and one outside the repository reported
     assert new.splitlines()[0] == (
@@ -191,8 +218,52 @@ def test_repo_links_are_checked_and_rewritten(tmp_path):
     )
     assert new.splitlines()[2] == "[in code](../../results/gone/)"
     assert broken == ["../../results/gone/", "../../../elsewhere.md (outside the repository)"]
-    new, _ = repo_links.rewrite_links("[c](../../configs/a.yaml)", page, docs, "https://host/repo/tree/main/")
+    # a figure, shown or linked, points at its copy in the site (docs/assets/repo/results/main/study.png seen
+    # from docs/sub/); a shown one is also a link to itself
+    assert new.splitlines()[4] == (
+        "[![a figure](../assets/repo/results/main/study.png)](../assets/repo/results/main/study.png)"
+        " and [its file](../assets/repo/results/main/study.png)"
+    )
+    assert images == ["results/main/study.png", "results/main/study.png"]
+    new, _, _ = repo_files.rewrite_links("[c](../../configs/a.yaml)", page, docs, "https://host/repo/tree/main/")
     assert new == "[c](https://host/repo/tree/main/configs/a.yaml)"
+
+
+def test_an_include_renders_the_file_with_its_links_rebased_onto_the_page(tmp_path):
+    repo_files = _hook("repo_files")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    study = tmp_path / "results" / "main"
+    study.mkdir(parents=True)
+    (study / "study.md").write_text("Title\n\n| a |\n|---|\n| 1 |\n\nPlot: [study.png](study.png), [web](https://x.org/y)\n")
+    page = docs / "results.md"
+    text = "# Results\n\n<!-- include ../results/main/study.md -->\n\nafter\n"
+    # study.png beside study.md is ../results/main/study.png seen from docs/results.md
+    assert repo_files.expand_includes(text, page) == (
+        "# Results\n\nTitle\n\n| a |\n|---|\n| 1 |\n\nPlot: [study.png](../results/main/study.png), "
+        "[web](https://x.org/y)\n\nafter\n"
+    )
+    # with a title: a collapsed block, every non-blank line indented by four spaces
+    folded = repo_files.expand_includes('<!-- include ../results/main/study.md "Every cell" -->\n', page)
+    assert folded.splitlines()[:5] == ['??? abstract "Every cell"', "", "    Title", "", "    | a |"]
+    with pytest.raises(FileNotFoundError, match="gone.md"):
+        repo_files.expand_includes("<!-- include ../results/gone.md -->", page)
+
+
+def test_the_results_page_renders_the_generated_tables_and_shows_the_figures():
+    # each table on the Results page comes from a generated file its tests check, by an include, not a copy
+    repo_files = _hook("repo_files")
+    page = DOCS / "results.md"
+    markdown = page.read_text()
+    included = repo_files.INCLUDE.findall(markdown)
+    assert len(included) >= 5
+    assert all(Path(path).name in ("study.md", "answer.md", "compare.md") for path, _ in included)
+    hand_tables = [line for line in markdown.splitlines() if line.startswith("|---")]
+    assert hand_tables == []
+    _, broken, images = repo_files.rewrite_links(
+        repo_files.expand_includes(markdown, page), page, DOCS.resolve(), None
+    )
+    assert broken == [] and "results/signs/main/study.png" in images
 
 
 def test_config_reference_lists_every_field_of_the_config():

@@ -265,3 +265,19 @@ def test_the_long_study_gains_regenerate_byte_for_byte_from_its_records(tmp_path
     assert module.main([str(tmp_path)]) == 0
     assert (tmp_path / "gains.json").read_bytes() == (ROOT / "results/signs/long/gains.json").read_bytes()
     assert "GRPO saturates (its gain's CI contains 0 or lies below it): False" in capsys.readouterr().out
+
+
+def test_the_negative_groups_answer_regenerates_from_its_records(tmp_path, monkeypatch):
+    # the answer reads signs-main's records by a path relative to the repository root (its replay check)
+    import experiments.signs_negative_answer as module
+
+    monkeypatch.chdir(ROOT)
+    committed = ROOT / "results/signs/negative"
+    shutil.copytree(committed / "runs", tmp_path / "runs")
+    module.main(["--results", str(tmp_path)])
+    # the command names the copy's folder; every number and line after it comes out as committed
+    written, expected = (json.loads((folder / "answer.json").read_text()) for folder in (tmp_path, committed))
+    assert written.pop("command").endswith(str(tmp_path)) and expected.pop("command")
+    assert written == expected
+    tail = (tmp_path / "answer.md").read_text().split("\n", 1)[1]
+    assert tail == (committed / "answer.md").read_text().split("\n", 1)[1]
