@@ -1,6 +1,7 @@
 """LENS inside TRL's GRPOTrainer (lensrl.integrations.trl) on tiny random models, on the CPU."""
 
 import dataclasses
+import functools
 import math
 import os
 import subprocess
@@ -215,6 +216,130 @@ def test_negative_group_gets_lens_advantages_and_zero_under_grpo(tiny_model_dir,
         neg = torch.tensor([a == "neg" for a in rec["answers"]])
         assert neg.any()
         assert torch.equal(rec["advantages"][neg], torch.zeros(int(neg.sum())))
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama made confident, saved and loaded back like any checkpoint. A random init has near-uniform
+    next-token distributions, whose log-probs barely move with the temperature; its (untied) LM head scaled up
+    gives logits of std about 3, where log pi at temperature 0.7 is far from log pi at 1. The EOS row is then
+    raised along the mean final hidden state, so that many completions stop early and leave padding."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert not model.config.tie_word_embeddings
+    with torch.no_grad():
+        hidden = model.model(**tokenizer(["Q12: 12+12="], return_tensors="pt")).last_hidden_state[0]
+        mean = hidden.mean(dim=0)
+        head = model.lm_head.weight
+        head.mul_(30.0)
+        head[tokenizer.eos_token_id] += 8.0 * mean / mean.square().sum()  # EOS logit +8 along the mean state
+    path = tmp_path_factory.mktemp("sharp_llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+class LogprobRecordingLensTrainer(LensGRPOTrainer):
+    """Records, per generation batch, the per-token log-probs LENS summed (TRL's `old_per_token_logps`, or the
+    LENS trainer's own pass when TRL has none), the sums and lengths LENS used, how many no-grad passes went
+    through TRL's fused LM head (`add_fused_lm_head`'s forward with `fused_lm_head=True`), and references from
+    the model's own forward (full logits) at the sampling temperature and at 1."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records = []
+        self._own_logps = None
+        self._fused_nograd_passes = 0
+        forward = self.model.forward  # TRL's wrapper around the model's own forward
+
+        @functools.wraps(forward)  # generate validates its model kwargs against the signature
+        def counting_forward(*args, **kwargs):
+            if kwargs.get("fused_lm_head") and not torch.is_grad_enabled():
+                self._fused_nograd_passes += 1
+            return forward(*args, **kwargs)
+
+        self.model.forward = counting_forward
+
+    def _lens_old_logprobs(self, output, mode):
+        self._own_logps = super()._lens_old_logprobs(output, mode)
+        return self._own_logps
+
+    def _generate_and_score_completions(self, inputs):
+        self._own_logps, passes = None, self._fused_nograd_passes
+        out = super()._generate_and_score_completions(inputs)
+        trl_old = out.get("old_per_token_logps")
+        self.records.append(
+            {
+                "trl_old": trl_old is not None,
+                "own": self._own_logps is not None,
+                "per_token": (trl_old if trl_old is not None else self._own_logps).detach().clone(),
+                "mask": out["completion_mask"].bool(),
+                "prompt_mask": out["prompt_mask"].bool(),
+                "seq_logprobs": self.lens_last_batch["seq_logprobs"],
+                "lengths": self.lens_last_batch["lengths"],
+                "fused_passes": self._fused_nograd_passes - passes,
+                "reference": self._plain_logps(out, TEMPERATURE),
+                "untempered": self._plain_logps(out, 1.0),
+            }
+        )
+        return out
+
+    @torch.no_grad()
+    def _plain_logps(self, out, temperature):
+        # log_softmax(logits / T) at the sampled completion tokens, from the full logits of the model's own forward
+        # (no fused head), at the weights that sampled: nothing has been updated since generation
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+        c = out["completion_ids"].size(1)
+        logps = torch.log_softmax(logits[:, -c - 1 : -1] / temperature, dim=-1)
+        return logps.gather(-1, out["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize(
+    "overrides, trl_has_old",
+    [
+        (dict(), False),  # TRL's defaults (num_iterations=1, on-policy): the LENS trainer's own pass
+        (dict(num_iterations=2), True),  # TRL computes old_per_token_logps for the ratio; LENS reuses them
+        (dict(cast_lm_head_to_fp32=True), False),  # the fused head's other option: the head outside autocast
+    ],
+    ids=["on_policy", "num_iterations_2", "fp32_lm_head"],
+)
+def test_confidences_are_fused_head_logprobs_at_the_sampling_temperature(
+    sharp_model_dir, tmp_path, overrides, trl_has_old
+):
+    # TRL 1.16 always scores completions through its fused LM head (add_fused_lm_head, with the config's
+    # temperature), never through full logits; LENS's confidences must still be log pi_old(token) at the
+    # sampling temperature, here 0.7, over the completion mask. The step's two prompts differ in length (left padding).
+    prompts = Dataset.from_list([{"prompt": f"Q{n}: {n}+{n}=", "answer": "len"} for n in (1, 222, 33, 4)])
+    trainer = LogprobRecordingLensTrainer(
+        model=str(sharp_model_dir),
+        reward_funcs=_parity_reward(),
+        train_dataset=prompts,
+        args=_config(LensGRPOConfig, tmp_path, max_steps=1, **overrides),
+    )
+    assert trainer.args.temperature == TEMPERATURE != 1.0
+    trainer.train()
+    assert len(trainer.records) == 1
+    (rec,) = trainer.records
+    assert (rec["trl_old"], rec["own"]) == (trl_has_old, not trl_has_old)
+    assert rec["fused_passes"] == 1  # TRL's pass or the LENS trainer's, through the fused head either way
+
+    mask, reference = rec["mask"], rec["reference"]
+    assert (~mask).any() and mask.any(dim=1).all(), "no completion stopped early: the mask is not exercised"
+    assert rec["prompt_mask"].sum(dim=1).unique().numel() == 2  # left-padded prompts of two lengths
+    # Tolerance: both sides are float32 log-probs (down to about -10 here) of the same weights and tokens. The fused
+    # head folds the logits into an online logsumexp, the reference takes log_softmax of the full logits, and the
+    # two forwards batch the rows differently, so they differ by float32 round-off: measured <= 1.2e-6 per token
+    # and <= 6e-6 per sum of at most 8 tokens. 1e-4 leaves room for other CPUs' kernels and stays far below what a
+    # wrong temperature does (checked last: more than 0.1 on some token).
+    torch.testing.assert_close(rec["per_token"][mask], reference[mask], atol=1e-4, rtol=0)
+    torch.testing.assert_close(rec["seq_logprobs"], (reference * mask).sum(dim=1), atol=1e-4, rtol=0)
+    assert torch.equal(rec["lengths"], mask.sum(dim=1))
+    # the check has teeth: the log-probs at temperature 1 are far from the ones at the sampling temperature
+    assert (rec["untempered"] - reference)[mask].abs().max() > 0.1
 
 
 class EvenConfidenceLensTrainer(_Recorder, LensGRPOTrainer):
