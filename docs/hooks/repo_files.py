@@ -64,7 +64,8 @@ def expand_includes(markdown: str, page_path: Path) -> str:
         text = _outside_code(path.read_text().strip("\n"), lambda s: LINK.sub(rebase, s))
         if not match["title"]:
             return text
-        return f'??? abstract "{match["title"]}"\n\n' + "\n".join(f"    {line}" if line else "" for line in text.split("\n"))
+        indented = "\n".join(f"    {line}" if line else "" for line in text.split("\n"))
+        return f'??? abstract "{match["title"]}"\n\n{indented}'
 
     return INCLUDE.sub(include, markdown)
 

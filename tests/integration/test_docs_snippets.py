@@ -235,7 +235,9 @@ def test_an_include_renders_the_file_with_its_links_rebased_onto_the_page(tmp_pa
     docs.mkdir()
     study = tmp_path / "results" / "main"
     study.mkdir(parents=True)
-    (study / "study.md").write_text("Title\n\n| a |\n|---|\n| 1 |\n\nPlot: [study.png](study.png), [web](https://x.org/y)\n")
+    (study / "study.md").write_text(
+        "Title\n\n| a |\n|---|\n| 1 |\n\nPlot: [study.png](study.png), [web](https://x.org/y)\n"
+    )
     page = docs / "results.md"
     text = "# Results\n\n<!-- include ../results/main/study.md -->\n\nafter\n"
     # study.png beside study.md is ../results/main/study.png seen from docs/results.md
@@ -260,9 +262,7 @@ def test_the_results_page_renders_the_generated_tables_and_shows_the_figures():
     assert all(Path(path).name in ("study.md", "answer.md", "compare.md") for path, _ in included)
     hand_tables = [line for line in markdown.splitlines() if line.startswith("|---")]
     assert hand_tables == []
-    _, broken, images = repo_files.rewrite_links(
-        repo_files.expand_includes(markdown, page), page, DOCS.resolve(), None
-    )
+    _, broken, images = repo_files.rewrite_links(repo_files.expand_includes(markdown, page), page, DOCS.resolve(), None)
     assert broken == [] and "results/signs/main/study.png" in images
 
 
