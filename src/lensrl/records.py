@@ -1,14 +1,17 @@
 """The records passed between stages: a `Problem`, a sampled `Rollout`, and a `ScoredRollout`.
 
-    Problem         data sources -> prompts -> rollouts -> evaluation
-    Rollout         the sampler's output: G responses to each of Q problems (N = Q x G rows, groups
-                    contiguous), as tokens and text
-    ScoredRollout   a rollout with what the update needs: 0/1 correctness and the behaviour policy's
-                    log-probs and entropies (`lensrl.rollout.collect` makes one)
+* `Problem`: what data sources give, prompts are made from, rollouts sample and evaluation scores.
+* `Rollout`: the sampler's output, G responses to each of Q problems (N = Q x G rows, groups
+  contiguous), as tokens and text.
+* `ScoredRollout`: a rollout with what the update needs, 0/1 correctness and the behaviour policy's
+  log-probs and entropies (`lensrl.rollout.collect` makes one).
 
-Layout of a rollout's token tensors:
-    input_ids = [left-padded prompt (P) | response (R), right-padded after its first EOS]
-The response mask covers the generated tokens up to and including the first EOS.
+Layout of a rollout's token tensors (the response mask covers the generated tokens up to and
+including the first EOS):
+
+```text
+input_ids = [left-padded prompt (P) | response (R), right-padded after its first EOS]
+```
 """
 
 from __future__ import annotations

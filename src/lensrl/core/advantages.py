@@ -6,10 +6,12 @@ Pure functions over tensors. Shapes: N = Q questions x G samples, the G rows of 
 ```text
 GRPO:  A_i = (r_i - mean_g r) / (std_g r + eps)
 LENS:  pibar_i = exp(logp_i / |o_i|)
-       D = max(D_imp, 2 max_j pibar_j) in a mixed group, 2 max_j pibar_j in a negative group,
+       D = max(D_imp, 2 max_j pibar_j) in a mixed group,
+           2 max_j pibar_j in a negative group,
            D_imp = 1 / ((1/G) sum_i r_i / pibar_i)
        r~_i = r_i - (1 - r_i) (1/G) pibar_i / (D - pibar_i)
-       A_i = GRPO-normalised r~ (mixed), alpha (r~_i - mean r~) (negative), 0 (all correct).
+       A_i = GRPO-normalised r~ (mixed), alpha (r~_i - mean r~) (negative),
+             0 (all correct).
 ```
 """
 
