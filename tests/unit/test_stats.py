@@ -12,11 +12,12 @@ import math
 import pytest
 
 from lensrl.research.stats import (
-    SPREAD_TOLERANCE,
+    RELATIVE_TOLERANCE,
     PairedDifference,
     minimal_detectable_difference,
     paired_difference,
     sign_flip_p,
+    tolerance,
 )
 
 
@@ -86,8 +87,61 @@ def test_a_constant_difference_of_round_off_spread_is_no_significance():
 
 
 def test_a_spread_just_above_the_tolerance_is_tested():
-    r = paired_difference([0.0, 0.0, 0.0], [0.1, 0.1 + 2 * SPREAD_TOLERANCE, 0.1 - 2 * SPREAD_TOLERANCE])
-    assert not r.constant and r.sd > SPREAD_TOLERANCE and r.p < 1e-6 and r.significant
+    # rates: the tolerance is 1e-9 * max(1, 0.1) = 1e-9; d = [0.1, 0.1 + 2e-9, 0.1 - 2e-9], sd 2e-9
+    assert tolerance([0.0, 0.0, 0.0], [0.1, 0.1, 0.1]) == RELATIVE_TOLERANCE == 1e-9
+    r = paired_difference([0.0, 0.0, 0.0], [0.1, 0.1 + 2 * RELATIVE_TOLERANCE, 0.1 - 2 * RELATIVE_TOLERANCE])
+    assert not r.constant and r.sd > RELATIVE_TOLERANCE and r.p < 1e-6 and r.significant
+
+
+def test_the_tolerance_follows_the_scale_of_the_values():
+    # around 1e8 one ulp is 2^-26 = 1.49e-8, above the old absolute 1e-9: one ulp of noise in each value
+    # must not read as a difference. The tolerance is 1e-9 * 1e8 = 0.1 (1e8 + 3 ulps is the largest value:
+    # 1e-9 * (1e8 + 4.5e-8) = 0.1 up to 4.5e-17).
+    ulp = 2.0**-26
+    assert 1e8 + ulp != 1e8 and 1e8 + ulp / 2 == 1e8  # really round-off level
+    reference = [1e8, 1e8, 1e8]
+    assert tolerance(reference, [1e8 + 3 * ulp]) == pytest.approx(0.1, rel=1e-12)
+    # d = [0, ulp, 0]: sd = ulp / sqrt(3) = 8.6e-9, above 1e-9 (a t test on it would give p = 0.42)
+    # but far below 0.1: constant, and the mean ulp / 3 = 5e-9 is within 0.1: identical, diff 0.0
+    noise = paired_difference(reference, [1e8, 1e8 + ulp, 1e8])
+    assert noise.constant and noise.identical and noise.diff == 0.0 and noise.sd == 0.0
+    assert math.isnan(noise.p) and not noise.significant and noise.p_exact == 1.0
+    assert PairedDifference.from_json(noise.to_json()).identical  # survives JSON without the scale
+    # a constant shift of 3 ulps with 1 ulp of noise: d = [3, 4, 3] ulps, sd 8.6e-9 <= 0.1: constant, and
+    # |mean| = 3.33 ulps = 5.0e-8 <= 0.1: identical as well (a shift of round-off size)
+    shift = paired_difference(reference, [1e8 + 3 * ulp, 1e8 + 4 * ulp, 1e8 + 3 * ulp])
+    assert shift.identical
+    # a real difference at that scale, d = [1, 2, 3]: sd 1 > 0.1, tested as in test_paired_difference_by_hand
+    real = paired_difference(reference, [1e8 + 1, 1e8 + 2, 1e8 + 3])
+    assert not real.constant and real.diff == pytest.approx(2.0) and real.p == pytest.approx(0.07418, abs=1e-5)
+    # a constant shift of 1 at scale 1e8 (d = [1, 1, 1]): constant, not identical; p_exact 2 / 8
+    one = paired_difference(reference, [1e8 + 1, 1e8 + 1, 1e8 + 1])
+    assert one.constant and not one.identical and one.diff == 1.0 and one.p_exact == pytest.approx(0.25)
+
+
+def test_sign_flip_slack_follows_the_scale():
+    # u = 2^-26, one ulp at 1e8. d = [1e8 + 2u, -1e8, 2e8]; the slack by default is 1e-9 * max(1, 2e8) = 0.2.
+    # The signed sums (signs of the first two; the mirrors give the same magnitudes):
+    #   (+, +, +) 2e8 + 2u (observed), (+, +, -) -(2e8 - 2u), (+, -, +) 4e8 + 2u, (+, -, -) 2u.
+    # 2e8 - 2u falls short of the observed |sum| by 4u = 6e-8, round-off at this scale: with the slack
+    # 3 of 4 (and their mirrors) reach it, p = 6 / 8; without it (or with the old absolute 1e-9), 4 / 8.
+    u = 2.0**-26
+    d = [1e8 + 2 * u, -1e8, 2e8]
+    assert sign_flip_p(d) == pytest.approx(0.75)
+    assert sign_flip_p(d, slack=1e-9) == sign_flip_p(d, slack=0.0) == pytest.approx(0.5)
+
+
+def test_non_finite_inputs_are_a_clear_error_naming_the_seeds():
+    with pytest.raises(ValueError, match=r"non-finite at position \(seed index\) arm\[1\] = nan"):
+        paired_difference([0.5, 0.6, 0.7], [0.5, math.nan, 0.8])
+    with pytest.raises(ValueError, match=r"reference\[0\] = inf, arm\[2\] = -inf"):
+        paired_difference([math.inf, 0.6, 0.7], [0.5, 0.6, -math.inf])
+    with pytest.raises(ValueError, match=r"sign_flip_p needs finite values; .* d\[2\] = nan"):
+        sign_flip_p([0.1, 0.2, math.nan])
+    with pytest.raises(ValueError, match=r"overflows"):  # each value finite, their difference not
+        paired_difference([-1.7e308, 0.0], [1.7e308, 0.0])
+    with pytest.raises(ValueError, match=r"arm\[0\] = nan"):  # one pair: no stdev to crash in, still an error
+        paired_difference([0.5], [math.nan])
 
 
 def test_sign_flip_p_by_hand():

@@ -110,6 +110,25 @@ def test_one_seed_reports_a_difference_without_interval():
     assert "| all | lens | 35.0 +- 0.0 [d +5.0] |" in table and "pass@1 n/a, pass@2 n/a" in table
 
 
+def test_a_non_finite_result_is_an_error_naming_the_arm_seed_and_cell():
+    # one failed evaluation (nan) among the seeds: not averaged over, not dropped, named
+    records = {
+        "grpo": [_record([(0, 0.3), (10, 0.30)], 0.1, 0), _record([(0, 0.4), (10, 0.32)], 0.1, 1)],
+        "lens": [_record([(0, 0.3), (10, 0.40)], 0.2, 0), _record([(0, 0.3), (10, math.nan)], 0.2, 1)],
+    }
+    with pytest.raises(
+        ValueError, match=r"arm 'lens', level 'all', pass@1 is not finite in seed 1 \(evaluation at step 10\): nan"
+    ):
+        aggregate(STUDIES["main"], records)
+    # the reference arm's base evaluation (step 0) is read first
+    records["lens"][1] = _record([(0, 0.3), (10, 0.43)], 0.2, 1)
+    records["grpo"][0] = _record([(0, math.inf), (10, 0.30)], 0.1, 0)
+    with pytest.raises(
+        ValueError, match=r"arm 'grpo', level 'all', pass@1 is not finite in seed 0 \(evaluation at step 0\): inf"
+    ):
+        aggregate(STUDIES["main"], records)
+
+
 def test_diagnostics_average_each_run_over_its_logged_steps_then_the_seeds():
     # grpo seed 0 logs cosine at steps 2 and 4: (0.2 + 0.4) / 2 = 0.3; seed 1 at step 4 only: 0.5;
     # arm mean 0.4. lens logs none: None. rel_diff nowhere: None. The groups curve has a gap too.

@@ -18,6 +18,7 @@ samples differ only through the policies, and seed s of one arm is paired with s
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -208,7 +209,17 @@ def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
     scopes = last.scopes
 
     def at(arm: str, scope: str, k: str, index: int) -> dict[int, float]:  # by seed, from evals[index]
-        return {r.seed: r.evals[index].pass_at(scope, ks[k]) for r in records[arm]}
+        by_seed = {r.seed: r.evals[index].pass_at(scope, ks[k]) for r in records[arm]}
+        bad = [
+            (r.seed, r.evals[index].step, by_seed[r.seed]) for r in records[arm] if not math.isfinite(by_seed[r.seed])
+        ]
+        if bad:  # a failed run or evaluation: named, not averaged over or dropped
+            where = ", ".join(f"seed {seed} (evaluation at step {step}): {v!r}" for seed, step, v in bad)
+            raise ValueError(
+                f"study {study.name}: arm {arm!r}, level {scope!r}, {k} is not finite in {where}; "
+                "fix or rerun those runs"
+            )
+        return by_seed
 
     ref = study.arms[0].name
     # every arm starts from the same base policy, but each seed evaluates it with its own samples: the
