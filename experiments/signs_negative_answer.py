@@ -63,15 +63,33 @@ def seeds_mean(records: list[RunRecord], key: str, steps: slice = slice(None)) -
     return statistics.fmean(means) if means else None
 
 
-def reading(d: PairedDifference) -> str:
-    """The plan's reading of one seed-paired difference (PLAN.md "Reading rules")."""
+HARDLY_DIFFERS = "its update hardly differs from GRPO's here"
+"""The plan's words for an arm whose mean diag/rel_diff is under UPDATE_DIFFERS, whatever its pass@k."""
+RULE_SET_ASIDE = " (5% rule set aside)"
+"""Appended to the readings of the arms whose diagnostic does not measure their own update
+(grpo_filtered): the plan's 5% rule cannot be applied to them, so they are read by the interval alone
+(README.md, "Changes to the plan")."""
+
+
+def reading(d: PairedDifference, update_differs: bool | None) -> str:
+    """The plan's reading of one seed-paired difference (PLAN.md "Statistics" and "Reading rules"):
+    an arm whose update differs from GRPO's by less than the 5% line (`update_differs` False) is
+    reported as such, whatever its pass@k; otherwise the 95% interval decides (helps, hurts, no
+    difference detected), and a difference without spread is "the same in every seed" (or "identical
+    in every seed" when it is 0). `update_differs` None: the rule cannot be applied (RULE_SET_ASIDE)."""
+    if update_differs is False:
+        return HARDLY_DIFFERS
     if d.identical:
-        return "identical in every seed"
-    if d.ci_low > 0:
-        return "helps"
-    if d.ci_high < 0:
-        return "hurts"
-    return "no difference detected"
+        text = "identical in every seed"
+    elif d.constant:
+        text = "the same in every seed"
+    elif d.ci_low > 0:
+        text = "helps"
+    elif d.ci_high < 0:
+        text = "hurts"
+    else:
+        text = "no difference detected"
+    return text if update_differs else text + RULE_SET_ASIDE
 
 
 def replay_check(arm: str, records: list[RunRecord]) -> dict[str, bool] | None:
@@ -114,7 +132,7 @@ def answer(results: Path) -> dict:
                 d = paired_difference(
                     [r.evals[-1].pass_at(scope, k) for r in reference], [r.evals[-1].pass_at(scope, k) for r in records]
                 )
-                row["vs_grpo"][f"{scope}@{k}"] = {**d.to_json(), "reading": reading(d)}
+                row["vs_grpo"][f"{scope}@{k}"] = {**d.to_json(), "reading": reading(d, row["update_differs"])}
         arms[name] = row
     return {"study": STUDY, "seeds": list(study.seeds), "reference": REFERENCE, "arms": arms}
 
