@@ -172,10 +172,12 @@ class WReinforceAlgo(AlgoBase):
 
 class NSRAlgo(AlgoBase):
     """NSR, negative sample reinforcement (`algo.advantage=nsr`; Zhu et al. 2025): -1 on every wrong answer,
-    0 on every right one, in every group; W-REINFORCE with positive_weight 0."""
+    0 on every right one, in every group; W-REINFORCE with positive_weight 0. Unlike the authors' code,
+    which drops the right answers from the batch, the right answers stay in it with advantage 0 and
+    count in the loss's normaliser (docs/algorithm.md Sec. 9)."""
 
     advantage: Literal["nsr"] = "nsr"
-    """"nsr": only wrong answers are trained on, each pushed down with advantage -1."""
+    """"nsr": each wrong answer pushed down with advantage -1; right answers get 0 and stay in the loss's mean."""
 
     def advantages(self, rollout: ScoredRollout) -> torch.Tensor:
         """-1 for wrong answers, 0 for right ones (docs/algorithm.md Sec. 9)."""

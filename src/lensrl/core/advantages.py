@@ -221,7 +221,9 @@ def ngrpo_advantages(
     A_i = (r_i - mean') / (std' + eps), mean' and the unbiased std' over the G + 1 rewards
     {r_1..r_G, r_max}. An all-wrong group gets the same negative advantage on every sample (binary
     rewards: -1/sqrt(G + 1)); an all-correct group gets 0. (NGRPO's other part, clipping positive and
-    negative advantages asymmetrically, is a change to the loss and is not part of this function.)"""
+    negative advantages asymmetrically, is a setting of the loss, not part of this function: the ratio
+    bounds `clip_high` for positive and `clip_low` for negative advantages, 0.24 and 0.16 in the
+    authors' script.)"""
     _check_1d("rewards", rewards)
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or inf")
