@@ -71,12 +71,13 @@ RULE_SET_ASIDE = " (5% rule set aside)"
 (README.md, "Changes to the plan")."""
 
 
-def reading(d: PairedDifference, update_differs: bool | None) -> str:
+def reading(d: PairedDifference, update_differs: bool | None = True) -> str:
     """The plan's reading of one seed-paired difference (PLAN.md "Statistics" and "Reading rules"):
     an arm whose update differs from GRPO's by less than the 5% line (`update_differs` False) is
     reported as such, whatever its pass@k; otherwise the 95% interval decides (helps, hurts, no
     difference detected), and a difference without spread is "the same in every seed" (or "identical
-    in every seed" when it is 0). `update_differs` None: the rule cannot be applied (RULE_SET_ASIDE)."""
+    in every seed" when it is 0). `update_differs` None: the rule cannot be applied (RULE_SET_ASIDE);
+    True (the default, as the SmolLM2 report reads its endpoints): the interval alone."""
     if update_differs is False:
         return HARDLY_DIFFERS
     if d.identical:
