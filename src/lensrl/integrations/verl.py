@@ -2,8 +2,8 @@
 
 The paper trained with verl; this module runs LENS there. The advantages come from
 `lensrl.core.advantages.lens_advantages`; rollout, the clipped loss, FSDP/Megatron and logging are
-verl's own. Needs `pip install "verl>=0.8,<0.9"` (written against verl 0.8.0; `import lensrl`
-never needs verl, only this module does).
+verl's own. Needs `pip install "verl>=0.8,<0.10"` (tested against verl 0.8.0 and 0.9.1; `import
+lensrl` never needs verl, only this module does).
 
 Public API
 
@@ -35,7 +35,10 @@ one. verl groups responses by `uid` (one per prompt), and the rows of a group ne
 (`trainer.balance_batch` reorders them): the estimator gathers each group's rows (groups in order
 of first appearance), calls `lens_advantages` on the contiguous layout and scatters the result
 back. All groups must have the same size (`actor_rollout_ref.rollout.n`, at least 2), else
-ValueError.
+ValueError. A group none of whose responses has a token in `response_mask` gets advantage 0 and
+is left out of that check: such rows carry no gradient whatever their advantage, and verl 0.9's v1
+trainer appends such a group (one uid, responses fully masked) to make its batch divisible by the
+data-parallel and mini-batch sizes.
 
 Settings, in verl's algorithm config (Hydra adds a new key with `+`; every field is optional), the
 fields of `lensrl.core.advantages.LensSettings`, with its defaults and its validation:
@@ -49,16 +52,27 @@ fields of `lensrl.core.advantages.LensSettings`, with its defaults and its valid
 An unknown key or an invalid value under `algorithm.lens` raises a ValueError naming it.
 `algorithm.norm_adv_by_std_in_grpo` has no effect: LENS normalises by its own rule.
 
-Plumbing. verl 0.8's `compute_advantage` (verl/trainer/ppo/ray_trainer.py) calls a registered
-estimator with `token_level_rewards`, `response_mask`, `config` and `index` only: not
-`old_log_probs`, which are in the batch by then. `install()` therefore also replaces
+Plumbing. verl's `compute_advantage` (verl/trainer/ppo/ray_trainer.py, the same in 0.8 and 0.9)
+calls a registered estimator with `token_level_rewards`, `response_mask`, `config` and `index`
+only: not `old_log_probs`, which are in the batch by then. `install()` therefore also replaces
 `compute_advantage` in `verl.trainer.ppo.ray_trainer`, and in every loaded `verl.*` module that
-imported it by name (`verl.trainer.main_ppo_sync`), by a wrapper that sends `adv_estimator ==
-"lens"` to `compute_lens_advantage(data, config)` and every other estimator to verl's function
-unchanged. Without `install()` in the trainer's process the estimator raises a RuntimeError that
-says so. verl runs the trainer (and `compute_advantage`) in a Ray actor, the TaskRunner, not in
-the launching process, so `install()` must run there: `python -m lensrl.integrations.verl` calls
-it in the launcher and adds the Hydra override
+imported it by name, by a wrapper that sends `adv_estimator == "lens"` to
+`compute_lens_advantage(data, config)` and every other estimator to verl's function unchanged.
+A module that imports it by name after `install()` gets the wrapper. The trainers that call it:
+
+* verl 0.8: `RayPPOTrainer` (`verl.trainer.main_ppo`, the default) through the module's own
+  name, and the TransferQueue trainer `verl.trainer.main_ppo_sync`, which imports it by name.
+* verl 0.9: the v1 trainer (`trainer.use_v1=True`, the default; `verl.trainer.ppo.v1`), whose
+  `_compute_advantage` reads the batch from TransferQueue, old_log_probs included, and calls
+  `verl.trainer.ppo.v1.utils.compute_advantage_for_multi_trajectories`, which hands every
+  estimator but GRPO to `compute_advantage` imported by name into `verl.trainer.ppo.v1.utils`;
+  and the legacy `RayPPOTrainer` (`trainer.use_v1=False`, `verl.trainer.main_ppo_v0`), as in 0.8.
+  `verl.trainer.main_ppo_sync` is gone.
+
+Without `install()` in the trainer's process the estimator raises a RuntimeError that
+says so. verl runs the trainer (and `compute_advantage`) in a Ray actor, the TaskRunner
+(`TaskRunnerV1` for the v1 trainer), not in the launching process, so `install()` must run
+there: `python -m lensrl.integrations.verl` calls it in the launcher and adds the Hydra override
 `++ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=lensrl.integrations.verl.install`,
 with which Ray runs `install()` at the start of every worker process of the job. Any launcher
 can add that override itself and keep `python -m verl.trainer.main_ppo`. lensrl must be
@@ -67,15 +81,18 @@ installed on every node.
 Launch: docs/verl.md ("LENS in verl") holds the launch command with the paper's settings
 (Qwen-2.5-3B-Base, 8 GPUs, vLLM rollout), the data conversion and the caveats; the tests check that
 command's overrides against verl's config. Not run end to end yet: that needs GPUs and a Ray
-cluster. The tests check the estimator, the plumbing through verl's real `compute_advantage`, and
-(marked slow) that Ray's setup hook installs LENS in a worker.
+cluster. The tests check the estimator, the plumbing through verl's real `compute_advantage` (and,
+under verl 0.9, the v1 trainer's `_compute_advantage` on a batch stored as TransferQueue stores
+it), and (marked slow) that Ray's setup hook installs LENS in a worker.
 
-`python -m lensrl.integrations.verl --verl-entry=verl.trainer.main_ppo_sync ...` runs verl's
-TransferQueue trainer instead (the default is `verl.trainer.main_ppo`, the `RayPPOTrainer`).
+The entry module is `verl.trainer.main_ppo` unless a leading `--verl-entry=MODULE` names another.
+Under verl 0.8, `--verl-entry=verl.trainer.main_ppo_sync` runs verl's TransferQueue trainer; under
+verl 0.9 that module is gone and `verl.trainer.main_ppo` picks the trainer with `trainer.use_v1`.
 
 Limits. Rollout-correction rejection sampling that masks out whole responses leaves them with no
-tokens, which LENS rejects (no confidence). With `algorithm.rollout_correction.bypass_mode=True`
-verl sets `old_log_probs` to the rollout engine's log-probs, which LENS then uses as well.
+tokens, which LENS rejects (no confidence) unless it masks out a whole group (advantage 0). With
+`algorithm.rollout_correction.bypass_mode=True` verl sets `old_log_probs` to the rollout engine's
+log-probs, which LENS then uses as well.
 """
 
 from __future__ import annotations
@@ -98,7 +115,7 @@ try:
     from verl.trainer.ppo import core_algos
 except ImportError as exc:  # pragma: no cover - exercised only without verl
     raise ImportError(
-        f'lensrl.integrations.verl needs verl, which could not be imported ({exc}): pip install "verl>=0.8,<0.9"'
+        f'lensrl.integrations.verl needs verl, which could not be imported ({exc}): pip install "verl>=0.8,<0.10"'
     ) from exc
 
 from lensrl.core.advantages import LensSettings, lens_advantages
@@ -163,15 +180,23 @@ def lens_settings(config: Any = None) -> dict[str, Any]:
     return dataclasses.asdict(read_lens_settings(given, "algorithm.lens."))
 
 
-def _group_permutation(index: Any, n: int) -> tuple[torch.Tensor, int]:
-    """Row order that makes the groups (equal uids) contiguous, in order of first appearance, and G."""
+def _group_permutation(index: Any, has_tokens: Sequence[bool]) -> tuple[torch.Tensor, int]:
+    """Row order that makes the groups (equal uids) contiguous, in order of first appearance, and G.
+
+    A group none of whose rows has a token (`has_tokens`) is left out: no gradient flows through it
+    (verl 0.9's v1 trainer pads its batch with such a group). G is 0 when no group is left.
+    """
+    n = len(has_tokens)
     uids = np.asarray(index, dtype=object).reshape(-1).tolist()
     if len(uids) != n:
         raise ValueError(f"index (uid) has {len(uids)} entries, the batch has {n} responses")
     rows: dict[Any, list[int]] = {}
     for i, uid in enumerate(uids):
         rows.setdefault(uid, []).append(i)
-    sizes = Counter(len(r) for r in rows.values())
+    groups = [r for r in rows.values() if any(has_tokens[i] for i in r)]
+    if not groups:
+        return torch.zeros(0, dtype=torch.long), 0
+    sizes = Counter(len(r) for r in groups)
     if len(sizes) != 1:
         raise ValueError(
             "LENS needs every prompt group (responses sharing a uid) to hold the same number of responses; "
@@ -182,7 +207,7 @@ def _group_permutation(index: Any, n: int) -> tuple[torch.Tensor, int]:
         raise ValueError(
             f"LENS needs at least 2 responses per prompt (actor_rollout_ref.rollout.n >= 2), got {group_size}"
         )
-    return torch.tensor([i for r in rows.values() for i in r], dtype=torch.long), group_size
+    return torch.tensor([i for r in groups for i in r], dtype=torch.long), group_size
 
 
 def compute_lens_outcome_advantage(
@@ -206,36 +231,35 @@ def compute_lens_outcome_advantage(
             f"old_log_probs has shape {tuple(old_log_probs.shape)}, expected {tuple(token_level_rewards.shape)}"
         )
     settings = lens_settings(config)
-    n = token_level_rewards.shape[0]
-    perm, group_size = _group_permutation(index, n)
+    perm, group_size = _group_permutation(index, (response_mask.sum(dim=-1) > 0).tolist())
     with torch.no_grad():
         device = token_level_rewards.device
         perm = perm.to(device)
         mask = response_mask.to(device=device, dtype=torch.float64)
         scores = token_level_rewards.double().sum(dim=-1)
-        not_binary = ~((scores == 0) | (scores == 1))
+        not_binary = ~((scores[perm] == 0) | (scores[perm] == 1))  # rows of groups left out are not read
         if not_binary.any():
-            bad = scores[not_binary][:5].tolist()
+            bad = scores[perm][not_binary][:5].tolist()
             raise ValueError(
                 "LENS is defined for binary verifiable rewards: every sequence score (the sum of "
                 f"token_level_rewards) must be 0 or 1, got {int(not_binary.sum())} other value(s), e.g. {bad}. "
                 "Use a 0/1 reward (e.g. lensrl.integrations.verl.compute_score) and algorithm.use_kl_in_reward=False."
             )
         lengths = mask.sum(dim=-1)
-        if (lengths <= 0).any():
+        if (lengths[perm] <= 0).any():
             raise ValueError(
-                f"{int((lengths <= 0).sum())} response(s) have no token in response_mask: LENS needs at least one "
-                "token per response for its confidence (rollout-correction rejection sampling that masks whole "
-                "responses is not supported)"
+                f"{int((lengths[perm] <= 0).sum())} response(s) have no token in response_mask: LENS needs at "
+                "least one token per response for its confidence (rollout-correction rejection sampling that masks "
+                "whole responses is not supported)"
             )
         valid = mask > 0
         # padding ignored; a sum a hair above 0 is lens_advantages' to judge (LOGPROB_ROUNDOFF)
         seq_logprobs = torch.where(valid, old_log_probs.to(device).double(), 0.0).sum(dim=-1)
-        grouped = lens_advantages(
-            scores[perm], seq_logprobs[perm], lengths[perm], group_size, **settings
-        )  # (N,), rows of a group contiguous
-        per_sequence = torch.empty_like(grouped)
-        per_sequence[perm] = grouped
+        per_sequence = torch.zeros_like(scores)  # 0 for the rows of groups left out
+        if group_size:
+            per_sequence[perm] = lens_advantages(
+                scores[perm], seq_logprobs[perm], lengths[perm], group_size, **settings
+            ).double()  # computed with the rows of a group contiguous
         advantages = per_sequence.unsqueeze(-1) * mask
         out_dtype = token_level_rewards.dtype if token_level_rewards.is_floating_point() else torch.float32
         advantages = advantages.to(out_dtype)
@@ -318,7 +342,7 @@ def install() -> None:
     wrapper = current if original is not current else _wrap_compute_advantage(original)
     if "config" not in inspect.signature(original).parameters:
         raise RuntimeError(
-            "this verl's compute_advantage has no `config` argument; lensrl.integrations.verl supports verl>=0.8,<0.9"
+            "this verl's compute_advantage has no `config` argument; lensrl.integrations.verl supports verl>=0.8,<0.10"
         )
     ray_trainer.compute_advantage = wrapper
     for name, module in list(sys.modules.items()):  # modules that did `from ray_trainer import compute_advantage`
@@ -385,11 +409,28 @@ def write_verl_parquet(
 # ------------------------------------------------------------------------------------ entry point
 
 
+def _entry_module(entry: str) -> Any:
+    try:
+        return importlib.import_module(entry)
+    except ModuleNotFoundError as exc:
+        if exc.name != entry:
+            raise  # the module exists; something it imports is missing
+        hint = ""
+        if entry == "verl.trainer.main_ppo_sync":
+            hint = (
+                ": verl 0.9 removed it; its verl.trainer.main_ppo runs the TransferQueue (v1) trainer by default "
+                "(trainer.use_v1=True), so drop --verl-entry"
+            )
+        raise ModuleNotFoundError(f"no verl entry module {entry!r}{hint}", name=entry) from exc
+
+
 def main(argv: Sequence[str] | None = None, entry: str = DEFAULT_ENTRY) -> None:
     """verl's PPO entry point (`entry`.main, Hydra) with LENS installed here and in every Ray worker.
 
     `argv`: Hydra overrides (default: the command line); a leading `--verl-entry=MODULE` picks the
-    verl entry module. Adds `SETUP_HOOK_OVERRIDE` unless the overrides already set a setup hook.
+    verl entry module (verl 0.8: `verl.trainer.main_ppo_sync` for its TransferQueue trainer; verl 0.9
+    has no such module and selects its trainer with `trainer.use_v1`). Adds `SETUP_HOOK_OVERRIDE`
+    unless the overrides already set a setup hook.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0].startswith("--verl-entry="):
@@ -405,7 +446,7 @@ def main(argv: Sequence[str] | None = None, entry: str = DEFAULT_ENTRY) -> None:
             stacklevel=2,
         )
     install()
-    module = importlib.import_module(entry)
+    module = _entry_module(entry)
     saved = sys.argv
     sys.argv = [saved[0] if saved else entry, *args]  # Hydra reads the overrides from sys.argv
     try:
