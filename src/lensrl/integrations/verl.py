@@ -43,11 +43,13 @@ data-parallel and mini-batch sizes.
 Settings, in verl's algorithm config (Hydra adds a new key with `+`; every field is optional), the
 fields of `lensrl.core.advantages.LensSettings`, with its defaults and its validation:
 
-    algorithm.adv_estimator=lens
-    +algorithm.lens.alpha=0.25             # weight of negative-group advantages (the paper's 0.25)
-    +algorithm.lens.scope=all              # "all", "mixed" or "negative" (docs/algorithm.md Sec. 4 ablations)
-    +algorithm.lens.d_estimator=normalized # or "sequence"
-    +algorithm.lens.eps=1e-6               # added to the group std
+```text
+algorithm.adv_estimator=lens
++algorithm.lens.alpha=0.25              # weight of negative groups (the paper's 0.25)
++algorithm.lens.scope=all               # "all", "mixed" or "negative" (ablations)
++algorithm.lens.d_estimator=normalized  # or "sequence"
++algorithm.lens.eps=1e-6                # added to the group std
+```
 
 An unknown key or an invalid value under `algorithm.lens` raises a ValueError naming it.
 `algorithm.norm_adv_by_std_in_grpo` has no effect: LENS normalises by its own rule.
