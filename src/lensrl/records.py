@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from dataclasses import dataclass
 from typing import Self
 
@@ -57,7 +58,9 @@ class Rollout:
     sampler_entropy: torch.Tensor | None = None  # (N, R)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.group_size, int):  # the Q sizes; an int when they are all equal
+        if isinstance(self.group_size, numbers.Integral):
+            object.__setattr__(self, "group_size", int(self.group_size))
+        else:  # the Q sizes; an int when they are all equal
             sizes = tuple(int(n) for n in self.group_size)
             if len(sizes) != len(self.problems):
                 raise ValueError(f"{len(sizes)} group sizes for {len(self.problems)} problems")

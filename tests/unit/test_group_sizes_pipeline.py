@@ -16,6 +16,7 @@ from lensrl.rollout.sample import sample
 from lensrl.runs.samples import sample_record
 from lensrl.seeds import chunk_lengths, first_chunk, first_sized_chunk, problems_per_chunk
 from lensrl.testbed import generate_problems
+from lensrl.training.diagnostics import gradient_comparison
 from lensrl.training.metrics import rollout_metrics
 from lensrl.training.update import group_rows, minibatch_groups, update_policy
 from tests.conftest import tiny_overrides
@@ -199,12 +200,12 @@ def _step(model_dir, samples, *extra):
         model, None, optimizer, scheduler, rollout, advantages, config, torch.Generator().manual_seed(0)
     )
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-    return config, tokenizer, problems, verifier, rollout, advantages, metrics, weights
+    return config, tokenizer, problems, verifier, rollout, advantages, metrics, weights, model
 
 
 def test_a_step_with_groups_of_different_sizes(tiny_model_dir):
     before = torch.cat([p.detach().flatten() for p in load_policy(_config(tiny_model_dir).model)[0].parameters()])
-    config, tokenizer, problems, verifier, rollout, advantages, metrics, weights = _step(tiny_model_dir, SIZES)
+    config, tokenizer, problems, verifier, rollout, advantages, metrics, weights, model = _step(tiny_model_dir, SIZES)
     _assert_rows_are_their_problems(rollout, tokenizer, problems, SIZES)
     offsets = rollout.group_offsets
     assert verifier.answers == [problems[q].answer for q in range(4) for _ in range(SIZES[q])]
@@ -226,6 +227,12 @@ def test_a_step_with_groups_of_different_sizes(tiny_model_dir):
     for part in parts:
         rows = group_rows(part, rollout.group_size, torch.device("cpu")).tolist()
         assert rows == [i for q in part.tolist() for i in range(offsets[q], offsets[q + 1])]
+    # the GRPO-vs-LENS gradient comparison on the first minibatch (groups of their own sizes)
+    diag = gradient_comparison(model, rollout, config, torch.Generator().manual_seed(0))
+    first = parts[0].tolist()
+    negative = [q for q in first if rollout.correct[offsets[q] : offsets[q + 1]].sum() == 0]
+    assert diag["diag/negative_groups"] == len(negative) / len(first)
+    assert diag["diag/grad_norm_other"] > 0
     # the metrics and the sample log, with groups of their own sizes
     step = rollout_metrics(rollout, advantages, config.algo)
     assert step["reward"] == pytest.approx(rollout.correct.mean().item())
@@ -251,7 +258,7 @@ def test_micro_batches_and_filtering_with_groups_of_different_sizes(tiny_model_d
     # change the update; filtering keeps whole groups of their own sizes
     weights = [_step(tiny_model_dir, SIZES, f"optim.micro_batch_size={m}")[7] for m in (1, 14)]
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=1e-6)
-    config, _, _, _, rollout, _, metrics, _ = _step(tiny_model_dir, SIZES, "algo.filter_groups=true")
+    config, _, _, _, rollout, _, metrics, _, _ = _step(tiny_model_dir, SIZES, "algo.filter_groups=true")
     right = [int(rollout.correct[a:b].sum()) for a, b in zip(rollout.group_offsets, rollout.group_offsets[1:])]
     kept = [q for q, n in enumerate(right) if n < SIZES[q]]  # LENS keeps negative and mixed groups
     assert len(kept) < 4  # some group is all correct
