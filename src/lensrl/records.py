@@ -2,7 +2,8 @@
 
 * `Problem`: what data sources give, prompts are made from, rollouts sample and evaluation scores.
 * `Rollout`: the sampler's output, G responses to each of Q problems (N = Q x G rows, groups
-  contiguous), as tokens and text.
+  contiguous), as tokens and text; or n_q responses to problem q when groups differ in size
+  (`group_size` then holds the Q sizes, N = their sum).
 * `ScoredRollout`: a rollout with what the update needs, 0/1 correctness and the behaviour policy's
   log-probs and entropies (`lensrl.rollout.collect` makes one).
 
@@ -17,6 +18,8 @@ input_ids = [left-padded prompt (P) | response (R), right-padded after its first
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import numbers
 from dataclasses import dataclass
 from typing import Self
 
@@ -39,10 +42,11 @@ class Problem:
 
 @dataclass(frozen=True)
 class Rollout:
-    """Q problems with G sampled responses each."""
+    """Q problems with G sampled responses each, or with n_q responses to problem q when groups differ in
+    size. Group q's rows are contiguous and the groups are in the problems' order (`group_offsets`)."""
 
     problems: list[Problem]  # Q
-    group_size: int  # G
+    group_size: int | tuple[int, ...]  # G, or the Q group sizes (n_1, ..., n_Q) when they differ
     input_ids: torch.Tensor  # (N, P+R)
     prompt_mask: torch.Tensor  # (N, P) 1 on real prompt tokens
     response_mask: torch.Tensor  # (N, R) 1 on generated tokens up to the first EOS
@@ -52,6 +56,27 @@ class Rollout:
     # = "sampler"), 0 past each response; None from any other sampler
     sampler_logprobs: torch.Tensor | None = None  # (N, R)
     sampler_entropy: torch.Tensor | None = None  # (N, R)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.group_size, numbers.Integral):
+            object.__setattr__(self, "group_size", int(self.group_size))
+        else:  # the Q sizes; an int when they are all equal
+            sizes = tuple(int(n) for n in self.group_size)
+            if len(sizes) != len(self.problems):
+                raise ValueError(f"{len(sizes)} group sizes for {len(self.problems)} problems")
+            if sum(sizes) != self.input_ids.shape[0]:
+                raise ValueError(f"group sizes summing to {sum(sizes)} for {self.input_ids.shape[0]} rows")
+            object.__setattr__(self, "group_size", sizes[0] if len(set(sizes)) == 1 else sizes)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        """The Q group sizes (each G when `group_size` is an int)."""
+        return (self.group_size,) * len(self.problems) if isinstance(self.group_size, int) else self.group_size
+
+    @property
+    def group_offsets(self) -> tuple[int, ...]:
+        """Q + 1 row offsets: group q's rows are group_offsets[q] to group_offsets[q + 1] - 1."""
+        return (0, *itertools.accumulate(self.group_sizes))
 
     @property
     def prompt_len(self) -> int:

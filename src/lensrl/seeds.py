@@ -9,12 +9,23 @@ One run seed `s` fans out into independent streams; each rule below is the only 
     sampling chunk c of a seed x          x for c = 0, else SeedSequence([x, c])   (`chunk_seed`)
     evaluation chunk c of a seed x        x + c                 (`eval_chunk_seed`; each is sampled alone)
 
-Sampling runs in chunks of whole groups (`problems_per_chunk`), each seeded on its own, so a chunk's
-samples do not depend on the others: data-parallel ranks that each sample some chunks reproduce one
-process exactly (`first_chunk` numbers a rank's chunks after those of the ranks before it).
+and the chunks themselves (B = rollout.generation_batch_size):
+
+    groups of G samples each              B // G problems a chunk (at least 1)   (`problems_per_chunk`)
+    n_q samples for problem q             consecutive whole groups while their rows fit in B
+                                          (at least 1 group a chunk)             (`chunk_lengths`)
+    a rank's first chunk                  after every chunk of the ranks before it
+                                          (`first_chunk`; `first_sized_chunk` for counts n_q)
+
+Sampling runs in chunks of whole groups, each seeded on its own, so a chunk's samples do not depend
+on the others: data-parallel ranks that each sample some chunks reproduce one process exactly where
+their shares end on chunk boundaries. With every n_q = G the two chunk rules, and the two
+numberings, are the same.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,6 +69,28 @@ def problems_per_chunk(batch_size: int, group_size: int) -> int:
 def first_chunk(rank: int, problems_per_rank: int, per_chunk: int) -> int:
     """Index of a rank's first sampling chunk when every rank samples `problems_per_rank` problems."""
     return rank * -(-problems_per_rank // per_chunk)
+
+
+def chunk_lengths(samples: Sequence[int], batch_size: int) -> list[int]:
+    """Problems in each sampling chunk when problem q gets `samples[q]` samples: consecutive whole
+    groups, as many as fit in `batch_size` rows (at least one group a chunk). With every count G, chunks
+    of `problems_per_chunk(batch_size, G)` problems and the rest in the last."""
+    lengths: list[int] = []
+    rows = 0
+    for n in samples:
+        if lengths and rows + n <= batch_size:
+            lengths[-1] += 1
+            rows += n
+        else:
+            lengths.append(1)
+            rows = n
+    return lengths
+
+
+def first_sized_chunk(rank: int, shares: Sequence[Sequence[int]], batch_size: int) -> int:
+    """Index of a rank's first sampling chunk when rank k samples problems with the sample counts
+    `shares[k]` (`chunk_lengths`): after every chunk of the ranks before it."""
+    return sum(len(chunk_lengths(share, batch_size)) for share in shares[:rank])
 
 
 class DataOrder:

@@ -4,18 +4,26 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import lensrl
 from tests.conftest import tiny_overrides
 
 
 def _run(nproc: int, overrides: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    _launch(nproc, ["lensrl.cli", "train", *overrides])
+
+
+def _launch(nproc: int, module_args: list[str]) -> None:
+    # the processes import the lensrl this test imported (a checkout's src/ on PYTHONPATH included)
+    path = os.pathsep.join([str(Path(lensrl.__file__).parents[1]), os.getcwd()])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = (launcher if nproc > 1 else [sys.executable]) + ["-m", "lensrl.cli", "train", *overrides]
+    cmd = (launcher if nproc > 1 else [sys.executable]) + ["-m", *module_args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -63,3 +71,32 @@ def test_two_ranks_resume_exactly(tiny_model_dir, tmp_path, parallel):
         for d in ("straight", "resumed")
     ]
     assert rows[0] == rows[1]
+
+
+def test_two_ranks_match_one_process_with_groups_of_different_sizes(tiny_model_dir, tmp_path):
+    # groups of 2, 4, 3 and 5 samples (tests/integration/group_sizes_step.py): rank 0 samples 6 rows,
+    # rank 1 8 rows, and each minibatch's ranks hold groups of different sizes; the gathered rollout,
+    # its advantages, the metrics and the weights after the update are those of one process
+    _launch(1, ["tests.integration.group_sizes_step", str(tiny_model_dir), str(tmp_path / "one.pt")])
+    _launch(2, ["tests.integration.group_sizes_step", str(tiny_model_dir), str(tmp_path / "two.pt")])
+    one, two = (torch.load(tmp_path / f, weights_only=False) for f in ("one.pt", "two.pt"))
+    assert one["group_size"] == two["group_size"] == (2, 4, 3, 5)
+    for k in ("input_ids", "response_mask", "correct"):
+        assert torch.equal(one["rollout"][k], two["rollout"][k]), k
+    torch.testing.assert_close(two["rollout"]["logprobs_old"], one["rollout"]["logprobs_old"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(two["advantages"], one["advantages"], rtol=1e-5, atol=1e-6)
+    assert one["advantages"].abs().sum() > 0
+    for k in ("reward", "groups/negative", "groups/mixed", "response_len/mean", "groups/updated"):
+        assert one["metrics"][k] == two["metrics"][k], k
+    for k in ("loss/policy", "clipfrac", "approx_kl", "grad_norm"):
+        assert two["metrics"][k] == pytest.approx(one["metrics"][k], rel=1e-4, abs=1e-7), k
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(before[k], one["weights"][k]) for k in before if k in one["weights"])
+    for k in one["weights"]:
+        torch.testing.assert_close(two["weights"][k], one["weights"][k], atol=1e-6, rtol=1e-5)
+
+
+def test_fsdp_refuses_groups_of_different_sizes(tiny_model_dir, tmp_path):
+    # FSDP's ranks must run the same forward passes; with different row counts they would not
+    with pytest.raises(AssertionError, match="need run.parallel=ddp"):
+        _launch(2, ["tests.integration.group_sizes_step", str(tiny_model_dir), str(tmp_path / "x.pt"), "fsdp"])

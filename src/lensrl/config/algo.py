@@ -57,7 +57,8 @@ class AlgoBase(Section):
     """k3 KL penalty to the initial policy; the reference model is loaded only when > 0."""
 
     def advantages(self, rollout: ScoredRollout) -> torch.Tensor:  # (N,)
-        """One advantage per response of a scored rollout with behaviour log-probs."""
+        """One advantage per response of a scored rollout with behaviour log-probs; groups of different
+        sizes (a tuple `rollout.group_size`) are passed on to the core functions, each group with its own."""
         raise NotImplementedError
 
     def metrics(self, rollout: ScoredRollout) -> dict[str, float]:

@@ -2,6 +2,8 @@
 (docs/algorithm.md Secs. 3-4 and 9; LENS paper Sec. 5.1, Eqs. 14-15).
 
 Pure functions over tensors. Shapes: N = Q questions x G samples, the G rows of one group contiguous.
+Groups may also differ in size (`GroupSizes`): then group q has its own n_q >= 2 rows, N = sum of
+the n_q, the groups in order, and every per-group formula reads G as that group's n_q.
 
 ```text
 GRPO:  A_i = (r_i - mean_g r) / (std_g r + eps)
@@ -18,6 +20,8 @@ LENS:  pibar_i = exp(logp_i / |o_i|)
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -26,6 +30,82 @@ from lensrl.core.settings import AdvantageScale, DEstimator, LensScope, LensSett
 LOGPROB_ROUNDOFF = 1e-3
 """A sum of token log-probs can only exceed 0 by float round-off: sums in (0, LOGPROB_ROUNDOFF] count
 as 0 (probability 1), larger ones are an error (docs/algorithm.md Sec. 4)."""
+
+
+GroupSizes = int | Sequence[int] | torch.Tensor
+"""The group layout of N rows, which every function here taking `group_size` accepts: an int G (Q = N / G
+groups of G rows), or the Q group sizes n_1..n_Q (a sequence or a 1-D tensor of ints, each >= 2, summing to
+N; group q holds the n_q rows after those of groups 1..q-1). Equal sizes give exactly the result of the int."""
+
+
+def group_layout(n: int, group_size: GroupSizes) -> int | tuple[int, ...]:
+    """The layout of N rows: G when every group has G rows (an int, or Q sizes that are all G), else the Q
+    sizes as a tuple of ints; a ValueError when the layout does not fit N rows."""
+    if isinstance(group_size, torch.Tensor):
+        if group_size.dim() != 1 or group_size.is_floating_point() or group_size.is_complex():
+            raise ValueError(
+                f"group sizes as a tensor must be 1-D integers, got {group_size.dtype} {tuple(group_size.shape)}"
+            )
+        group_size = group_size.tolist()
+    elif isinstance(group_size, numbers.Integral) and not isinstance(group_size, bool):
+        _check_groups(n, group_size)
+        return group_size
+    if not isinstance(group_size, Sequence) or isinstance(group_size, str):
+        raise ValueError(f"group_size must be an int or a sequence of group sizes, got {group_size!r}")
+    sizes = tuple(group_size)
+    if not sizes:
+        raise ValueError("group sizes must name at least one group")
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+        raise ValueError(f"group sizes must be ints, got {sizes!r}")
+    sizes = tuple(int(s) for s in sizes)
+    if min(sizes) < 2:
+        raise ValueError(f"every group size must be >= 2 to normalise within a group, got {min(sizes)}")
+    if sum(sizes) != n:
+        raise ValueError(f"the {len(sizes)} group sizes sum to {sum(sizes)}, not to the N={n} rows")
+    if len(set(sizes)) == 1:
+        return sizes[0]
+    return sizes
+
+
+def group_rows(groups: torch.Tensor, group_size: int | Sequence[int]) -> torch.Tensor:  # (k,) -> (rows,)
+    """The rows of some groups (indices, in the order given), each group's rows in order: group q's rows
+    are q G .. q G + G - 1 for an int G, else those after the rows of groups 0..q-1 (`group_size` the Q sizes)."""
+    groups = groups.long()
+    if isinstance(group_size, numbers.Integral):
+        return (groups[:, None] * group_size + torch.arange(group_size, device=groups.device)).flatten()
+    sizes = torch.as_tensor(group_size, dtype=torch.long, device=groups.device)
+    counts = sizes[groups]
+    before = torch.cumsum(counts, 0) - counts  # position of each chosen group's first row in the result
+    starts = torch.cumsum(sizes, 0) - sizes  # each group's first row in the rollout
+    total = int(counts.sum())
+    return (starts[groups] - before).repeat_interleave(counts, output_size=total) + torch.arange(
+        total, device=groups.device
+    )
+
+
+def _by_size(
+    sizes: tuple[int, ...], compute: Callable[..., torch.Tensor], *columns: torch.Tensor, per_group: bool = False
+) -> torch.Tensor:
+    """Groups of different sizes: `compute(g, *columns)` once per distinct size g, on the rows of all the
+    groups of that size (vectorised within a size), its results put back in row order (`per_group`: one
+    result per group, in group order): each group by the int G path's arithmetic, as if alone (up to the
+    round-off of a reduction vectorised over more groups)."""
+    device = columns[0].device
+    size_of = torch.tensor(sizes)
+    out = None
+    for g in sorted(set(sizes)):
+        groups = (size_of == g).nonzero().squeeze(1)
+        rows = group_rows(groups, sizes)
+        result = compute(g, *(c[rows.to(device)] for c in columns))
+        where = (groups if per_group else rows).to(result.device)
+        if out is None:
+            out = result.new_empty(len(sizes) if per_group else sum(sizes))
+        out[where] = result
+    return out
+
+
+def _per_row(per_group: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:  # (Q,) -> (N,)
+    return per_group.repeat_interleave(torch.tensor(sizes, device=per_group.device), output_size=sum(sizes))
 
 
 def _check_groups(n: int, group_size: int) -> int:
@@ -45,18 +125,25 @@ def _check_1d(name: str, x: torch.Tensor, n: int | None = None) -> None:
 
 def grpo_advantages(
     rewards: torch.Tensor,  # (N,)
-    group_size: int,
+    group_size: GroupSizes,
     scale: AdvantageScale = "group",
     eps: float = 1e-6,
 ) -> torch.Tensor:  # (N,)
     """GRPO advantages: reward minus its group mean, divided by the group's (or batch's) unbiased std.
 
     scale="group": (r - mean_g) / (std_g + eps); "batch": (r - mean_g) / (std over all N + eps);
-    "none": r - mean_g (Dr. GRPO).
+    "none": r - mean_g (Dr. GRPO). Groups of different sizes (`GroupSizes`): each group's mean and
+    std are its own n_q rows'; "batch" divides every group by the std over all N rows.
     """
     _check_1d("rewards", rewards)
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or inf")
+    group_size = group_layout(rewards.numel(), group_size)
+    if isinstance(group_size, tuple):
+        if scale != "batch":
+            return _by_size(group_size, lambda g, r: grpo_advantages(r, g, scale, eps), rewards)
+        centred = _by_size(group_size, lambda g, r: grpo_advantages(r, g, "none", eps), rewards.double())
+        return (centred / (rewards.double().std() + eps)).to(_out_dtype(rewards))
     q = _check_groups(rewards.numel(), group_size)
     r = rewards.double().view(q, group_size)  # (Q, G)
     centred = r - r.mean(dim=1, keepdim=True)
@@ -97,6 +184,15 @@ def _check_lens_inputs(
     return q
 
 
+def _lens_layout(
+    correct: torch.Tensor, seq_logprobs: torch.Tensor, lengths: torch.Tensor, group_size: GroupSizes
+) -> int | tuple[int, ...]:
+    _check_1d("correct", correct)
+    _check_1d("seq_logprobs", seq_logprobs, correct.numel())
+    _check_1d("lengths", lengths, correct.numel())
+    return group_layout(correct.numel(), group_size)
+
+
 def log_pibar(seq_logprobs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (N,), (N,) -> (N,) float64
     """log pibar_i = logp_i / |o_i|, the log of the policy's length-normalised confidence in a response
     (docs/algorithm.md Sec. 3); a sum of log-probs above 0 is float round-off and reads as 0."""
@@ -112,10 +208,16 @@ def lens_rewards(
     correct: torch.Tensor,  # (N,) 0/1 or bool
     seq_logprobs: torch.Tensor,  # (N,) sum of behaviour-policy token log-probs
     lengths: torch.Tensor,  # (N,) number of tokens in that sum
-    group_size: int,
+    group_size: GroupSizes,
     d_estimator: DEstimator = "normalized",
 ) -> torch.Tensor:  # (N,)
-    """Calibrated LENS rewards r~ (docs/algorithm.md Sec. 3 steps 1-3); right answers keep 1, wrong ones lie in [-1/G, 0)."""
+    """Calibrated LENS rewards r~ (docs/algorithm.md Sec. 3 steps 1-3); right answers keep 1, wrong ones lie in [-1/G, 0).
+
+    Groups of different sizes (`GroupSizes`): each group's D and 1/G are its own (G = n_q).
+    """
+    group_size = _lens_layout(correct, seq_logprobs, lengths, group_size)
+    if isinstance(group_size, tuple):
+        return _by_size(group_size, lambda g, *x: lens_rewards(*x, g, d_estimator), correct, seq_logprobs, lengths)
     q = _check_lens_inputs(correct, seq_logprobs, lengths, group_size)
     LensSettings(d_estimator=d_estimator)  # validates the name
     g = group_size
@@ -141,7 +243,7 @@ def lens_advantages(
     correct: torch.Tensor,  # (N,)
     seq_logprobs: torch.Tensor,  # (N,)
     lengths: torch.Tensor,  # (N,)
-    group_size: int,
+    group_size: GroupSizes,
     alpha: float = LensSettings.alpha,
     scope: LensScope = LensSettings.scope,
     d_estimator: DEstimator = LensSettings.d_estimator,
@@ -154,8 +256,13 @@ def lens_advantages(
     alpha (r~ - mean r~) / (std r~ + eps) with `normalize_negative` (Sec. 9);
     scope="mixed": negative groups keep 0; scope="negative": mixed groups are plain GRPO on r.
     All-correct groups always get 0. The settings are those of `LensSettings` (validated there).
+    Groups of different sizes (`GroupSizes`): every group as above with its own n_q for G.
     """
     LensSettings(alpha, scope, d_estimator, eps, normalize_negative)
+    group_size = _lens_layout(correct, seq_logprobs, lengths, group_size)
+    if isinstance(group_size, tuple):
+        settings = (alpha, scope, d_estimator, eps, normalize_negative)
+        return _by_size(group_size, lambda g, *x: lens_advantages(*x, g, *settings), correct, seq_logprobs, lengths)
     calibrated = lens_rewards(correct, seq_logprobs, lengths, group_size, d_estimator).double()
     q = correct.numel() // group_size
     r = correct.double().view(q, group_size)
@@ -165,9 +272,7 @@ def lens_advantages(
     mixed = (n_correct > 0) & (n_correct < group_size)
 
     mixed_source = r if scope == "negative" else rt
-    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (
-        mixed_source.std(dim=1, keepdim=True) + eps
-    )
+    mixed_adv = (mixed_source - mixed_source.mean(dim=1, keepdim=True)) / (mixed_source.std(dim=1, keepdim=True) + eps)
     negative_adv = alpha * (rt - rt.mean(dim=1, keepdim=True))
     if normalize_negative:
         negative_adv = negative_adv / (rt.std(dim=1, keepdim=True) + eps)
@@ -180,14 +285,18 @@ def lens_advantages(
 
 def uniform_negative_advantages(
     correct: torch.Tensor,  # (N,) 0/1
-    group_size: int,
+    group_size: GroupSizes,
     alpha: float = 0.25,
     scale: AdvantageScale = "group",
     eps: float = 1e-6,
 ) -> torch.Tensor:  # (N,)
     """The simple remedy for negative groups: GRPO, plus a flat -alpha on every sample of a
     negative group, whatever the policy's confidence in it (LENS instead weighs each wrong answer by it)."""
+    group_size = group_layout(correct.numel(), group_size)
     adv = grpo_advantages(correct, group_size, scale, eps)
+    if isinstance(group_size, tuple):
+        negative = _per_row(group_kinds(correct, group_size) == GROUP_KINDS.index("negative"), group_size)
+        return torch.where(negative.to(adv.device), torch.full_like(adv, -alpha), adv)
     q = _check_groups(correct.numel(), group_size)
     negative = (correct.view(q, group_size).sum(dim=1) == 0).repeat_interleave(group_size)  # (N,)
     return torch.where(negative, torch.full_like(adv, -alpha), adv)
@@ -212,7 +321,7 @@ def w_reinforce_advantages(
 
 def ngrpo_advantages(
     rewards: torch.Tensor,  # (N,)
-    group_size: int,
+    group_size: GroupSizes,
     r_max: float = 1.0,
     eps: float = 1e-6,
 ) -> torch.Tensor:  # (N,)
@@ -223,10 +332,14 @@ def ngrpo_advantages(
     rewards: -1/sqrt(G + 1)); an all-correct group gets 0. (NGRPO's other part, clipping positive and
     negative advantages asymmetrically, is a setting of the loss, not part of this function: the ratio
     bounds `clip_high` for positive and `clip_low` for negative advantages, 0.24 and 0.16 in the
-    authors' script.)"""
+    authors' script.) Groups of different sizes (`GroupSizes`): each group's statistics are over its
+    own n_q + 1 rewards."""
     _check_1d("rewards", rewards)
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or inf")
+    group_size = group_layout(rewards.numel(), group_size)
+    if isinstance(group_size, tuple):
+        return _by_size(group_size, lambda g, r: ngrpo_advantages(r, g, r_max, eps), rewards)
     q = _check_groups(rewards.numel(), group_size)
     r = rewards.double().view(q, group_size)
     augmented = torch.cat([r, torch.full((q, 1), float(r_max), dtype=r.dtype, device=r.device)], dim=1)
@@ -238,14 +351,17 @@ GROUP_KINDS = ("negative", "mixed", "all_correct")
 """The outcomes of a group, indexed by `group_kinds`' codes: no right answer, some, all right."""
 
 
-def group_kinds(correct: torch.Tensor, group_size: int) -> torch.Tensor:  # (N,) -> (Q,) long
+def group_kinds(correct: torch.Tensor, group_size: GroupSizes) -> torch.Tensor:  # (N,) -> (Q,) long
     """Each group's outcome as an index into GROUP_KINDS: 0 negative (all wrong), 1 mixed, 2 all correct."""
+    group_size = group_layout(correct.numel(), group_size)
+    if isinstance(group_size, tuple):
+        return _by_size(group_size, lambda g, c: group_kinds(c, g), correct, per_group=True)
     q = _check_groups(correct.numel(), group_size)
     n_correct = correct.double().view(q, group_size).sum(dim=1)
     return (n_correct > 0).long() + (n_correct == group_size).long()
 
 
-def kept_groups(correct: torch.Tensor, group_size: int, keep_negative: bool) -> torch.Tensor:  # (Q,) bool
+def kept_groups(correct: torch.Tensor, group_size: GroupSizes, keep_negative: bool) -> torch.Tensor:  # (Q,) bool
     """Groups that DAPO-style filtering keeps: those with both right and wrong answers, and the negative
     groups too when the estimator gives them a signal (LENS: dropping them would delete its signal;
     docs/algorithm.md Sec. 4)."""
@@ -254,21 +370,25 @@ def kept_groups(correct: torch.Tensor, group_size: int, keep_negative: bool) -> 
     return keep | (kinds == GROUP_KINDS.index("negative")) if keep_negative else keep
 
 
-def group_outcomes(correct: torch.Tensor, group_size: int) -> dict[str, float]:
+def group_outcomes(correct: torch.Tensor, group_size: GroupSizes) -> dict[str, float]:
     """Shares of negative (all wrong), mixed and all-correct groups: groups/negative, groups/mixed, groups/all_correct."""
     kinds = group_kinds(correct, group_size)
     return {f"groups/{name}": (kinds == i).double().mean().item() for i, name in enumerate(GROUP_KINDS)}
 
 
-def advantage_mass(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> tuple[float, float]:
+def advantage_mass(advantages: torch.Tensor, correct: torch.Tensor, group_size: GroupSizes) -> tuple[float, float]:
     """The advantage mass sum |A_i| (the per-sample policy-gradient weight) of the negative groups, and
     of all groups."""
+    group_size = group_layout(correct.numel(), group_size)
     negative = group_kinds(correct, group_size) == GROUP_KINDS.index("negative")
+    if isinstance(group_size, tuple):
+        abs_adv = advantages.double().abs()
+        return abs_adv[_per_row(negative, group_size).to(abs_adv.device)].sum().item(), abs_adv.sum().item()
     abs_adv = advantages.double().abs().view(len(negative), group_size)
     return abs_adv[negative].sum().item(), abs_adv.sum().item()
 
 
-def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: int) -> float:
+def negative_group_signal_share(advantages: torch.Tensor, correct: torch.Tensor, group_size: GroupSizes) -> float:
     """Share of the advantage mass sum |A_i| (the per-sample policy-gradient weight) held by negative groups;
     0 when there is no mass. Over several batches, the share of their summed mass (`advantage_mass`),
     which a mean of the batches' shares is not: a batch without mass would count as a 0."""
@@ -281,7 +401,7 @@ def group_metrics(
     seq_logprobs: torch.Tensor,  # (N,)
     lengths: torch.Tensor,  # (N,)
     advantages: torch.Tensor,  # (N,)
-    group_size: int,
+    group_size: GroupSizes,
 ) -> dict[str, float]:
     """The negative-group health numbers of a batch, under the names the trainer and TRL both log:
     groups/negative, groups/mixed, groups/all_correct (`group_outcomes`), pibar/correct and pibar/wrong

@@ -12,6 +12,7 @@ In one process the share is every problem and the gather does nothing.
 
 from __future__ import annotations
 
+import bisect
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ from lensrl.policy.forward import behaviour_logprobs
 from lensrl.policy.models import autocast
 from lensrl.records import Problem, Rollout, ScoredRollout
 from lensrl.rollout.gather import gather_rollout
-from lensrl.rollout.sample import sample
+from lensrl.rollout.sample import sample, sample_counts
 from lensrl.rollout.verifier import VerifierLike, VerifyCounts
 from lensrl.rollout.verify import as_verifier
-from lensrl.seeds import first_chunk, problems_per_chunk
+from lensrl.seeds import first_chunk, first_sized_chunk, problems_per_chunk
 from lensrl.timer import Timer
 
 
@@ -51,11 +52,18 @@ def collect_rollout(
     world: World = World(),
     synced_gpus: bool = False,
     timer: Timer | None = None,
+    samples: Sequence[int] | None = None,
 ) -> Collected:
     """Sample `config.rollout.group_size` responses per problem with sampling seed `seed`, score them
     with `verifier`, take the behaviour log-probs (micro-batches of `optim.micro_batch_size`, autocast
     as `config.model` says) and gather the ranks' shares. `synced_gpus`: the model is sharded (FSDP).
-    `timer` gets the seconds of "sample", "reward" and "logprobs" (the log-probs and the gather)."""
+    `timer` gets the seconds of "sample", "reward" and "logprobs" (the log-probs and the gather).
+
+    `samples`: `samples[q]` responses to problem q (each >= 2) in place of `group_size` each, for
+    groups of different sizes (`Rollout.group_size` then holds the Q sizes). Ranks still take shares
+    of whole groups by their number, so their rows differ; each numbers its sampling chunks after
+    those of the ranks before it (`seeds.first_sized_chunk`). Not with a sharded model (FSDP ranks
+    must run the same passes)."""
     ro, amp, verifier, timer = (
         config.rollout,
         autocast(config.model, model.device),
@@ -63,6 +71,10 @@ def collect_rollout(
         timer or Timer(),
     )
     mine = problems[world.share(len(problems))]
+    if samples is None:
+        first = first_chunk(world.rank, len(mine), problems_per_chunk(ro.generation_batch_size, ro.group_size))
+    else:
+        samples, first = sample_shares(samples, len(problems), world, ro.generation_batch_size, synced_gpus)
     with timer("sample"), amp():
         rollout = sample(
             model,
@@ -71,7 +83,8 @@ def collect_rollout(
             ro,
             seed,
             synced_gpus=synced_gpus,
-            first_chunk=first_chunk(world.rank, len(mine), problems_per_chunk(ro.generation_batch_size, ro.group_size)),
+            first_chunk=first,
+            samples=samples,
         )
     with timer("reward"):
         before = verifier.counts.copy()
@@ -87,6 +100,17 @@ def collect_rollout(
     return Collected(scored, verified)
 
 
+def sample_shares(
+    samples: Sequence[int], n_problems: int, world: World, batch_size: int, sharded: bool
+) -> tuple[tuple[int, ...], int]:
+    """This rank's sample counts of its share of the problems, and its first sampling chunk."""
+    samples = sample_counts(samples, n_problems, minimum=2)
+    if sharded and len(set(samples)) > 1:
+        raise ValueError("groups of different sizes need run.parallel=ddp: FSDP ranks must run the same passes")
+    shares = [samples[World(rank, world.size).share(n_problems)] for rank in range(world.size)]
+    return shares[world.rank], first_sized_chunk(world.rank, shares, batch_size)
+
+
 def score(rollout: Rollout, verifier: VerifierLike) -> torch.Tensor:
     """(N,) 0/1 correctness of every completion against its problem's gold answer (`verify.as_verifier`
     makes a plain function a verifier, which counts its calls).
@@ -95,10 +119,11 @@ def score(rollout: Rollout, verifier: VerifierLike) -> torch.Tensor:
     stops the run with an error naming the problem, never a silently wrong reward.
     """
     verifier = as_verifier(verifier)
-    verdicts = []
+    verdicts, offsets = [], rollout.group_offsets
     for i, completion in enumerate(rollout.completions):
-        problem = rollout.problems[i // rollout.group_size]
-        where = f"problem {problem.id!r} (gold {problem.answer!r}), sample {i % rollout.group_size}"
+        q = bisect.bisect_right(offsets, i) - 1  # the group of row i
+        problem = rollout.problems[q]
+        where = f"problem {problem.id!r} (gold {problem.answer!r}), sample {i - offsets[q]}"
         try:
             v = verifier(completion, problem.answer)
         except Exception as e:

@@ -39,7 +39,7 @@ def decode_compact(
     max_new_tokens: int,
     stop_ids: Sequence[int],
     pad_token_id: int,
-    shared_prompts: int = 1,
+    shared_prompts: int | Sequence[int] = 1,
     with_logprobs: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (n, R) [, (n, R), (n, R)]
     """Sampling with a KV cache that drops finished rows from the batch.
@@ -53,14 +53,25 @@ def decode_compact(
     rollout's groups): each prompt is then run through the model once and its KV cache and
     next-token logits are copied to its G rows, so the prompt costs 1/G of the forward passes. The
     distribution and the draws are those of the unshared prefill up to float round-off (a kernel may
-    round a batch of one prompt differently from a batch of G copies).
+    round a batch of one prompt differently from a batch of G copies). Runs of different lengths
+    (groups of different sizes) are given as the list of their lengths, which sum to n.
 
     `with_logprobs` also returns each drawn token's log-prob and the entropy at `temperature` (the
     tempered policy, before top-p: what the behaviour log-probs are), from the logits it sampled
     with; 0 after a row's stop token.
     """
     n, device = input_ids.shape[0], input_ids.device
-    if shared_prompts < 1 or n % shared_prompts:
+    runs = starts = None  # when runs differ in length: the run of each row, the first row of each run
+    if not isinstance(shared_prompts, int):
+        lengths = [int(r) for r in shared_prompts]
+        if not lengths or min(lengths) < 1 or sum(lengths) != n:
+            raise ValueError(f"shared_prompts={lengths} must be run lengths >= 1 that sum to the {n} rows")
+        if len(set(lengths)) == 1:
+            shared_prompts = lengths[0]
+        else:
+            sizes = torch.tensor(lengths, device=device)
+            runs, starts = torch.repeat_interleave(sizes, output_size=n), sizes.cumsum(0) - sizes
+    if runs is None and (shared_prompts < 1 or n % shared_prompts):
         raise ValueError(f"shared_prompts={shared_prompts} must be >= 1 and divide the {n} rows")
     stop = torch.as_tensor(list(stop_ids), device=device)
     responses = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
@@ -68,9 +79,12 @@ def decode_compact(
     base = unwrapped(model)
     cache = DynamicCache(config=base.config)  # filled in place by every forward pass
     cache_kw = {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
-    first = slice(None, None, shared_prompts)  # one row of each run of identical prompts
+    first = slice(None, None, shared_prompts) if runs is None else starts  # one row of each run
+    if runs is not None and not (input_ids == input_ids[first][runs]).all():
+        raise ValueError(f"shared_prompts={lengths}: the rows do not come in runs of identical prompts")
     if (
-        shared_prompts > 1
+        runs is None
+        and shared_prompts > 1
         and not (input_ids.view(-1, shared_prompts, input_ids.shape[1]) == input_ids[first, None]).all()
     ):
         raise ValueError(f"shared_prompts={shared_prompts}: the rows do not come in runs of identical prompts")
@@ -82,7 +96,10 @@ def decode_compact(
         logits_to_keep=1,
         **cache_kw,
     ).logits[:, -1]
-    if shared_prompts > 1:
+    if runs is not None:
+        cache.batch_select_indices(runs)
+        logits = logits[runs]
+    elif shared_prompts > 1:
         cache.batch_repeat_interleave(shared_prompts)
         logits = logits.repeat_interleave(shared_prompts, dim=0)
     rows = torch.arange(n, device=device)  # the rows still going, as indices into the batch

@@ -23,7 +23,8 @@ def merge_rollouts(parts: Sequence[R], pad_token_id: int) -> R:
     """One rollout from several of the same type (a `Rollout` or a `ScoredRollout`), in order.
 
     Prompts are re-padded on the left and responses on the right to the widest part; padding has mask 0
-    (and log-prob 0). Per-row and per-token values the parts do not all have are None.
+    (and log-prob 0). Per-row and per-token values the parts do not all have are None. The groups are
+    the parts' in order (sizes that differ, between the parts or within one, make a tuple of sizes).
     """
     if len(parts) == 1:
         return parts[0]
@@ -43,7 +44,7 @@ def merge_rollouts(parts: Sequence[R], pad_token_id: int) -> R:
     }
     merged |= {
         "problems": [q for r in parts for q in r.problems],
-        "group_size": parts[0].group_size,
+        "group_size": tuple(n for r in parts for n in r.group_sizes),  # an int again when all are equal
         "completions": [c for r in parts for c in r.completions],
         "input_ids": torch.cat(
             [

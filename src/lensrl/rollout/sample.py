@@ -8,6 +8,8 @@ the behaviour log-probs is `lensrl.rollout.collect`'s.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -19,7 +21,7 @@ from lensrl.policy.models import eval_mode, unwrapped
 from lensrl.records import Problem, Rollout
 from lensrl.rollout.compact import decode_compact
 from lensrl.rollout.gather import merge_rollouts
-from lensrl.seeds import chunk_seed, problems_per_chunk
+from lensrl.seeds import chunk_lengths, chunk_seed, problems_per_chunk
 
 
 def response_mask_from_tokens(tokens: torch.Tensor, stop_ids: int | Sequence[int]) -> torch.Tensor:
@@ -48,9 +50,11 @@ def sample(
     progress: bool = False,
     first_chunk: int = 0,
     synced_gpus: bool = False,
+    samples: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample `group_size` (None: `config.group_size`) responses per problem with the rollout config's
-    temperature, top-p, response length, generation batch size and sampler (pure sampling: top_k off).
+    temperature, top-p, response length, generation batch size and sampler (pure sampling: top_k off);
+    or `samples[q]` responses to problem q (groups of different sizes; not with `group_size`).
 
     Problems go to `generate` in chunks of whole groups (`seeds.problems_per_chunk`). Each chunk is
     padded on its own and seeded by `seeds.chunk_seed(seed, first_chunk + c)` (`generate` draws from
@@ -59,12 +63,23 @@ def sample(
     sharded ranks decoding in lockstep until all of them are done. `sampler="compact"` decodes with
     `decode_compact` instead of `generate`: the same distribution, other draws; with
     `behaviour_logprobs="sampler"` the rollout also holds the sampler's log-probs and entropies
-    (`sampler_logprobs`, `sampler_entropy`).
+    (`sampler_logprobs`, `sampler_entropy`). With `samples`, a chunk holds consecutive whole groups
+    while their rows fit in the generation batch size (`seeds.chunk_lengths`); the rollout's
+    `group_size` is then the Q counts (an int when they are all equal: with every count G, the
+    rollout of `group_size=G`, bit for bit).
     """
     if config.sampler == "compact" and synced_gpus:
         raise ValueError("rollout.sampler=compact cannot keep sharded ranks in lockstep; use sampler=generate")
-    group_size = config.group_size if group_size is None else group_size
-    per_chunk = problems_per_chunk(config.generation_batch_size, group_size)
+    if samples is None:
+        group_size = config.group_size if group_size is None else group_size
+        per_chunk = problems_per_chunk(config.generation_batch_size, group_size)
+        chunks = [(start, per_chunk, group_size) for start in range(0, len(problems), per_chunk)]
+    else:
+        if group_size is not None:
+            raise ValueError("sample takes group_size or samples (one count per problem), not both")
+        samples = sample_counts(samples, len(problems))
+        starts = [0, *itertools.accumulate(chunk_lengths(samples, config.generation_batch_size))]
+        chunks = [(a, b - a, samples[a:b]) for a, b in itertools.pairwise(starts)]
     stop_ids = stop_token_ids(model, tokenizer)
     sampling = GenerationConfig(
         do_sample=True,
@@ -76,21 +91,31 @@ def sample(
         eos_token_id=stop_ids,
     )
     parts = []
-    starts = range(0, len(problems), per_chunk)
     with eval_mode(model), _without_generation_defaults(model):
-        for c, start in enumerate(tqdm(starts, desc="sampling", leave=False, disable=not progress)):
+        for c, (start, length, sizes) in enumerate(tqdm(chunks, desc="sampling", leave=False, disable=not progress)):
             parts.append(
                 _sample_chunk(
                     model,
                     tokenizer,
-                    list(problems[start : start + per_chunk]),
-                    config.model_copy(update={"group_size": group_size}),
+                    list(problems[start : start + length]),
+                    config,
+                    sizes,
                     sampling,
                     chunk_seed(seed, first_chunk + c),
                     synced_gpus,
                 )
             )
     return merge_rollouts(parts, tokenizer.pad_token_id)
+
+
+def sample_counts(samples: Sequence[int], n_problems: int, minimum: int = 1) -> tuple[int, ...]:
+    """`samples` checked as one sample count per problem, each an int >= `minimum`."""
+    counts = tuple(samples)
+    if len(counts) != n_problems:
+        raise ValueError(f"{len(counts)} sample counts for {n_problems} problems: give one count per problem")
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= minimum for n in counts):
+        raise ValueError(f"sample counts must be ints >= {minimum}, got {list(counts)}")
+    return tuple(int(n) for n in counts)
 
 
 @contextlib.contextmanager
@@ -114,15 +139,19 @@ def _sample_chunk(
     tokenizer: PreTrainedTokenizerBase,
     chunk: list[Problem],
     config: RolloutConfig,
+    group_size: int | tuple[int, ...],  # G, or each problem's sample count
     sampling: GenerationConfig,  # `config` as `generate` takes it, with the stop tokens
     seed: int,
     synced_gpus: bool,
 ) -> Rollout:
-    group_size, sampler_logprobs = config.group_size, config.behaviour_logprobs == "sampler"
+    if not isinstance(group_size, int):
+        group_size = group_size[0] if len(set(group_size)) == 1 else tuple(group_size)
+    sampler_logprobs = config.behaviour_logprobs == "sampler"
     stop_ids = sampling.eos_token_id
+    repeats = group_size if isinstance(group_size, int) else torch.tensor(group_size)
     enc = tokenizer([q.prompt for q in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-    ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(model.device)  # (n, P)
-    mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(model.device)
+    ids = enc["input_ids"].repeat_interleave(repeats, dim=0).to(model.device)  # (n, P)
+    mask = enc["attention_mask"].repeat_interleave(repeats, dim=0).to(model.device)
     torch.manual_seed(seed)
     logprobs = entropy = None
     if config.sampler == "compact":

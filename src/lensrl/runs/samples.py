@@ -86,7 +86,7 @@ def choose_groups(kinds: list[str], groups: int) -> list[int]:
 
 def sample_record(rollout: ScoredRollout, advantages: torch.Tensor, algo: AlgoConfig, step: int, groups: int) -> dict:
     """One samples.jsonl entry: `groups` whole groups of the rollout (module docstring for the format)."""
-    g, n = rollout.group_size, len(rollout.completions)
+    g, n, offsets = rollout.group_size, len(rollout.completions), rollout.group_offsets
     correct = rollout.correct.detach().cpu()
     right = (correct > 0).tolist()
     lengths = rollout.lengths.detach().cpu()
@@ -106,7 +106,7 @@ def sample_record(rollout: ScoredRollout, advantages: torch.Tensor, algo: AlgoCo
     chosen = []
     for q in choose_groups(kinds, groups):
         problem = rollout.problems[q]
-        rows = range(q * g, (q + 1) * g)
+        rows = range(offsets[q], offsets[q + 1])
         chosen.append(
             {
                 "index": q,

@@ -165,7 +165,8 @@ def gradient_comparison(
         return {}
     g = rollout.group_size
     negative = group_kinds(rollout.correct, g) == GROUP_KINDS.index("negative")
-    other_negative = torch.where(negative.repeat_interleave(g), other, torch.zeros_like(other))
+    negative_rows = negative.repeat_interleave(torch.tensor(rollout.group_sizes, device=negative.device))
+    other_negative = torch.where(negative_rows, other, torch.zeros_like(other))
     rows = group_rows(groups, g, rollout.input_ids.device)
 
     def gradient(advantages: torch.Tensor) -> list[torch.Tensor]:

@@ -4,7 +4,8 @@ whole groups (paper Eq. 3, the same for every advantage estimator), optionally w
 Minibatches: the rollout's groups in a seeded random order, split by `torch.tensor_split` into exactly
 `optim.updates_per_rollout` parts. With `algo.filter_groups` the groups without a learning signal are
 left out first, so parts are smaller (or empty: no optimizer step), but the number of minibatches, and
-of scheduler steps, is the same for every arm (docs/algorithm.md Sec. 4).
+of scheduler steps, is the same for every arm (docs/algorithm.md Sec. 4). Groups of different sizes
+are split the same way, by their number; a minibatch's rows are its groups' (`group_rows`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from lensrl.config import TrainConfig
+from lensrl.core.advantages import group_rows as rows_of_groups
 from lensrl.core.advantages import kept_groups
 from lensrl.core.loss import policy_loss
 from lensrl.policy.distributed import World, all_reduce_sum, average_gradients, is_sharded
@@ -58,9 +60,12 @@ def minibatch_groups(
     return groups.tensor_split(config.optim.updates_per_rollout)
 
 
-def group_rows(groups: torch.Tensor, group_size: int, device: torch.device) -> torch.Tensor:
-    """The rollout rows of some groups (rows of a group are contiguous)."""
-    return (groups[:, None] * group_size + torch.arange(group_size)).flatten().to(device)
+def group_rows(groups: torch.Tensor, group_size: int | tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The rollout rows of some groups (rows of a group are contiguous); `group_size` is the rollout's
+    (G, or the Q sizes of groups that differ)."""
+    if isinstance(group_size, int):
+        return (groups[:, None] * group_size + torch.arange(group_size)).flatten().to(device)
+    return rows_of_groups(groups, group_size).to(device)
 
 
 def micro_batch_loss(
@@ -115,9 +120,13 @@ def update_policy(
 
     With several ranks, each takes an equal share of every minibatch's groups; its loss is scaled by
     the world size and gradients are averaged over ranks: the whole minibatch's gradient. A minibatch
-    whose gradient is not finite is skipped (counted) or stops the run (`run.on_nonfinite`).
+    whose gradient is not finite is skipped (counted) or stops the run (`run.on_nonfinite`). With
+    groups of different sizes the ranks' shares of rows differ; the loss is still normalised by the
+    whole minibatch's sequences and tokens (not under FSDP, whose ranks must run the same passes).
     """
     optim, g = config.optim, rollout.group_size
+    if not isinstance(g, int) and world.distributed and is_sharded(model):
+        raise ValueError("groups of different sizes need run.parallel=ddp: FSDP ranks must run the same passes")
     device = rollout.input_ids.device
     minibatches = minibatch_groups(rollout, config, generator)
     updated = torch.cat(minibatches)
