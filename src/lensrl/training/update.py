@@ -44,7 +44,7 @@ def skip_update(scheduler: torch.optim.lr_scheduler.LRScheduler, updates: int) -
     """A step whose whole update is skipped: the scheduler still steps, as for a skipped minibatch."""
     for _ in range(updates):
         scheduler.step()
-    return {"skipped_updates": updates, "lr": scheduler.get_last_lr()[0]}
+    return {"skipped_updates": updates, "lr": scheduler.get_last_lr()[0], "compute/samples_updated": 0}
 
 
 def minibatch_groups(
@@ -127,6 +127,7 @@ def update_policy(
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of the means over the update
     totals: dict[str, float] = {"skipped_updates": 0, "groups/updated": len(updated) / len(rollout.problems)}
+    totals["compute/samples_updated"] = len(group_rows(updated, g, device))  # after filtering
     grad_norms = []
     model.train()
     for mb_groups in minibatches:
