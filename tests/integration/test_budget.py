@@ -117,3 +117,53 @@ def test_an_interrupted_budget_run_resumes_to_the_same_end(tiny_model_dir, tmp_p
         assert without_timings(tmp_path / "resumed", name) == without_timings(tmp_path / "whole", name), name
     summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("resumed", "whole")]
     assert summaries[0] == summaries[1] and summaries[0]["ended_by"] == "run.max_tokens"
+
+
+def test_a_study_of_arms_with_equal_token_budgets(tiny_model_dir, tmp_path):
+    # `lensrl study` with run.max_tokens and a large run.steps: every run ends at its own step; the
+    # report's final pass@k is each run's last evaluation, study.json gives the compute there, the
+    # curves are drawn against tokens, and --report-only rebuilds the same report from the records
+    import shlex
+
+    from lensrl.cli import build_parser
+    from lensrl.research.arms import find_study, load_studies
+    from lensrl.research.study import report_from_records
+
+    studies_file = Path(__file__).resolve().parents[2] / "experiments" / "studies.py"
+    overrides = [o for o in tiny_overrides(tiny_model_dir, "unused") if not o.startswith("run.")]
+    results = tmp_path / "results"
+    args = ["study", "main", "--studies", str(studies_file), "--seeds", "0,1", "--x", "tokens"]
+    args += ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(results)]
+    assert main([*args, *overrides, "run.steps=20", "run.max_tokens=250", "run.eval_every=2"]) == 0
+    study = json.loads((results / "study.json").read_text())
+    assert " --x tokens " in study["command"]
+    for arm in ("grpo", "lens"):
+        ends, tokens, samples = [], [], []
+        for seed in (0, 1):
+            record = json.loads((results / "runs" / f"{arm}_seed{seed}.json").read_text())
+            curves, last = record["curves"], record["evals"][-1]
+            totals = curves["compute/total_tokens"]
+            assert totals[-1] >= 250 > totals[-2] and last["step"] == curves["step"][-1] < 20
+            summary = json.loads((tmp_path / "runs" / f"{arm}_seed{seed}" / "summary.json").read_text())
+            assert summary["ended_by"] == "run.max_tokens" and summary["last_eval"] == last
+            assert study["arms"][arm]["all"]["pass@1"]["values"][seed] == last["overall"]["pass@1"]
+            ends.append(last["step"])
+            tokens.append(totals[-1])
+            samples.append(curves["compute/total_samples"][-1])
+        assert study["compute"][arm] == {"step": sum(ends) / 2, "samples": sum(samples) / 2, "tokens": sum(tokens) / 2}
+    assert "| arm | step | samples | tokens |" in (results / "study.md").read_text()
+    assert (results / "study_curves.png").stat().st_size > 10_000
+
+    # the report from the records alone, by the command it records: the same bytes
+    written = {name: (results / name).read_bytes() for name in ("study.json", "study.md")}
+    parsed, extra = build_parser().parse_known_args(shlex.split(study["command"])[1:])
+    report_from_records(
+        find_study("main", load_studies(studies_file)),
+        parsed.seeds,
+        parsed.config,
+        [*parsed.overrides, *extra],
+        results,
+        figures=False,
+        x=parsed.x,
+    )
+    assert {name: (results / name).read_bytes() for name in written} == written
