@@ -13,7 +13,9 @@ from tests.conftest import tiny_overrides
 
 
 def _run(nproc: int, overrides: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    # the repository root (tests, experiments), then whatever the tests run with (a checkout's src/)
+    path = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = (launcher if nproc > 1 else [sys.executable]) + ["-m", "lensrl.cli", "train", *overrides]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -36,6 +38,9 @@ def test_two_ranks_match_one_process(tiny_model_dir, tmp_path, parallel):
     m1, m2 = (json.loads((tmp_path / d / "metrics.jsonl").read_text()) for d in ("one", "two"))
     for key in ("reward", "groups/negative", "adv/abs_mean", "response_len/mean", "verify/calls"):
         assert m1[key] == m2[key], key  # the same samples, scored the same (the ranks' verifier counts summed)
+    for key in ("compute/prompts", "compute/samples", "compute/tokens", "compute/samples_updated"):
+        assert m1[key] == m2[key], key  # what the whole step generated and updated on, not one rank's share
+    assert m2["compute/samples"] == 16 and m2["compute/total_tokens"] == m2["compute/tokens"]
     for key in ("loss/policy", "clipfrac", "approx_kl", "kl_ref", "grad_norm"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-7), key
     e1, e2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
