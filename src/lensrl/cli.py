@@ -97,10 +97,12 @@ def _study(args: argparse.Namespace) -> int:
     study = find_study(args.name, studies, args.studies)
     overrides, others = list(args.overrides), list(studies.values())
     if args.report_only:
-        result = report_from_records(study, args.seeds, args.config, overrides, args.results_dir, studies=others)
+        result = report_from_records(
+            study, args.seeds, args.config, overrides, args.results_dir, studies=others, x=args.x
+        )
     else:
         result = run_study(
-            study, args.seeds, args.config, overrides, args.runs_dir, args.results_dir, args.jobs, studies=others
+            study, args.seeds, args.config, overrides, args.runs_dir, args.results_dir, args.jobs, others, args.x
         )
     print(result.table)
     print(f"results: {result.output_dir}")
@@ -118,7 +120,8 @@ def _plot(args: argparse.Namespace) -> int:
     from lensrl.research.plots import plot_runs
 
     labels = args.labels.split(",") if args.labels else None
-    print(f"plot: {plot_runs([Path(r) for r in args.runs], Path(args.output) if args.output else None, labels)}")
+    output = Path(args.output) if args.output else None
+    print(f"plot: {plot_runs([Path(r) for r in args.runs], output, labels, args.x)}")
     return 0
 
 
@@ -314,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: rebuild the report from the run records in RESULTS_DIR/runs/",
     )
+    p.add_argument(
+        "--x",
+        choices=("samples", "tokens", "step"),
+        default="samples",
+        help="x axis of study_curves.png: the samples generated (default), the response tokens generated "
+        "(samples where a run's record has no token counts) or the step",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides under every arm")
     p.set_defaults(func=_study)
 
@@ -341,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--output", help="PNG path (default: RUN/curves.png for one run, curves.png for several)")
     p.add_argument("--labels", help="comma-separated labels, one per run (default: the folder names)")
+    p.add_argument(
+        "--x",
+        choices=("step", "samples", "tokens"),
+        default="step",
+        help="x axis: the step (default), or the samples or response tokens generated since step 1",
+    )
     p.set_defaults(func=_plot)
 
     p = sub.add_parser(

@@ -6,6 +6,7 @@
   (`group_size` then holds the Q sizes, N = their sum).
 * `ScoredRollout`: a rollout with what the update needs, 0/1 correctness and the behaviour policy's
   log-probs and entropies (`lensrl.rollout.collect` makes one).
+* `Compute`: what generating a rollout cost (prompts, samples, tokens), added up over a step and a run.
 
 Layout of a rollout's token tensors (the response mask covers the generated tokens up to and
 including the first EOS):
@@ -120,3 +121,36 @@ class ScoredRollout(Rollout):
     def pibar(self) -> torch.Tensor:  # (N,) float64
         """The behaviour policy's length-normalised confidence in each response (`core.advantages.pibar`)."""
         return pibar(self.seq_logprobs, self.lengths)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What generation cost: prompts drawn, samples generated, generated tokens, and the samples that
+    reached the update. A step's or a run's; `a + b` adds two, so rounds of generation within a step
+    and steps within a run add up.
+
+    `Compute.of(rollout)` counts what a rollout holds, whatever the update later does with it
+    (`samples_updated` 0: the trainer fills it in from the update); tokens are the generated response
+    tokens as the response mask counts them (up to and including the first EOS)."""
+
+    prompts: int = 0
+    samples: int = 0
+    tokens: int = 0
+    samples_updated: int = 0  # responses in the groups the update used (after `algo.filter_groups`)
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> Compute:
+        """What sampling `rollout` cost: its prompts, responses and response tokens."""
+        return cls(len(rollout.problems), rollout.response_mask.shape[0], int(rollout.response_mask.sum().item()))
+
+    def __add__(self, other: Compute) -> Compute:
+        if not isinstance(other, Compute):
+            return NotImplemented
+        return Compute(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, int]) -> Compute:
+        return cls(**record)

@@ -44,6 +44,9 @@ def test_two_ranks_match_one_process(tiny_model_dir, tmp_path, parallel):
     m1, m2 = (json.loads((tmp_path / d / "metrics.jsonl").read_text()) for d in ("one", "two"))
     for key in ("reward", "groups/negative", "adv/abs_mean", "response_len/mean", "verify/calls"):
         assert m1[key] == m2[key], key  # the same samples, scored the same (the ranks' verifier counts summed)
+    for key in ("compute/prompts", "compute/samples", "compute/tokens", "compute/samples_updated"):
+        assert m1[key] == m2[key], key  # what the whole step generated and updated on, not one rank's share
+    assert m2["compute/samples"] == 16 and m2["compute/total_tokens"] == m2["compute/tokens"]
     for key in ("loss/policy", "clipfrac", "approx_kl", "kl_ref", "grad_norm"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-7), key
     e1, e2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))

@@ -51,6 +51,8 @@ def assert_same_run(run: Path, reference: Path, steps: int = STEPS) -> None:
         assert torch.equal(mine[name], theirs[name]), name
     for log in ("metrics.jsonl", "eval.jsonl"):
         assert _records(run / log) == _records(reference / log), log  # nothing lost, nothing doubled
+    totals = [[r["compute/total_tokens"] for r in _records(folder / "metrics.jsonl")] for folder in (run, reference)]
+    assert totals[0] == totals[1]  # the compute totals carried over the resume, as every metric above
     assert json.loads((run / "summary.json").read_text()) == json.loads((reference / "summary.json").read_text())
 
 
@@ -126,3 +128,31 @@ def test_resume_refuses_another_config_and_a_fresh_start_refuses_a_used_folder(t
         train(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=1", "optim.lr=0.5")), resume=True)
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run"):
         train(load_config(overrides=tiny_overrides(tiny_model_dir, out, "run.steps=1")))
+
+
+def test_a_checkpoint_from_before_compute_accounting_resumes_with_its_totals_rebuilt(
+    tiny_model_dir, tmp_path, reference_run
+):
+    out = tmp_path / "old"
+    train(
+        load_config(
+            overrides=tiny_overrides(tiny_model_dir, out, "run.steps=2", "run.save_every=1", "run.eval_every=2")
+        )
+    )
+    # as an older version left it: no compute in the trainer state, no compute/* in metrics.jsonl
+    for checkpoint in (out / "checkpoints").iterdir():
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        del state["compute"]
+        torch.save(state, checkpoint / "trainer_state.pt")
+        manifest = json.loads((checkpoint / "manifest.json").read_text())
+        manifest["files"]["trainer_state.pt"] = (checkpoint / "trainer_state.pt").stat().st_size
+        (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    old = [{k: v for k, v in row.items() if not k.startswith("compute/")} for row in rows]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in old))
+
+    train(_config(tiny_model_dir, out), resume=True)
+    # the totals from the old log's response lengths and group shares: the steps after it, with their
+    # totals, and the summary are the uninterrupted run's
+    assert _records(out / "metrics.jsonl")[2:] == _records(reference_run / "metrics.jsonl")[2:]
+    assert json.loads((out / "summary.json").read_text()) == json.loads((reference_run / "summary.json").read_text())

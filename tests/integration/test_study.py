@@ -244,7 +244,7 @@ def test_a_committed_study_report_regenerates_byte_for_byte_from_its_records(nam
     shutil.copytree(committed / "runs", tmp_path / folder.name / "runs")
     study = find_study(args.name, load_studies(ROOT / args.studies), ROOT / args.studies)  # from the repository root
     report_from_records(
-        study, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name, figures=False
+        study, args.seeds, args.config, [*args.overrides, *overrides], tmp_path / folder.name, figures=False, x=args.x
     )
     for file in ("study.json", "study.md"):
         assert (tmp_path / folder.name / file).read_bytes() == (committed / file).read_bytes(), file

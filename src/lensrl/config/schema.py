@@ -203,7 +203,17 @@ class OptimConfig(Section):
 
 class RunConfig(Section):
     steps: int = Field(40, ge=0)
-    """Rollout steps (each does `updates_per_rollout` optimizer steps)."""
+    """Rollout steps (each does `updates_per_rollout` optimizer steps); with a budget
+    (`max_samples`, `max_tokens`), the most steps the run takes."""
+    max_samples: int | None = Field(None, ge=1)
+    """Budget of generated samples (None: none): the run ends after the first step at which the samples
+    generated since step 1 (`compute/total_samples`, dropped ones included) reach it, with its final
+    evaluation and checkpoint at that step. `steps` stays the upper bound: a budget that `steps`
+    steps do not reach ends the run at `steps` as usual."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Budget of generated response tokens (None: none): the run ends after the first step at which
+    the tokens generated since step 1 (`compute/total_tokens`) reach it, as `max_samples` says; with
+    both, whichever is reached first."""
     seed: int = 0
     """Seed of data order, sampling and initialisation."""
     eval_every: int = Field(0, ge=0)

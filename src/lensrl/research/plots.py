@@ -1,11 +1,13 @@
 """The figures: training curves of runs (`lensrl plot`) and the figures of a study's report.
 
-    lensrl plot RUN [RUN ...] [--output PNG] [--labels a,b]
+    lensrl plot RUN [RUN ...] [--output PNG] [--labels a,b] [--x step|samples|tokens]
 
 draws one PNG of the training curves of one or more runs, overlaid (one colour per run).
 
-A 3 x 3 grid of panels over training steps, from each run folder's metrics.jsonl and eval.jsonl
-(`lensrl.runs.lifecycle` writes them):
+A 3 x 3 grid of panels over training steps (`--x samples` / `--x tokens`: over the samples or
+response tokens generated since step 1, metrics.jsonl's compute/total_samples and
+compute/total_tokens), from each run folder's metrics.jsonl and eval.jsonl (`lensrl.runs.lifecycle`
+writes them):
 
     reward            the pass rate (share of correct samples); dashed: LENS's calibrated reward
     negative groups   share of all-wrong groups; dashed: their share of the advantage mass sum |A|
@@ -25,7 +27,8 @@ A study (`lensrl.research.study`) draws, from its run records and aggregate:
 
     study.png            pass@k after training by arm; pass@1 over training overall and on the two
                          hardest levels; the share of all-wrong groups (`plot_study`)
-    study_curves.png     the first and last pass@k against samples seen, per scope (`plot_curves`)
+    study_curves.png     the first and last pass@k against the samples (or tokens) generated, per
+                         scope (`plot_curves`)
     study_overview.png   final pass@1 and pass@16 of every arm of every study of a testbed (`plot_overview`)
 """
 
@@ -33,15 +36,22 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lensrl.evaluation.evaluate import EvalResult
 from lensrl.research.records import RunRecord
 from lensrl.runs.jsonl import read_jsonl
 
 SMOOTH = 5  # steps in the running mean drawn in bold
 GREY = "0.35"  # colour of the line-style keys in each panel's legend
+# the x axes of `lensrl plot --x`: the metrics.jsonl key of each and its label
+X_AXES = {
+    "step": ("step", "step"),
+    "samples": ("compute/total_samples", "samples generated"),
+    "tokens": ("compute/total_tokens", "tokens generated"),
+}
 
 
 @dataclass(frozen=True)
@@ -110,10 +120,20 @@ class Run:
     evals: list[dict]  # `EvalResult.to_json()` records
     finished: bool  # summary.json written
 
-    def describe(self) -> str:
+    def describe(self, x: str = "step") -> str:
         steps = [r["step"] for r in self.metrics if "step" in r]
         done = "" if self.finished else ", no summary yet"
-        return f"{self.label}: {max(steps)} steps{done}" if steps else f"{self.label}: no steps yet"
+        if not steps:
+            return f"{self.label}: no steps yet"
+        key = X_AXES[x][0]
+        spent = [r[key] for r in self.metrics if r.get(key) is not None]
+        compute = f", {max(spent):,} {x}" if x != "step" and spent else ""
+        return f"{self.label}: {max(steps)} steps{compute}{done}"
+
+    def x_at(self, x: str) -> dict[int, float]:
+        """Each logged step's x on axis `x` (`X_AXES`), step 0 included (0)."""
+        key = X_AXES[x][0]
+        return {0: 0} | {r["step"]: r[key] for r in self.metrics if "step" in r and r.get(key) is not None}
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -130,9 +150,11 @@ def load_run(folder: Path, label: str) -> Run:
     )
 
 
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """Steps and values of `key`, over the records that log it."""
-    pairs = [(r["step"], float(r[key])) for r in records if "step" in r and r.get(key) is not None]
+def _series(records: list[dict], key: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """The x (`X_AXES`: steps, or the samples or tokens generated up to them) and the values of `key`,
+    over the records that log both."""
+    xkey = X_AXES[x][0]
+    pairs = [(r[xkey], float(r[key])) for r in records if r.get(xkey) is not None and r.get(key) is not None]
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
@@ -180,12 +202,12 @@ def _style_legend(ax, styles: dict[str, dict]) -> None:
         )
 
 
-def _curve_panel(ax, panel: CurvePanel, runs: list[Run]) -> None:
+def _curve_panel(ax, panel: CurvePanel, runs: list[Run], x: str = "step") -> None:
     """Each run's per-step series: raw thin and faint, running mean bold (minor series: thin mean only)."""
     styles: dict[str, dict] = {}
     for i, run in enumerate(runs):
         for s in panel.series:
-            steps, values = _series(run.metrics, s.key)
+            steps, values = _series(run.metrics, s.key, x)
             if not steps or (s.minor and len(runs) > 1):
                 continue
             if not s.minor:
@@ -193,7 +215,7 @@ def _curve_panel(ax, panel: CurvePanel, runs: list[Run]) -> None:
             width = 1.0 if s.minor else 2.0
             ax.plot(steps, running_mean(values), color=f"C{i}", ls=s.style, lw=width)
             styles[s.label] = {"ls": s.style, "lw": width}
-    ax.set(title=panel.title, xlabel="step", ylabel=panel.ylabel)
+    ax.set(title=panel.title, xlabel=X_AXES[x][1], ylabel=panel.ylabel)
     if not styles:
         _no_data(ax, " / ".join(s.key for s in panel.series))
     _style_legend(ax, styles)
@@ -207,16 +229,17 @@ def _passk_style(k: str, ks: list[str]) -> dict:
     return {"ls": ":", "marker": ".", "lw": 1.0, "alpha": 0.6}
 
 
-def _passk_panel(ax, runs: list[Run]) -> None:
+def _passk_panel(ax, runs: list[Run], x: str = "step") -> None:
     """Overall pass@k at each evaluation, one line per k and run; a k has the same style in every run."""
     ks = sorted({k for run in runs for e in run.evals for k in e["overall"]}, key=_k)
     for i, run in enumerate(runs):
-        steps = [e["step"] for e in run.evals]
+        at = run.x_at(x)
+        evals = [e for e in run.evals if e["step"] in at]  # (an evaluation past the logged steps: none yet)
         for k in ks:
-            values = [e["overall"].get(k, math.nan) for e in run.evals]
+            values = [e["overall"].get(k, math.nan) for e in evals]
             if not all(math.isnan(v) for v in values):
-                ax.plot(steps, values, color=f"C{i}", ms=4, **_passk_style(k, ks))
-    ax.set(title="evaluation: pass@k", xlabel="step", ylabel="pass@k")
+                ax.plot([at[e["step"]] for e in evals], values, color=f"C{i}", ms=4, **_passk_style(k, ks))
+    ax.set(title="evaluation: pass@k", xlabel=X_AXES[x][1], ylabel="pass@k")
     if not ks:
         _no_data(ax, "evaluations")
     _style_legend(ax, {k: _passk_style(k, ks) for k in ks})
@@ -248,17 +271,29 @@ def _default_output(run_dirs: list[Path]) -> Path:
     return run_dirs[0] / "curves.png" if len(run_dirs) == 1 else Path("curves.png")
 
 
-def plot_runs(run_dirs: list[Path], output: Path | None = None, labels: list[str] | None = None) -> Path:
+def plot_runs(
+    run_dirs: list[Path], output: Path | None = None, labels: list[str] | None = None, x: str = "step"
+) -> Path:
     """Plot the runs' curves, overlaid, into one PNG (default: RUN/curves.png for one run, ./curves.png
-    for several) and return its path. Labels default to the folder names."""
+    for several) and return its path. Labels default to the folder names. `x`: the x axis, "step",
+    "samples" or "tokens" (generated since step 1); a run whose log has no such totals (one from before
+    compute accounting) is an error naming it."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ValueError("plot_runs needs at least one run folder")
+    if x not in X_AXES:
+        raise ValueError(f"unknown x axis {x!r}: {', '.join(X_AXES)}")
     if labels is None:
         labels = [d.resolve().name or str(d) for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs: give one label per run")
     runs = [load_run(d, label) for d, label in zip(run_dirs, labels)]
+    key = X_AXES[x][0]
+    for d, run in zip(run_dirs, runs):
+        if run.metrics and not any(key in r for r in run.metrics):
+            raise ValueError(
+                f"{d}: its metrics.jsonl has no {key} (a run from before compute accounting); plot it with --x step"
+            )
     output = Path(output) if output is not None else _default_output(run_dirs)
 
     import matplotlib
@@ -270,13 +305,13 @@ def plot_runs(run_dirs: list[Path], output: Path | None = None, labels: list[str
     fig, axes = plt.subplots(3, 3, figsize=(17, 12.5))
     flat = list(axes.flat)
     for ax, panel in zip(flat, CURVE_PANELS):
-        _curve_panel(ax, panel, runs)
-    _passk_panel(flat[len(CURVE_PANELS)], runs)
+        _curve_panel(ax, panel, runs, x)
+    _passk_panel(flat[len(CURVE_PANELS)], runs, x)
     _levels_panel(flat[len(CURVE_PANELS) + 1], runs)
     for ax in flat:
         ax.grid(alpha=0.25)
     fig.suptitle(
-        "; ".join(run.describe() for run in runs) + f"\nper step: faint; bold: {SMOOTH}-step running mean", fontsize=12
+        "; ".join(run.describe(x) for run in runs) + f"\nper step: faint; bold: {SMOOTH}-step running mean", fontsize=12
     )
     fig.legend(
         handles=[Line2D([], [], color=f"C{i}", lw=2.5, label=run.label) for i, run in enumerate(runs)],
@@ -300,9 +335,33 @@ def _scope_title(scope: str) -> str:
     return "all levels" if scope == "all" else f"level {scope}"
 
 
-def _passk_runs(runs: list[RunRecord], scope: str, k: int) -> list[list[float]]:
-    """Each run's pass@k in % at every evaluation, on `scope`."""
-    return [[100 * e.pass_at(scope, k) for e in run.evals] for run in runs]
+def at_evaluations(
+    runs: list[RunRecord], value: Callable[[RunRecord, EvalResult], float | None]
+) -> list[list[float | None]]:
+    """`value` of each run at each of its evaluations, aligned for pointwise means over runs
+    (`mean_and_std`): the evaluations in order, every run's last one in the last column. Runs that end
+    at different steps (a budget, `run.max_tokens`) have fewer evaluations between: None where a run
+    has none (runs with the same evaluations: one column per evaluation)."""
+    width = max(len(run.evals) for run in runs)
+    rows = []
+    for run in runs:
+        values = [value(run, e) for e in run.evals]
+        rows.append(values[:-1] + [None] * (width - len(values)) + values[-1:])
+    return rows
+
+
+def _passk_runs(runs: list[RunRecord], scope: str, k: int) -> list[list[float | None]]:
+    """Each run's pass@k in % at every evaluation, on `scope` (`at_evaluations`)."""
+    return at_evaluations(runs, lambda run, e: 100 * e.pass_at(scope, k))
+
+
+def compute_axis(records: dict[str, list[RunRecord]], x: str) -> tuple[str, str]:
+    """The axis the study figures can draw for x = "step", "samples" or "tokens", and a note: "tokens"
+    falls back to "samples" when a run's record has no token counts (a run from before compute
+    accounting), and the note says so."""
+    if x == "tokens" and not all(r.has_tokens for runs in records.values() for r in runs):
+        return "samples", "tokens: not recorded by every run, so samples"
+    return x, ""
 
 
 def _band(ax, xs: list[float], mean: list[float], spread: list[float], color: str, label: str) -> None:
@@ -353,7 +412,7 @@ def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunReco
     ax.legend(fontsize=8)
     for ax, scope in zip(axes[1:], panels):
         for i, arm in enumerate(records):
-            steps = [e.step for e in records[arm][0].evals]
+            steps, _ = mean_and_std(at_evaluations(records[arm], lambda run, e: e.step))
             mean, spread = mean_and_std(_passk_runs(records[arm], scope, 1))
             _band(ax, steps, mean, spread, f"C{i}", arm)
         ax.set(xlabel="step", ylabel="pass@1 (%)", title=f"pass@1 over training: {_scope_title(scope)} (mean +- std)")
@@ -363,8 +422,9 @@ def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunReco
         mean, _ = mean_and_std(
             [[None if v is None else 100 * v for v in rec.curves["groups/negative"]] for rec in records[arm]]
         )
-        ax.plot(records[arm][0].curves["step"], mean, color=f"C{i}", alpha=0.25)
-        ax.plot(records[arm][0].curves["step"], running_mean(mean, 5), color=f"C{i}", label=arm)
+        steps = records[arm][0].curves["step"][: len(mean)]  # seeds that end early: the steps they all have
+        ax.plot(steps, mean, color=f"C{i}", alpha=0.25)
+        ax.plot(steps, running_mean(mean, 5), color=f"C{i}", label=arm)
     ax.set(xlabel="step", ylabel="negative groups (%)", title="all-wrong groups (seed mean; bold: 5-step mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -372,29 +432,31 @@ def plot_study(path: Path, name: str, agg: dict, records: dict[str, list[RunReco
     plt.close(fig)
 
 
-def plot_curves(path: Path, name: str, agg: dict, records: dict[str, list[RunRecord]]) -> None:
-    """The first and the last pass@k (pass@1, pass@16) against samples seen (step x questions per step
-    x group size, from each record's `samples_per_step`): one column per scope (overall and each
-    level), one colour per arm, the seed mean with a band of +- std over seeds."""
+def plot_curves(path: Path, name: str, agg: dict, records: dict[str, list[RunRecord]], x: str = "samples") -> None:
+    """The first and the last pass@k (pass@1, pass@16) against the samples generated up to each
+    evaluation (`x` "samples": the records' totals, else step x `samples_per_step`), the response tokens
+    ("tokens", where every record has them; else samples, and the title says so) or the step ("step"):
+    one column per scope (overall and each level), one colour per arm, the seed mean with a band of +-
+    std over seeds, at the seeds' mean x (`at_evaluations`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    x, note = compute_axis(records, x)
     ks, scopes = [agg["ks"][0], agg["ks"][-1]], agg["scopes"]
     fig, axes = plt.subplots(len(ks), len(scopes), figsize=(4 * len(scopes), 3.4 * len(ks)), squeeze=False)
     for row, k in zip(axes, ks):
         for ax, scope in zip(row, scopes):
             for i, (arm, runs) in enumerate(records.items()):
-                seen = [e.step * runs[0].samples_per_step for e in runs[0].evals]
+                seen, _ = mean_and_std(at_evaluations(runs, lambda run, e: run.compute_at(x, e.step)))
                 mean, spread = mean_and_std(_passk_runs(runs, scope, _k(k)))
-                _band(ax, seen[: len(mean)], mean, spread, f"C{i}", arm)
-            ax.set(xlabel="samples seen", ylabel=f"{k} (%)", title=f"{k}: {_scope_title(scope)}")
+                _band(ax, seen, mean, spread, f"C{i}", arm)
+            ax.set(xlabel=X_AXES[x][1], ylabel=f"{k} (%)", title=f"{k}: {_scope_title(scope)}")
             ax.grid(alpha=0.25)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(
-        f"{name}: pass@k against samples seen (step x questions per step x group size); "
-        f"seed mean, band: +- std over seeds"
+        f"{name}: pass@k against {X_AXES[x][1]}{f' ({note})' if note else ''}; seed mean, band: +- std over seeds"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)

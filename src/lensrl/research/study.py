@@ -8,8 +8,12 @@ finished runs and studies share their common arms) and writes the study's result
 `Study.results_dir`): `runs/<arm>_seed<s>.json` (a `RunRecord`: its evaluations, per-step metrics
 and samples per step), `study.json` (means, spreads and seed-paired differences against the first
 arm, `lensrl.research.stats`), `study.md`, and the figures of `lensrl.research.plots`: `study.png`,
-`study_curves.png` (pass@k against samples seen) and, one folder up, `study_overview.png` (every
-study whose results folder is beside it, of those it is run with). `--report-only`
+`study_curves.png` (pass@k against the samples generated, or with `--x tokens` the response tokens)
+and, one folder up, `study_overview.png` (every study whose results folder is beside it, of those it
+is run with). The final pass@k of a run is its last evaluation, wherever it ended: arms given equal
+budgets (`run.max_tokens=...` or `run.max_samples=...` with a large `run.steps`) end at different
+steps, and study.json and study.md then also give each arm's mean compute at its final evaluation
+(`final_compute`; not for records of runs from before compute accounting). `--report-only`
 (`report_from_records`) rebuilds all but the records from the records alone. Arms differ only in
 their overrides: the same base policy, the same data order and the same sampling seeds, so the
 samples differ only through the policies, and seed s of one arm is paired with seed s of another.
@@ -199,11 +203,30 @@ def _diagnostics(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, flo
     return out if any(v is not None for by_key in out.values() for v in by_key.values()) else {}
 
 
+def final_compute(records: dict[str, list[RunRecord]]) -> dict[str, dict[str, float | None]]:
+    """Per arm, the mean over seeds of each run's step, generated samples and tokens at its final (last)
+    evaluation (`RunRecord.samples_at`, `tokens_at`; tokens None where a run has no token counts); {}
+    when no run records its compute (`RunRecord.has_tokens`: runs from before compute accounting)."""
+    if not any(r.has_tokens for runs in records.values() for r in runs):
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    for arm, runs in records.items():
+        steps = [r.evals[-1].step for r in runs]
+        tokens = [r.tokens_at(step) for r, step in zip(runs, steps)]
+        out[arm] = {
+            "step": statistics.fmean(steps),
+            "samples": statistics.fmean(r.samples_at(step) for r, step in zip(runs, steps)),
+            "tokens": None if None in tokens else statistics.fmean(tokens),
+        }
+    return out
+
+
 def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
-    """Final pass@k per arm (mean, std over seeds, per level) and each arm's seed-paired difference
-    from the first (`vs_reference`: `lensrl.research.stats.PairedDifference`, over the seeds both arms have);
-    `diagnostics` per arm when the runs log them. Keyed by scope ("all", then the levels) and by the
-    name of each k ("pass@1", ...)."""
+    """Final pass@k per arm (mean, std over seeds, per level; each run's last evaluation, wherever it
+    ended) and each arm's seed-paired difference from the first (`vs_reference`:
+    `lensrl.research.stats.PairedDifference`, over the seeds both arms have); `compute` per arm when
+    the runs record it (`final_compute`), `diagnostics` per arm when the runs log them. Keyed by scope
+    ("all", then the levels) and by the name of each k ("pass@1", ...)."""
     last = next(iter(records.values()))[0].evals[-1]
     ks = {f"pass@{k}": k for k in ks_for(last.samples)}
     scopes = last.scopes
@@ -254,6 +277,9 @@ def aggregate(study: Study, records: dict[str, list[RunRecord]]) -> dict:
                     ).to_json()
                 cells[k] = cell
             out["arms"][arm][scope] = cells
+    compute = final_compute(records)
+    if compute:
+        out["compute"] = compute
     diagnostics = _diagnostics(records)
     if diagnostics:
         out["diagnostics"] = diagnostics
@@ -285,6 +311,11 @@ def _difference_cell(w: dict) -> str:
 
 def _mde(w: dict) -> str:
     return "n/a (no spread)" if w["constant"] else _points(w["mde"], sign=False)
+
+
+def _amount(value: float | None) -> str:
+    """A mean count: thousands separated, one decimal only where it has one; n/a for a missing one."""
+    return "n/a" if value is None else f"{value:,.1f}".removesuffix(".0")
 
 
 def format_study_table(agg: dict, n_seeds: int) -> str:
@@ -327,6 +358,17 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
         if "vs_reference" in overall[ks[0]]:
             mdes = ", ".join(f"{k} {_mde(overall[k]['vs_reference'])}" for k in (ks[0], ks[-1]))
             lines.append(f"- {arm} vs {agg['reference']} (n = {overall[ks[0]]['vs_reference']['n']}): {mdes}")
+    if "compute" in agg:
+        lines += [
+            "",
+            "Compute at the final evaluation: mean over seeds of the step and of the samples and response "
+            "tokens generated since step 1 (n/a: not recorded)",
+            "",
+            "| arm | step | samples | tokens |",
+            "|---|---|---|---|",
+        ]
+        for arm, c in agg["compute"].items():
+            lines.append(f"| {arm} | {_amount(c['step'])} | {_amount(c['samples'])} | {_amount(c['tokens'])} |")
     if "diagnostics" in agg:
         keys = list(next(iter(agg["diagnostics"].values())))
         lines += [
@@ -343,9 +385,10 @@ def format_study_table(agg: dict, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
-def _command(name: str, seeds: list[int], config_path: str | None, extra: list[str]) -> str:
+def _command(name: str, seeds: list[int], config_path: str | None, extra: list[str], x: str = "samples") -> str:
     config = f" --config {config_path}" if config_path is not None else ""
-    return f"lensrl study {name} --seeds {','.join(map(str, seeds))}{config}" + "".join(f" {o}" for o in extra)
+    axis = f" --x {x}" if x != "samples" else ""
+    return f"lensrl study {name} --seeds {','.join(map(str, seeds))}{config}{axis}" + "".join(f" {o}" for o in extra)
 
 
 def run_study(
@@ -357,10 +400,12 @@ def run_study(
     results_dir: str | Path | None = None,
     jobs: int = 1,
     studies: Iterable[Study] = (),
+    x: str = "samples",
 ) -> StudyResult:
     """Train every missing (arm, seed) of `study`, `jobs` at a time, then aggregate and plot all of
     them. `config_path` (--config) replaces the study's own base config. `studies` are the studies
-    drawn with it in the overview beside its results folder (`write_overview`; default: it alone)."""
+    drawn with it in the overview beside its results folder (`write_overview`; default: it alone);
+    `x` is the x axis of study_curves.png (`plot_curves`: samples, tokens or step)."""
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     runs = Path(runs_dir or f"runs/study/{study.name}")
     results = Path(results_dir or study.results_dir)
@@ -372,7 +417,8 @@ def run_study(
         search_root=runs.parent,
         jobs=jobs,
     )
-    return _report(study, seeds, records, results, _command(study.name, seeds, config_path, extra), studies)
+    command = _command(study.name, seeds, config_path, extra, x)
+    return _report(study, seeds, records, results, command, studies=studies, x=x)
 
 
 def report_from_records(
@@ -383,15 +429,17 @@ def report_from_records(
     results_dir: str | Path | None = None,
     figures: bool = True,
     studies: Iterable[Study] = (),
+    x: str = "samples",
 ) -> StudyResult:
     """Rebuild a study's report from its committed run records alone (`load_records`), without run
     folders and without training (`lensrl study NAME --report-only`). The report's command is the
     study's own, the one that made the records. `figures=False` writes study.json and study.md only;
-    `studies` as in `run_study`."""
+    `studies` and `x` as in `run_study`."""
     seeds, extra = list(seeds or study.seeds), list(extra or [])
     results = Path(results_dir or study.results_dir)
     records = load_records(study, seeds, results / "runs")
-    return _report(study, seeds, records, results, _command(study.name, seeds, config_path, extra), figures, studies)
+    command = _command(study.name, seeds, config_path, extra, x)
+    return _report(study, seeds, records, results, command, figures, studies, x)
 
 
 def load_records(study: Study, seeds: list[int], records_dir: Path) -> dict[str, list[RunRecord]]:
@@ -422,8 +470,9 @@ def _report(
     command: str,
     figures: bool = True,
     studies: Iterable[Study] = (),
+    x: str = "samples",
 ) -> StudyResult:
-    result = write_report(study, seeds, records, results, command, "study", figures)
+    result = write_report(study, seeds, records, results, command, "study", figures, x)
     if figures:
         write_overview(results.parent, study, studies)
     return result
@@ -437,16 +486,20 @@ def write_report(
     command: str,
     stem: str,
     figures: bool = True,
+    x: str = "samples",
 ) -> StudyResult:
     """`<stem>.json` (aggregate), `<stem>.md` (table) and, with `figures`, `<stem>.png` (plots) and
-    `<stem>_curves.png` (pass@k against samples seen) in `out`."""
+    `<stem>_curves.png` (pass@k against the samples generated, `x` "tokens": the tokens, "step": the
+    steps; `plot_curves`) in `out`."""
+    if x not in ("step", "samples", "tokens"):
+        raise ValueError(f"unknown x axis {x!r}: step, samples or tokens")
     agg = aggregate(study, records)
     table = format_study_table(agg, len(seeds))
     (out / f"{stem}.json").write_text(json.dumps({"command": command, "seeds": seeds, **agg}, indent=2))
     (out / f"{stem}.md").write_text(f"{study.question}\n\n`{command}`\n\n{table}\n")
     if figures:
         plot_study(out / f"{stem}.png", study.name, agg, records)
-        plot_curves(out / f"{stem}_curves.png", study.name, agg, records)
+        plot_curves(out / f"{stem}_curves.png", study.name, agg, records, x)
     return StudyResult(out, table, agg)
 
 

@@ -25,7 +25,7 @@ from lensrl.config import TrainConfig
 from lensrl.policy.distributed import World
 from lensrl.policy.forward import behaviour_logprobs
 from lensrl.policy.models import autocast
-from lensrl.records import Problem, Rollout, ScoredRollout
+from lensrl.records import Compute, Problem, Rollout, ScoredRollout
 from lensrl.rollout.gather import gather_rollout
 from lensrl.rollout.sample import sample, sample_counts
 from lensrl.rollout.verifier import VerifierLike, VerifyCounts
@@ -36,10 +36,12 @@ from lensrl.timer import Timer
 
 @dataclass(frozen=True)
 class Collected:
-    """The step's whole scored rollout, and what the verifier counted while scoring this rank's share."""
+    """The step's whole scored rollout, what the verifier counted while scoring this rank's share, and
+    what generating the whole rollout cost (every rank's share: counted after the gather)."""
 
     rollout: ScoredRollout
     verified: VerifyCounts
+    compute: Compute  # prompts, samples and response tokens generated (samples_updated 0: the update's)
 
 
 def collect_rollout(
@@ -97,7 +99,7 @@ def collect_rollout(
             with amp():
                 logprobs, entropy = behaviour_logprobs(model, rollout, ro.temperature, config.optim.micro_batch_size)
         scored = gather_rollout(world, ScoredRollout.of(rollout, correct, logprobs, entropy), tokenizer.pad_token_id)
-    return Collected(scored, verified)
+    return Collected(scored, verified, Compute.of(scored))
 
 
 def sample_shares(

@@ -7,10 +7,10 @@ import math
 
 import torch
 
-from lensrl.config import AlgoConfig
+from lensrl.config import AlgoConfig, TrainConfig
 from lensrl.core.advantages import group_metrics
 from lensrl.data.answers import extract_answer
-from lensrl.records import ScoredRollout
+from lensrl.records import Compute, ScoredRollout
 from lensrl.rollout.verifier import VerifyCounts
 
 
@@ -42,6 +42,32 @@ def verifier_metrics(counts: VerifyCounts) -> dict[str, int]:
     """verify/calls, verify/unparseable, verify/timeouts, verify/retries, verify/errors and
     verify/worker_restarts: what the verifier counted (`VerifyCounts`) while scoring one step's rollout."""
     return {f"verify/{f.name}": getattr(counts, f.name) for f in dataclasses.fields(counts)}
+
+
+def compute_metrics(compute: Compute, prefix: str = "") -> dict[str, int]:
+    """`compute/<field>` (with a `prefix`: `compute/<prefix><field>`) for each field of a `Compute`:
+    prompts, samples, tokens, samples_updated; a step's without prefix, the run's totals with "total_"."""
+    return {f"compute/{prefix}{name}": value for name, value in compute.to_json().items()}
+
+
+def compute_from_metrics(records: list[dict], config: TrainConfig) -> Compute:
+    """The compute of a run's metrics.jsonl records, added up: how the totals of a checkpoint written
+    before compute accounting are rebuilt (from the records up to its step).
+
+    A record with `compute/*` gives its own; an older one is derived from the config and its other
+    metrics: `rollout.questions_per_step` prompts, times `rollout.group_size` samples, tokens
+    `response_len/mean` x samples (rounded: exact below 2^23 tokens a step, the float32 mean's
+    precision) and the samples of the `groups/updated` share of the groups (0 in a step whose update
+    was skipped whole, which logs no such share)."""
+    q, g = config.rollout.questions_per_step, config.rollout.group_size
+    total = Compute()
+    for r in records:
+        if "compute/samples" in r:
+            total += Compute(*(int(r[f"compute/{name}"]) for name in Compute().to_json()))
+        else:
+            updated = round(r["groups/updated"] * q) * g if "groups/updated" in r else 0
+            total += Compute(q, q * g, round(r["response_len/mean"] * q * g), updated)
+    return total
 
 
 def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:

@@ -17,6 +17,11 @@ under torchrun each rank does them for its share of the groups and the rollout i
 step 4 (`lensrl.policy.distributed`). The run folder, resume rules and evaluations are
 `lensrl.runs.lifecycle`'s; seeds are `lensrl.seeds`'.
 
+Compute: every step logs what it generated (compute/prompts, compute/samples, compute/tokens) and
+how many samples reached the update (compute/samples_updated), and the run's totals since step 1
+(compute/total_*), which checkpoints keep. A budget (`run.max_samples`, `run.max_tokens`) ends the
+run after the first step whose totals reach it, with the final evaluation and checkpoint there.
+
 Reliability: a checkpoint every `run.save_every` steps holds everything the loop depends on, so
 `train(config, resume=True)` (`lensrl train --resume`) goes on from the newest one and ends exactly
 where an uninterrupted run would. SIGINT / SIGTERM finish the current step, save and return. NaN or
@@ -26,6 +31,7 @@ inf in log-probs, advantages, loss or gradients skip the update (counted) or sto
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +40,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_constant_schedule_with_warmup
 
-from lensrl.config import TrainConfig, config_differences
+from lensrl.config import RunConfig, TrainConfig, config_differences
 from lensrl.data.sources import first_per_level, load_problems
 from lensrl.evaluation.evaluate import EvalResult, EvalSettings
 from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum, device_for, init_world, shard_model
 from lensrl.policy.models import frozen_weights_cast, is_lora, load_policy
 from lensrl.policy.prepare import prepare
-from lensrl.records import Problem, ScoredRollout
+from lensrl.records import Compute, Problem, ScoredRollout
 from lensrl.rollout.collect import collect_rollout
 from lensrl.rollout.verifier import Verifier, VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
@@ -59,7 +65,13 @@ from lensrl.runs.samples import sample_record
 from lensrl.seeds import DataOrder, rollout_seed
 from lensrl.timer import Timer
 from lensrl.training.diagnostics import gradient_comparison
-from lensrl.training.metrics import progress_postfix, rollout_metrics, verifier_metrics
+from lensrl.training.metrics import (
+    compute_from_metrics,
+    compute_metrics,
+    progress_postfix,
+    rollout_metrics,
+    verifier_metrics,
+)
 from lensrl.training.update import NonFiniteError, all_finite, nonfinite, skip_update, update_policy
 
 __all__ = ["NonFiniteError", "RunResult", "Session", "StepResult", "train", "train_or_resume"]
@@ -79,6 +91,9 @@ class Session:
     train_set: list[Problem]
     eval_set: list[Problem]
     sharded: bool  # FSDP2 under torchrun
+    # the run's compute up to the checkpoint (none: zero); None from a checkpoint written before
+    # compute accounting, rebuilt from metrics.jsonl (`loop`)
+    compute: Compute | None = Compute()
 
 
 def train(config: TrainConfig, verifier: VerifierLike = MATH_VERIFIER, resume: bool = False) -> RunResult:
@@ -160,10 +175,12 @@ def setup(
     )
     scheduler = get_constant_schedule_with_warmup(optimizer, config.optim.warmup_steps)
     generator = torch.Generator().manual_seed(config.run.seed)
+    compute: Compute | None = Compute()
     if checkpoint:
         state = load_trainer_state(checkpoint, optimizer, scheduler, world)
         order.position = state["data_position"]
         generator.set_state(state["generator"])
+        compute = Compute.from_json(state["compute"]) if "compute" in state else None
     return Session(
         model,
         ref_model,
@@ -175,7 +192,14 @@ def setup(
         prepared.train_set,
         prepared.eval_set,
         sharded,
+        compute,
     )
+
+
+def budgets_reached(run: RunConfig, total: Compute) -> list[str]:
+    """The budgets (`run.max_samples`, `run.max_tokens`) that a run's totals `total` reach."""
+    budgets = (("run.max_samples", run.max_samples, total.samples), ("run.max_tokens", run.max_tokens, total.tokens))
+    return [name for name, budget, spent in budgets if budget is not None and spent >= budget]
 
 
 def loop(
@@ -187,8 +211,14 @@ def loop(
     verifier: Verifier,
     stop: GracefulStop,
 ) -> RunResult:
-    """Steps from the checkpoint's (or 0) to `run.steps`, evaluating, saving and logging as configured."""
+    """Steps from the checkpoint's (or 0) to `run.steps`, or to the first step whose totals reach a budget
+    (`budgets_reached`), evaluating, saving and logging as configured. A run resumed from a checkpoint
+    where a budget was reached (a finished budget run) trains nothing more."""
     run = config.run
+    if s.compute is None:  # a checkpoint from before compute accounting: the logs up to it (cut back already)
+        total = all_gather_objects(world, compute_from_metrics(folder.metrics(), config) if world.is_main else None)[0]
+    else:
+        total = s.compute
 
     def evaluate_at(step: int, problems: Sequence[Problem] = s.eval_set) -> EvalResult:
         settings = EvalSettings.of_run(config, step)
@@ -206,7 +236,7 @@ def loop(
             s.tokenizer,
             s.optimizer,
             s.scheduler,
-            {"data_position": s.order.position, "generator": s.generator.get_state()},
+            {"data_position": s.order.position, "generator": s.generator.get_state(), "compute": total.to_json()},
             run.keep_checkpoints,
             world,
         )
@@ -217,8 +247,9 @@ def loop(
         first, last = evals[0], evals[-1]
     else:
         first = last = evaluate_at(0)
+    end = start  # the last step trained
     bar = tqdm(
-        range(start + 1, run.steps + 1),
+        range(start + 1, start + 1 if budgets_reached(run, total) else run.steps + 1),
         desc=config.algo.advantage,
         disable=not (run.progress and world.is_main),
         initial=start,
@@ -227,12 +258,14 @@ def loop(
     for step in bar:
         with frozen_weights_cast(s.model, config.model):  # the same numbers, cast once a step
             result = train_step(config, s, step, world, verifier)
-        metrics = result.metrics
+        total += result.compute
+        end = step
+        metrics = result.metrics | compute_metrics(total, "total_")
         folder.log_metrics(metrics)
         if run.sample_every and step % run.sample_every == 0:
             folder.log_samples(sample_record(result.rollout, result.advantages, config.algo, step, run.sample_groups))
         bar.set_postfix(progress_postfix(metrics))
-        if step == run.steps:
+        if step == run.steps or budgets_reached(run, total):
             break
         if run.eval_every and step % run.eval_every == 0:
             last = evaluate_at(step, between)
@@ -241,14 +274,17 @@ def loop(
             save(step)
         if stopping:
             return RunResult(folder.path, first, last, stopped_by=stop.requested or "a signal on another rank")
-    if checkpoint is None or start < run.steps:
-        if run.steps > 0:
-            last = evaluate_at(run.steps)
-        save(run.steps)
+    bar.close()
+    if checkpoint is None or end > start:
+        if end > 0:
+            last = evaluate_at(end)
+        save(end)
     folder.write_summary(
         first,
         last,
-        steps=run.steps,
+        steps=end,
+        ended_by=" and ".join(budgets_reached(run, total)) or "run.steps",
+        compute=total.to_json(),
         algorithm=config.algo.advantage,
         seed=run.seed,
         world_size=world.size,
@@ -259,12 +295,13 @@ def loop(
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one training step leaves: its metrics (a metrics.jsonl record), the step's whole rollout and
-    the advantages the update used."""
+    """What one training step leaves: its metrics (a metrics.jsonl record but the run's totals), the
+    step's whole rollout, the advantages the update used and what the step generated and updated on."""
 
     metrics: dict[str, float]
     rollout: ScoredRollout
     advantages: torch.Tensor  # (N,)
+    compute: Compute
 
 
 def train_step(config: TrainConfig, s: Session, step: int, world: World, verifier: Verifier) -> StepResult:
@@ -311,6 +348,7 @@ def train_step(config: TrainConfig, s: Session, step: int, world: World, verifie
             else:
                 nonfinite(config.run.on_nonfinite, step, "behaviour log-probs or advantages")
                 update = skip_update(s.scheduler, config.optim.updates_per_rollout)
+    compute = dataclasses.replace(collected.compute, samples_updated=int(update.pop("compute/samples_updated")))
     seconds = timer.seconds
     if "diagnostic" in seconds:
         diagnostic["time/diagnostic"] = seconds["diagnostic"]
@@ -319,8 +357,9 @@ def train_step(config: TrainConfig, s: Session, step: int, world: World, verifie
         **rollout_metrics(rollout, advantages, config.algo),
         **all_reduce_sum(world, verifier_metrics(collected.verified)),
         **update,
+        **compute_metrics(compute),
         **diagnostic,
         "time/rollout": seconds["sample"] + seconds["reward"],
         **{f"time/{phase}": seconds[phase] for phase in ("sample", "reward", "logprobs", "update", "step")},
     }
-    return StepResult(metrics, rollout, advantages)
+    return StepResult(metrics, rollout, advantages, compute)

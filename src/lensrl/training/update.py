@@ -46,7 +46,7 @@ def skip_update(scheduler: torch.optim.lr_scheduler.LRScheduler, updates: int) -
     """A step whose whole update is skipped: the scheduler still steps, as for a skipped minibatch."""
     for _ in range(updates):
         scheduler.step()
-    return {"skipped_updates": updates, "lr": scheduler.get_last_lr()[0]}
+    return {"skipped_updates": updates, "lr": scheduler.get_last_lr()[0], "compute/samples_updated": 0}
 
 
 def minibatch_groups(
@@ -130,12 +130,14 @@ def update_policy(
     device = rollout.input_ids.device
     minibatches = minibatch_groups(rollout, config, generator)
     updated = torch.cat(minibatches)
-    n_updated_tokens = rollout.response_mask[group_rows(updated, g, device)].sum().item()
+    updated_rows = group_rows(updated, g, device)
+    n_updated_tokens = rollout.response_mask[updated_rows].sum().item()
     taken = [mb for mb in minibatches if len(mb)]
     # the optimizer's own list: FSDP2 leaves unsharded stand-ins on the root module after a forward pass
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     summed: dict[str, float] = {"loss/policy": 0.0}  # this rank's part of the means over the update
     totals: dict[str, float] = {"skipped_updates": 0, "groups/updated": len(updated) / len(rollout.problems)}
+    totals["compute/samples_updated"] = len(updated_rows)  # after filtering
     grad_norms = []
     model.train()
     for mb_groups in minibatches:
