@@ -4,6 +4,7 @@ One run seed `s` fans out into independent streams; each rule below is the only 
 
     training data order, epoch e          s * 1_000_003 + e     (`DataOrder`)
     rollout sampling at step t            s * 1_000_003 + t     (`rollout_seed`)
+    generation round r > 0 of step t      SeedSequence([x, 2^32 - 1, r]), x = rollout_seed   (`round_seed`)
     evaluation sampling at step t         s * 7_919 + t         (`eval_seed`)
     training source i (file samples)      s + i * 1_000_003     (`source_seed`; eval sources use EVAL_SEED for s)
     sampling chunk c of a seed x          x for c = 0, else SeedSequence([x, c])   (`chunk_seed`)
@@ -39,6 +40,14 @@ EVAL_SEED = 12345
 def rollout_seed(seed: int, step: int) -> int:
     """Seed of the rollout sampled at training step `step`."""
     return seed * STRIDE + step
+
+
+def round_seed(seed: int, step: int, round_: int) -> int:
+    """Seed of generation round `round_` of step `step` (`rollout.selection` strategies that sample several
+    rounds a step): round 0 is the step's rollout seed, later rounds independent streams of it (the entry
+    2^32 - 1 keeps them apart from `chunk_seed`'s)."""
+    x = rollout_seed(seed, step)
+    return x if round_ == 0 else int(np.random.SeedSequence([x, 2**32 - 1, round_]).generate_state(1)[0])
 
 
 def eval_seed(seed: int, step: int) -> int:

@@ -179,3 +179,35 @@ def test_reference_logprobs_are_taken_without_dropout(tiny_model_dir):
         with torch.no_grad(), model.disable_adapter():
             noisy = trimmed_logprobs(model, rollout, rows, 1.0)[0]
         assert torch.equal(noisy, draws[0])
+
+
+def test_normalizing_by_the_kept_rows_scales_the_loss_as_filtering_does(tiny_model_dir):
+    # One minibatch of 8 groups of G = 2: 5 mixed (a signal) and 3 all-wrong (GRPO advantage 0). The
+    # seq-mean loss is the sum of the 16 responses' terms over the rows it averages: "all" divides by
+    # 16, "kept" by the 10 rows of the 5 mixed groups, so its gradient is 16 / 10 = 1.6 times GRPO's,
+    # the factor by which filtering's own minibatches enlarge it, with every group still updated. (The
+    # loss itself is about 0 at ratio 1: GRPO's advantages sum to 0 in every group.)
+    groups = [MIXED] * 5 + [NEGATIVE] * 3
+    norms = {}
+    for rule in ("all", "kept"):
+        config = _config(
+            tiny_model_dir, "algo.advantage=grpo", f"algo.normalize_by={rule}", "optim.updates_per_rollout=1"
+        )
+        model, tokenizer = load_policy(config.model)
+        rollout = _rollout(model, tokenizer, groups)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        metrics = update_policy(
+            model,
+            None,
+            optimizer,
+            scheduler,
+            rollout,
+            grpo_advantages(rollout.correct, G),
+            config,
+            torch.Generator().manual_seed(0),
+        )
+        norms[rule] = metrics["grad_norm"]  # before clipping
+        assert metrics["groups/updated"] == 1.0
+    assert norms["all"] > 0.0
+    assert norms["kept"] == pytest.approx(norms["all"] * 16 / 10, rel=1e-5)

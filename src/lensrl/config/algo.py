@@ -47,6 +47,11 @@ class AlgoBase(Section):
     """DAPO-style filtering: leave groups without a learning signal out of the update (no refill): groups
     without reward variance, except that negative groups stay where the estimator gives them a signal
     (LENS, uniform_negative). Every rollout still takes optim.updates_per_rollout minibatches."""
+    normalize_by: Literal["all", "kept"] = "all"
+    """The rows each minibatch's loss is averaged over: "all", its every response; "kept", the responses
+    of its groups that `filter_groups` would keep, while every group stays in the update. "kept" gives an
+    unfiltered run filtering's larger gradient without dropping anything (groups without a signal have
+    advantage 0 and add nothing to the gradient), a control for what filtering does."""
     clip_low: float = Field(0.2, ge=0, lt=1)
     """Lower ratio clip: rho >= 1 - clip_low."""
     clip_high: float = Field(0.2, ge=0)

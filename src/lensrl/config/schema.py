@@ -11,6 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from lensrl.config.algo import DEFAULT_ESTIMATOR, AlgoConfig, LensAlgo
 from lensrl.config.section import Section
+from lensrl.config.selection import SelectionConfig, UniformSelection
 from lensrl.testbed import testbed_name
 
 
@@ -170,6 +171,9 @@ class RolloutConfig(Section):
     sampler drew each token from, which saves that pass and equals it up to float round-off (the KV
     cache's and batching's): 6e-6 in float32, but up to 0.25 per token under bf16 autocast on SmolLM2
     (docs/performance.md)."""
+    selection: SelectionConfig = UniformSelection()
+    """How a step chooses its prompts and spends its samples: `kind` "uniform" (Q prompts x G samples),
+    "dynamic" (DAPO's dynamic sampling); docs/algorithm.md, "Spending rollouts"."""
     max_prompt_tokens: int | None = Field(None, ge=1)
     """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""

@@ -58,6 +58,26 @@ def merge_rollouts(parts: Sequence[R], pad_token_id: int) -> R:
     return type(parts[0])(**merged)
 
 
+def select_groups(rollout: R, groups: torch.Tensor) -> R:
+    """The rollout of some of `rollout`'s groups (indices, in the order given), every per-row and
+    per-token value with them; widths stay as they are."""
+    offsets = rollout.group_offsets
+    rows = torch.cat([torch.arange(offsets[q], offsets[q + 1]) for q in groups.tolist()])
+    kept = {
+        f.name: value[rows.to(value.device)]
+        for f in dataclasses.fields(rollout)
+        if isinstance(value := getattr(rollout, f.name), torch.Tensor)
+    }
+    sizes = rollout.group_sizes
+    return dataclasses.replace(
+        rollout,
+        **kept,
+        problems=[rollout.problems[q] for q in groups.tolist()],
+        group_size=tuple(sizes[q] for q in groups.tolist()),
+        completions=[rollout.completions[i] for i in rows.tolist()],
+    )
+
+
 def gather_rollout(world: World, rollout: R, pad_token_id: int) -> R:
     """Every rank's share, merged in rank order, on every rank (the whole rollout of the step)."""
     if not world.distributed:

@@ -33,6 +33,11 @@ class VerifyCounts:
             **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)}
         )
 
+    def __add__(self, other: VerifyCounts) -> VerifyCounts:
+        return VerifyCounts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
+
     def copy(self) -> VerifyCounts:
         return dataclasses.replace(self)
 

@@ -47,7 +47,8 @@ from lensrl.policy.distributed import World, all_gather_objects, all_reduce_sum,
 from lensrl.policy.models import frozen_weights_cast, is_lora, load_policy
 from lensrl.policy.prepare import prepare
 from lensrl.records import Compute, Problem, ScoredRollout
-from lensrl.rollout.collect import collect_rollout
+from lensrl.rollout.collect import Collected, collect_rollout
+from lensrl.rollout.select import Selector, selector
 from lensrl.rollout.verifier import Verifier, VerifierLike
 from lensrl.rollout.verify import MATH_VERIFIER, as_verifier
 from lensrl.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -62,7 +63,7 @@ from lensrl.runs.lifecycle import (
     owned,
 )
 from lensrl.runs.samples import sample_record
-from lensrl.seeds import DataOrder, rollout_seed
+from lensrl.seeds import DataOrder
 from lensrl.timer import Timer
 from lensrl.training.diagnostics import gradient_comparison
 from lensrl.training.metrics import (
@@ -91,6 +92,7 @@ class Session:
     train_set: list[Problem]
     eval_set: list[Problem]
     sharded: bool  # FSDP2 under torchrun
+    selector: Selector  # which prompts a step samples, and how many samples each (`rollout.selection`)
     # the run's compute up to the checkpoint (none: zero); None from a checkpoint written before
     # compute accounting, rebuilt from metrics.jsonl (`loop`)
     compute: Compute | None = Compute()
@@ -176,11 +178,13 @@ def setup(
     scheduler = get_constant_schedule_with_warmup(optimizer, config.optim.warmup_steps)
     generator = torch.Generator().manual_seed(config.run.seed)
     compute: Compute | None = Compute()
+    selection_state = None
     if checkpoint:
         state = load_trainer_state(checkpoint, optimizer, scheduler, world)
         order.position = state["data_position"]
         generator.set_state(state["generator"])
         compute = Compute.from_json(state["compute"]) if "compute" in state else None
+        selection_state = state.get("selection")  # none before rollout.selection: a uniform run's history
     return Session(
         model,
         ref_model,
@@ -192,6 +196,7 @@ def setup(
         prepared.train_set,
         prepared.eval_set,
         sharded,
+        selector(config, prepared.tokenizer.pad_token_id, selection_state),
         compute,
     )
 
@@ -236,7 +241,12 @@ def loop(
             s.tokenizer,
             s.optimizer,
             s.scheduler,
-            {"data_position": s.order.position, "generator": s.generator.get_state(), "compute": total.to_json()},
+            {
+                "data_position": s.order.position,
+                "generator": s.generator.get_state(),
+                "compute": total.to_json(),
+                "selection": s.selector.state(),
+            },
             run.keep_checkpoints,
             world,
         )
@@ -309,18 +319,17 @@ def train_step(config: TrainConfig, s: Session, step: int, world: World, verifie
     one step."""
     timer = Timer()
     with timer("step"):
-        problems = [s.train_set[i] for i in s.order.take(config.rollout.questions_per_step)]
-        collected = collect_rollout(
-            s.model,
-            s.tokenizer,
-            problems,
-            config,
-            rollout_seed(config.run.seed, step),
-            verifier,
-            world,
-            synced_gpus=s.sharded,
-            timer=timer,
-        )
+
+        def take(n: int) -> list[Problem]:
+            return [s.train_set[i] for i in s.order.take(n)]
+
+        def collect(problems: Sequence[Problem], seed: int, samples: Sequence[int] | None) -> Collected:
+            return collect_rollout(
+                s.model, s.tokenizer, problems, config, seed, verifier, world, s.sharded, timer, samples=samples
+            )
+
+        selected = s.selector.select(step, take, collect)
+        collected = selected.collected
         rollout = collected.rollout
         with timer("logprobs"):  # the advantages come from the behaviour log-probs
             finite = all_finite(rollout.logprobs_old)  # padding too: the loss multiplies it by a 0 mask
@@ -358,6 +367,7 @@ def train_step(config: TrainConfig, s: Session, step: int, world: World, verifie
         **all_reduce_sum(world, verifier_metrics(collected.verified)),
         **update,
         **compute_metrics(compute),
+        **selected.metrics,
         **diagnostic,
         "time/rollout": seconds["sample"] + seconds["reward"],
         **{f"time/{phase}": seconds[phase] for phase in ("sample", "reward", "logprobs", "update", "step")},

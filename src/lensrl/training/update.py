@@ -129,6 +129,8 @@ def update_policy(
         raise ValueError("groups of different sizes need run.parallel=ddp: FSDP ranks must run the same passes")
     device = rollout.input_ids.device
     minibatches = minibatch_groups(rollout, config, generator)
+    algo = config.algo
+    kept = kept_groups(rollout.correct, g, algo.negative_groups_signal).cpu()  # `algo.normalize_by`
     updated = torch.cat(minibatches)
     updated_rows = group_rows(updated, g, device)
     n_updated_tokens = rollout.response_mask[updated_rows].sum().item()
@@ -147,7 +149,9 @@ def update_policy(
                 scheduler.step()
             continue
         rows = group_rows(mb_groups, g, device)
-        n_seqs, n_tokens = len(rows), int(rollout.response_mask[rows].sum().item())
+        norm = rows if config.algo.normalize_by == "all" else group_rows(mb_groups[kept[mb_groups]], g, device)
+        norm = norm if len(norm) else rows  # no kept group: every advantage is 0, and so is the gradient
+        n_seqs, n_tokens = len(norm), int(rollout.response_mask[norm].sum().item())
         mine = group_rows(mb_groups[world.share(len(mb_groups))], g, device)
         optimizer.zero_grad(set_to_none=True)
         for micro in by_length(mine, rollout.lengths, optim.micro_batch_size):
