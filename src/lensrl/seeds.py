@@ -5,6 +5,7 @@ One run seed `s` fans out into independent streams; each rule below is the only 
     training data order, epoch e          s * 1_000_003 + e     (`DataOrder`)
     rollout sampling at step t            s * 1_000_003 + t     (`rollout_seed`)
     generation round r > 0 of step t      SeedSequence([x, 2^32 - 1, r]), x = rollout_seed   (`round_seed`)
+    prompt-skipping coins of step t       SeedSequence([x, 2^32 - 2]), x = rollout_seed   (`skip_seed`)
     evaluation sampling at step t         s * 7_919 + t         (`eval_seed`)
     training source i (file samples)      s + i * 1_000_003     (`source_seed`; eval sources use EVAL_SEED for s)
     sampling chunk c of a seed x          x for c = 0, else SeedSequence([x, c])   (`chunk_seed`)
@@ -48,6 +49,13 @@ def round_seed(seed: int, step: int, round_: int) -> int:
     2^32 - 1 keeps them apart from `chunk_seed`'s)."""
     x = rollout_seed(seed, step)
     return x if round_ == 0 else int(np.random.SeedSequence([x, 2**32 - 1, round_]).generate_state(1)[0])
+
+
+def skip_seed(seed: int, step: int) -> int:
+    """Seed of the coins with which step `step` skips prompts before its rollout (`rollout.selection` kind
+    "greso"): one stream a step, so a resumed run draws the same coins as an uninterrupted one."""
+    x = rollout_seed(seed, step)
+    return int(np.random.SeedSequence([x, 2**32 - 2]).generate_state(1)[0])
 
 
 def eval_seed(seed: int, step: int) -> int:

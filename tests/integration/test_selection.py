@@ -1,8 +1,9 @@
-"""`rollout.selection` through the trainer: DAPO's dynamic sampling on the tiny model, whose answers are
-all wrong, so under GRPO no group has a signal and every step samples `max_rounds` rounds."""
+"""`rollout.selection` through the trainer: DAPO's dynamic sampling and GRESO on the tiny model, whose
+answers are all wrong, so under GRPO no group has a signal and every step samples `max_rounds` rounds."""
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -30,11 +31,16 @@ def test_dynamic_sampling_counts_every_round_and_resumes_exactly(tiny_model_dir,
     state = torch.load(reference / "checkpoints/step_000003/trainer_state.pt", weights_only=False)
     visits = state["selection"]["history"]
     assert sum(len(v) for v in visits.values()) == 24  # every generated group, dropped ones too
-    # a run of 2 steps extended to 3 from its checkpoint: the same steps (data order, history and totals
-    # carried over) and the same weights (its extra evaluation at step 2 aside)
+    _extended_run_equals(tiny_model_dir, tmp_path, reference, DYNAMIC)
+
+
+def _extended_run_equals(tiny_model_dir, tmp_path, reference, options):
+    """A run of 2 steps extended to 3 from its checkpoint makes the same steps as the 3-step `reference`
+    (data order, selector state and totals carried over) and ends with the same weights (its extra
+    evaluation at step 2 aside)."""
     resumed = tmp_path / "resumed"
-    train(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=2", *DYNAMIC)))
-    train_or_resume(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=3", *DYNAMIC)))
+    train(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=2", *options)))
+    train_or_resume(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=3", *options)))
     untimed = [
         [{k: v for k, v in r.items() if not k.startswith("time/")} for r in _metrics(out)]
         for out in (resumed, reference)
@@ -43,5 +49,37 @@ def test_dynamic_sampling_counts_every_round_and_resumes_exactly(tiny_model_dir,
     final = "checkpoints/step_000003/model.safetensors"
     mine, theirs = load_file(resumed / final), load_file(reference / final)
     assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
-    again = torch.load(resumed / "checkpoints/step_000003/trainer_state.pt", weights_only=False)
+    state, again = (
+        torch.load(out / "checkpoints/step_000003/trainer_state.pt", weights_only=False) for out in (reference, resumed)
+    )
     assert again["selection"] == state["selection"]
+
+
+GRESO = (
+    "algo.advantage=grpo",
+    "rollout.selection={kind: greso, max_rounds: 2}",
+    "data.train={path: testbed, size: 8}",
+    "run.save_every=1",
+)
+
+
+def test_greso_skips_returning_all_wrong_prompts_and_resumes_exactly(tiny_model_dir, tmp_path):
+    reference = tmp_path / "reference"
+    train(load_config(overrides=tiny_overrides(tiny_model_dir, reference, "run.steps=3", *GRESO)))
+    rows = _metrics(reference)
+    # Q = 4: rounds of 1.5 Q = 6 kept prompts (the most, as no group has a signal), 2 rounds of 6 x 4
+    # samples a step; of 8 training prompts, those that come back all wrong are skipped with
+    # probability 1 - p_hard^streak, and the skipped ones are not counted as generated
+    assert [r["selection/rounds"] for r in rows] == [2, 2, 2]
+    assert [r["compute/samples"] for r in rows] == [48, 48, 48]
+    assert [r["compute/total_prompts"] for r in rows] == [12, 24, 36]
+    assert [r["selection/all_wrong"] for r in rows] == [1.0, 1.0, 1.0]
+    assert sum(r["selection/skipped"] for r in rows) > 0
+    # every group all wrong (>= the 2/3 * 0.25 target): p_hard falls a step at a time, p_easy rises;
+    # step 1 already meets prompts again (12 > 8), so p adapts from its end on
+    assert [r["selection/p_hard"] for r in rows] == pytest.approx([0.5, 0.49, 0.48])
+    assert [r["selection/p_easy"] for r in rows] == pytest.approx([0.5, 0.51, 0.52])
+    state = torch.load(reference / "checkpoints/step_000003/trainer_state.pt", weights_only=False)
+    assert state["selection"]["p_hard"] == pytest.approx(0.47)
+    assert sum(len(v) for v in state["selection"]["history"].values()) == 36
+    _extended_run_equals(tiny_model_dir, tmp_path, reference, GRESO)

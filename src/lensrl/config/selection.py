@@ -2,15 +2,16 @@
 
 `uniform` is the usual rollout: the next Q prompts of the data order, G samples each. The others
 spend rollouts differently on the groups that carry no learning signal (docs/algorithm.md, "Spending
-rollouts"); `lensrl.rollout.select` carries them out. Every way counts what it generated, dropped
-groups included (compute/* in metrics.jsonl), so runs can be compared at equal compute.
+rollouts on groups without a signal"); `lensrl.rollout.select` carries them out. Every way counts
+what it generated, dropped groups included (compute/* in metrics.jsonl), so runs can be compared at
+equal compute.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lensrl.config.section import Section
 
@@ -35,4 +36,60 @@ class DynamicSelection(Section):
     those it has (verl stops the run instead)."""
 
 
-SelectionConfig = Annotated[UniformSelection | DynamicSelection, Field(discriminator="kind")]
+class GresoSelection(Section):
+    """GRESO's selective rollouts ("Act Only When It Pays", arXiv 2506.02177; the authors' code
+    Infini-AI-Lab/GRESO):
+    before the rollout, skip each prompt whose most recent visits were all zero-variance with a
+    probability that grows with that streak, then fill the batch by dynamic sampling rounds.
+
+    A prompt whose last z visits were all right (easy) or all wrong (hard) is kept with probability
+    max(p^z, `min_keep`), p being `p_easy` or `p_hard`; a prompt never generated is always kept. After
+    each step, p_easy falls by `p_step` when at least `target_zero_variance`/3 of the step's groups were
+    all right and rises otherwise; p_hard likewise with 2 * `target_zero_variance`/3 and all-wrong
+    groups. The round sizes scale the authors' numbers of prompts (rounds of 384 kept prompts for 256
+    trained, at least 64) to the batch: 1.5 Q and Q/4, so that a Q of 32 gets the authors' proportions
+    instead of a floor of 64 that would exceed the whole batch. The other defaults are the authors'.
+    Easy and hard are all right and all wrong, for the skip rule and for p's targets alike; the
+    departures from the authors' code are in docs/algorithm.md, "Spending rollouts on groups without
+    a signal"."""
+
+    kind: Literal["greso"] = "greso"
+    """"greso": skip prompts that were zero-variance lately, then dynamic sampling."""
+    target_zero_variance: float = Field(0.25, gt=0, lt=1)
+    """The share of zero-variance groups the skip probabilities steer each step toward (the authors'
+    alpha, 0.25): alpha/3 all-right groups and 2 alpha/3 all-wrong ones, the larger share for the hard
+    prompts because they are the likelier to become useful as the policy improves."""
+    p_initial: float = Field(0.5, gt=0, le=1)
+    """The first value of p_easy and p_hard, each prompt's keep probability per zero-variance visit (the
+    authors' 0.5)."""
+    p_step: float = Field(0.01, ge=0)
+    """How far p_easy and p_hard move once a step (the authors' 0.01, fixed in their code)."""
+    p_min: float = Field(0.05, gt=0, le=1)
+    """The least p_easy and p_hard go down to (the authors' 0.05)."""
+    p_max: float = Field(0.95, gt=0, le=1)
+    """The most p_easy and p_hard go up to (the authors' 0.95)."""
+    min_keep: float = Field(0.01, gt=0, le=1)
+    """The least probability with which a prompt is kept, however long its streak (the authors' 1%):
+    every prompt keeps a chance to show that it has become useful."""
+    first_round: float = Field(1.5, gt=0)
+    """Kept prompts in a step's first round, and the most in any round, as a multiple of Q (rounded up):
+    the authors' 384 for a batch of 256 prompts."""
+    min_round: float = Field(0.25, gt=0)
+    """The fewest kept prompts in a later round, as a multiple of Q (rounded up): the authors' 64 for 256."""
+    refill_margin: float = Field(1.25, ge=1)
+    """A later round samples the missing groups divided by the share of the previous round's groups that
+    had a signal, times this margin (the authors' 1.25), between `min_round` and `first_round`."""
+    max_rounds: int = Field(10, ge=1)
+    """Generation rounds at most per step, after which a step trains on the groups it has (the authors
+    have no cap; 10 as `dynamic`)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GresoSelection:
+        if not self.p_min <= self.p_initial <= self.p_max:
+            raise ValueError("greso needs p_min <= p_initial <= p_max")
+        if self.min_round > self.first_round:
+            raise ValueError("greso needs min_round <= first_round")
+        return self
+
+
+SelectionConfig = Annotated[UniformSelection | DynamicSelection | GresoSelection, Field(discriminator="kind")]
