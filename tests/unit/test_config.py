@@ -101,7 +101,7 @@ def test_a_testbed_mapping_without_a_count_gets_the_bare_names_defaults():
 
 
 def test_algo_holds_the_common_settings_and_only_the_chosen_estimators():
-    common = {"advantage", "filter_groups", "clip_low", "clip_high", "loss_agg", "kl_coef"}
+    common = {"advantage", "filter_groups", "normalize_by", "clip_low", "clip_high", "loss_agg", "kl_coef"}
     dumps = {
         name: load_config(overrides=[f"algo.advantage={name}"]).algo.model_dump()
         for name in ("lens", "grpo", "uniform_negative")
