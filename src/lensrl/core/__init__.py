@@ -1,4 +1,5 @@
-"""The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k.
+"""The algorithm as pure tensor functions: advantages, the policy loss, log-probs, pass@k, and Knapsack RL's
+allocation of a step's samples over its prompts.
 
 `lensrl.core.settings` (LENS's settings) is plain Python; the rest imports torch. Names are imported
 on first use, so that reading the settings does not load torch.
@@ -35,6 +36,10 @@ _EXPORTS = {
     "k3_kl": "lensrl.core.loss",
     "policy_loss": "lensrl.core.loss",
     "pass_at_k": "lensrl.core.passk",
+    "allocate_samples": "lensrl.core.knapsack",
+    "estimate_success": "lensrl.core.knapsack",
+    "knapsack_extras": "lensrl.core.knapsack",
+    "knapsack_value": "lensrl.core.knapsack",
 }
 
 __all__ = sorted(_EXPORTS)
