@@ -34,13 +34,14 @@ def test_dynamic_sampling_counts_every_round_and_resumes_exactly(tiny_model_dir,
     _extended_run_equals(tiny_model_dir, tmp_path, reference, DYNAMIC)
 
 
-def _extended_run_equals(tiny_model_dir, tmp_path, reference, options):
+def _extended_run_equals(tiny_model_dir, tmp_path, reference, options, verifier=None):
     """A run of 2 steps extended to 3 from its checkpoint makes the same steps as the 3-step `reference`
     (data order, selector state and totals carried over) and ends with the same weights (its extra
     evaluation at step 2 aside)."""
     resumed = tmp_path / "resumed"
-    train(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=2", *options)))
-    train_or_resume(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=3", *options)))
+    verify = (verifier,) if verifier else ()
+    train(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=2", *options)), *verify)
+    train_or_resume(load_config(overrides=tiny_overrides(tiny_model_dir, resumed, "run.steps=3", *options)), *verify)
     untimed = [
         [{k: v for k, v in r.items() if not k.startswith("time/")} for r in _metrics(out)]
         for out in (resumed, reference)
@@ -83,3 +84,29 @@ def test_greso_skips_returning_all_wrong_prompts_and_resumes_exactly(tiny_model_
     assert state["selection"]["p_hard"] == pytest.approx(0.47)
     assert sum(len(v) for v in state["selection"]["history"].values()) == 36
     _extended_run_equals(tiny_model_dir, tmp_path, reference, GRESO)
+
+
+KNAPSACK = (
+    "algo.advantage=lens",
+    "rollout.selection={kind: knapsack}",
+    "run.save_every=1",
+    "data.train={path: testbed, size: 4}",
+)
+
+
+def _some_right(completion: str, gold: str) -> bool:
+    """A stand-in verifier that calls some answers right (the tiny model's are all wrong), by their text."""
+    return sum(map(ord, completion)) % 3 == 0
+
+
+def test_knapsack_gives_returning_prompts_their_own_group_sizes_and_resumes_exactly(tiny_model_dir, tmp_path):
+    # a pool of 4 prompts and Q = 4: every prompt comes back every step, with an estimate from step 2 on
+    # (G = 4 rewards seen); the 16 samples a step are then spread by the estimates
+    reference = tmp_path / "reference"
+    train(load_config(overrides=tiny_overrides(tiny_model_dir, reference, "run.steps=3", *KNAPSACK)), _some_right)
+    rows = _metrics(reference)
+    assert [r["selection/unseen"] for r in rows] == [4, 0, 0]
+    assert [r["compute/samples"] for r in rows] == [16, 16, 16]  # the budget, Q x G, every step
+    assert rows[0]["selection/samples_max"] == rows[0]["selection/samples_min"] == 4
+    assert any(r["selection/samples_max"] > r["selection/samples_min"] for r in rows[1:])  # sizes that differ
+    _extended_run_equals(tiny_model_dir, tmp_path, reference, KNAPSACK, verifier=_some_right)

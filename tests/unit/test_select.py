@@ -333,3 +333,50 @@ def test_greso_resumed_from_its_state_skips_as_an_uninterrupted_run():
     metrics_again += run_greso(resumed, range(5, 9), data_again, sampler_again)
     assert metrics_again == metrics and sampler_again.calls == sampler.calls
     assert resumed.state() == whole.state()
+
+
+def knapsack(*overrides):
+    config = load_config(
+        overrides=[
+            "rollout.questions_per_step=3",
+            "rollout.group_size=4",
+            "optim.updates_per_rollout=1",
+            "rollout.selection={kind: knapsack, max_samples: 8}",
+            "algo.advantage=grpo",
+            *overrides,
+        ]
+    )
+    return config, selector(config, pad_token_id=0)
+
+
+def test_knapsack_spreads_q_x_g_samples_by_each_prompts_history():
+    # Q = 3 prompts, G = 4: budget 12; estimates from 2 G = 8 rewards, none before G = 4 rewards.
+    # Prompt 0 was seen once, 1 of 4 right: p = 0.25 (an effective item); prompt 1 once, 0 of 4: p = 0
+    # (all wrong); prompt 2 never: the default, G = 4. `allocate_samples([0.25, 0.0, None], 12, 4,
+    # min_samples=2, max_samples=8)` decides the split (tests/unit/test_knapsack.py checks its rule);
+    # here the selector must ask for exactly that split and sample it.
+    from lensrl.core.knapsack import allocate_samples
+
+    config, sel = knapsack()
+    sel.history.visits = {"0": [(1, 4, 1)], "1": [(1, 4, 0)]}
+    verdicts = {"0": [1, 0, 0, 0] * 3, "1": [0] * 12, "2": [1, 0] * 6}
+
+    def sampler(batch, seed, samples):
+        correct = [v for p, n in zip(batch, samples) for v in verdicts[p.id][:n]]
+        rollout = scored(batch, correct, samples)
+        return Collected(rollout, VerifyCounts(calls=len(correct)), Compute.of(rollout))
+
+    expected = allocate_samples([0.25, 0.0, None], 12, 4, min_samples=2, max_samples=8)
+    selected = sel.select(2, order(10), sampler)
+    rollout = selected.collected.rollout
+    assert rollout.group_sizes == tuple(expected) and sum(expected) == 12
+    assert selected.collected.compute.samples == 12
+    assert selected.metrics["selection/unseen"] == 1 and selected.metrics["selection/estimated_all_wrong"] == 1
+    # the step's groups join each prompt's history
+    assert sel.history.visits["2"] == [(2, expected[2], sum(verdicts["2"][: expected[2]]))]
+
+
+def test_knapsack_with_no_history_is_g_samples_each():
+    config, sel = knapsack()
+    selected = sel.select(1, order(10), FakeSampler({str(i): [1, 0, 0, 0] for i in range(3)}))
+    assert selected.collected.rollout.group_size == 4

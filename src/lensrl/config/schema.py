@@ -174,7 +174,8 @@ class RolloutConfig(Section):
     selection: SelectionConfig = UniformSelection()
     """How a step chooses its prompts and spends its samples: `kind` "uniform" (Q prompts x G samples),
     "dynamic" (DAPO's dynamic sampling), "greso" (GRESO: skip prompts that were zero-variance lately,
-    then dynamic sampling); docs/algorithm.md, "Spending rollouts on groups without a signal"."""
+    then dynamic sampling), "knapsack" (Knapsack RL: Q x G samples spread by estimated success rates);
+    docs/algorithm.md, "Spending rollouts on groups without a signal"."""
     max_prompt_tokens: int | None = Field(None, ge=1)
     """Longest prompt in tokens (None: the model's context length minus max_new_tokens). A longer
     prompt is an error naming the problem, or is skipped and counted with data.skip_bad_rows."""

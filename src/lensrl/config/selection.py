@@ -92,4 +92,37 @@ class GresoSelection(Section):
         return self
 
 
-SelectionConfig = Annotated[UniformSelection | DynamicSelection | GresoSelection, Field(discriminator="kind")]
+class KnapsackSelection(Section):
+    """Knapsack RL (Li et al. 2025, arXiv 2509.25849; the authors' code, liziniu/KnapsackRL): the step's
+    Q x G samples spread over its Q prompts by their estimated success rates (`lensrl.core.knapsack`,
+    docs/algorithm.md Sec. 10), so groups have different sizes. The estimates come from each prompt's
+    past groups in the run. The authors' script runs G = 8 with an estimate window of 16 rewards, an
+    estimate from 8 rewards on, at least 2 and at most 128 samples a prompt; here the window and the
+    first estimate scale with G (2 G and G), the other amounts are theirs."""
+
+    kind: Literal["knapsack"] = "knapsack"
+    """"knapsack": a fixed Q x G samples a step, each prompt's share from its estimated success rate."""
+    min_samples: int = Field(2, ge=2)
+    """Samples at least for a prompt with an estimate (every group needs 2 for its statistics)."""
+    max_samples: int = Field(128, ge=2)
+    """The knapsack programme gives a prompt at most this many (leftovers and the all-wrong prompts' surplus
+    may exceed it, as in the authors' code)."""
+    window: int | None = Field(None, ge=1)
+    """Rewards an estimate averages, the latest first (None: 2 x rollout.group_size)."""
+    min_history: int | None = Field(None, ge=1)
+    """Rewards a prompt needs before it has an estimate; before that it gets rollout.group_size samples
+    (None: rollout.group_size)."""
+    alpha: float = Field(0.9, gt=0, lt=1)
+    """The fallback's confidence: a mixed prompt is thought to need ln(1 - alpha) / ln(max(p, 1 - p))
+    samples; what the mixed prompts do not need goes to the all-wrong ones."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> KnapsackSelection:
+        if self.max_samples < self.min_samples:
+            raise ValueError("knapsack needs min_samples <= max_samples")
+        return self
+
+
+SelectionConfig = Annotated[
+    UniformSelection | DynamicSelection | GresoSelection | KnapsackSelection, Field(discriminator="kind")
+]

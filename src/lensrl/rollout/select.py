@@ -6,6 +6,8 @@
               groups, earliest round first, make the step's rollout
     greso     GRESO: before each round, prompts whose recent visits were all zero-variance are skipped
               with a probability that adapts toward a target share; then dynamic sampling's rounds
+    knapsack  Knapsack RL: the next Q prompts share Q x G samples by their estimated success rates
+              (`core.knapsack`), so groups have different sizes
 
 A selector returns the step's `Collected`: the rollout the update uses, and the compute and verifier
 counts of everything it generated, dropped groups included. Every generated group is also written
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 import torch
 
 from lensrl.config import TrainConfig
-from lensrl.config.selection import DynamicSelection, GresoSelection, UniformSelection
+from lensrl.config.selection import DynamicSelection, GresoSelection, KnapsackSelection, UniformSelection
 from lensrl.core.advantages import GROUP_KINDS, group_kinds, kept_groups
+from lensrl.core.knapsack import allocate_samples, estimate_success
 from lensrl.records import Compute, Problem, ScoredRollout
 from lensrl.rollout.collect import Collected
 from lensrl.rollout.gather import merge_rollouts, select_groups
@@ -261,10 +264,44 @@ class GresoSelector(Selector):
         self.p_easy, self.p_hard = state.get("p_easy", self.p_easy), state.get("p_hard", self.p_hard)
 
 
+class KnapsackSelector(Selector):
+    """Knapsack RL: the next Q prompts, `rollout.group_size` x Q samples spread over them by
+    `core.knapsack.allocate_samples` from each prompt's estimate (`estimate_success` of its history)."""
+
+    def select(self, step: int, take: Take, collect: Collect) -> Selected:
+        ro, options = self.config.rollout, self.config.rollout.selection
+        g = ro.group_size
+        problems = take(ro.questions_per_step)
+        window, least = options.window or 2 * g, options.min_history or g
+        estimates = [
+            estimate_success([(n, right) for _, n, right in self.history.visits.get(p.id, [])], window, least)
+            for p in problems
+        ]
+        samples = allocate_samples(
+            estimates,
+            budget=g * len(problems),
+            default=g,
+            min_samples=options.min_samples,
+            max_samples=options.max_samples,
+            alpha=options.alpha,
+        )
+        collected = self._collect(collect, problems, round_seed(self.config.run.seed, step, 0), step, samples)
+        known = [p for p in estimates if p is not None]
+        metrics = {
+            "selection/unseen": sum(p is None for p in estimates),
+            "selection/estimated_all_wrong": sum(p == 0 for p in known),
+            "selection/estimated_all_right": sum(p == 1 for p in known),
+            "selection/samples_min": min(samples),
+            "selection/samples_max": max(samples),
+        }
+        return Selected(collected, metrics)
+
+
 SELECTORS: dict[type, type[Selector]] = {
     UniformSelection: UniformSelector,
     DynamicSelection: DynamicSelector,
     GresoSelection: GresoSelector,
+    KnapsackSelection: KnapsackSelector,
 }
 
 
