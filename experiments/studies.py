@@ -39,6 +39,38 @@ SMOLLM2_WARM_START = "results/smollm2/chain_sum/warmstart"
 SMOLLM2_LR5E5 = ("optim.lr=5e-5", f"model.adapter={SMOLLM2_WARM_START}")
 """The chain-sum RL config (configs/smollm2/rl_chain_sum.yaml) at lr 5e-5 from the committed warm start."""
 
+GRPO_KEPT_NORM = Arm("grpo_kept_norm", ("algo.advantage=grpo", "algo.normalize_by=kept"))
+DYNAMIC = Arm("dynamic", ("algo.advantage=grpo", "rollout.selection={kind: dynamic}"))
+GRESO = Arm("greso", ("algo.advantage=grpo", "rollout.selection={kind: greso}"))
+KNAPSACK = Arm("knapsack", ("algo.advantage=grpo", "rollout.selection={kind: knapsack}"))
+KNAPSACK_LENS = Arm("knapsack_lens", ("algo.advantage=lens", "rollout.selection={kind: knapsack}"))
+COMPUTE_ARMS = (GRPO, LENS, GRPO_FILTERED, GRPO_KEPT_NORM, DYNAMIC, GRESO, KNAPSACK, KNAPSACK_LENS)
+"""The arms of the compute studies, in the plan's order (results/signs/compute/PLAN.md)."""
+
+
+def _compute(regime: str, levels: str, tokens: int) -> Study:
+    """A compute study on signs (results/signs/compute/PLAN.md): a pool of 256 problems that every arm
+    revisits, a budget of generated tokens, the held-out evaluation every 10 steps."""
+    return Study(
+        "signs-compute" + ("" if regime == "default" else f"-{regime}"),
+        f"Negative groups per unit of compute ({regime} regime): which way of spending rollouts does best "
+        f"at {tokens:,} generated tokens?",
+        COMPUTE_ARMS,
+        seeds=(0, 1, 2, 3, 4),
+        overrides=(
+            f"data.train=[{{path: 'testbed:signs', size: 256{levels}}}]",
+            UNSEEN_EVAL,
+            f"run.max_tokens={tokens}",
+            "run.steps=400",
+            "run.eval_every=10",
+            "run.diagnostic_every=5",
+        ),
+        config="testbed:signs",
+        results=f"results/signs/compute/{regime}",
+        in_overview=False,  # held-out levels 3-5, as signs-negative
+    )
+
+
 MAIN_QUESTION = "Does LENS beat GRPO at pass@1..16, overall and on the hardest levels?"
 ABLATION_QUESTION = "Which part of LENS helps: the mixed-group or the negative-group reweighting? (paper Table 2)"
 REMEDIES_QUESTION = "What does LENS buy over the simple remedies for all-wrong groups?"
@@ -110,6 +142,8 @@ STUDIES: dict[str, Study] = {
             results="results/signs/negative",
             in_overview=False,  # its held-out levels 3-5 are not the other signs studies' levels 1-5
         ),
+        _compute("hard", ", levels: [5]", 1_500_000),
+        _compute("default", "", 1_000_000),
         Study(
             # seed 1 of the follow-up again, from the committed warm start: the follow-up's seed-0 runs
             # and first GRPO seed-1 run started from an earlier copy of it (results/smollm2/chain_sum/lr5e-5)
