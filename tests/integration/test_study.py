@@ -230,7 +230,7 @@ def test_every_committed_study_report_is_a_registered_study_or_the_rerun():
 def test_a_registered_study_without_a_report_is_one_in_progress_with_its_plan():
     # a plan that covers several studies (one per regime) sits in the folder above theirs
     for _, folder in STUDIES_WITHOUT_REPORT:
-        plans = [ROOT / folder / "PLAN.md", ROOT / folder / ".." / "PLAN.md"]
+        plans = [ROOT / folder / "PLAN.md", (ROOT / folder).parent / "PLAN.md"]
         assert any(p.exists() for p in plans), f"{folder}: no study.json and no PLAN.md"
 
 
